@@ -1,0 +1,1 @@
+"""Backends: one small session protocol (`base.py`), one module per runtime."""

@@ -1,0 +1,192 @@
+"""llama.cpp through llama-cpp-python's low-level C API (`llama_batch` / `llama_decode`).
+
+The hot loop is kept as lean as llama-bench's: batches are allocated and laid out once per session,
+numpy views write straight into the C buffers (no per-token Python loops over the batch), and greedy
+choice is one `argmax` over a zero-copy view of only the logits llama.cpp already produced.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from edgeprof.backends.llamacpp_lib import LogCapture, build_info, load_llama_cpp
+from edgeprof.config import Hyperparameters
+from edgeprof.errors import ArtifactError, BackendUnavailableError, ConfigError
+from edgeprof.quant import KV_CACHE_TYPES
+
+
+class _Batch:
+    """A `llama_batch` with numpy views over its token and position arrays."""
+
+    def __init__(self, llama_cpp, capacity: int):
+        self._llama_cpp = llama_cpp
+        self.raw = llama_cpp.llama_batch_init(capacity, 0, 1)
+        self.tokens = np.ctypeslib.as_array(self.raw.token, shape=(capacity,))
+        self.positions = np.ctypeslib.as_array(self.raw.pos, shape=(capacity,))
+        self.n_seq_id = np.ctypeslib.as_array(self.raw.n_seq_id, shape=(capacity,))
+        self.wants_logits = np.ctypeslib.as_array(self.raw.logits, shape=(capacity,))
+
+    def lay_out(self, seq_ids: np.ndarray, positions: np.ndarray, wants_logits: np.ndarray) -> None:
+        """Fix which sequence, position and output flag each slot has (done once, not per step)."""
+        n = len(seq_ids)
+        self.raw.n_tokens = n
+        self.n_seq_id[:n] = 1
+        self.positions[:n] = positions
+        self.wants_logits[:n] = wants_logits
+        for i, seq in enumerate(seq_ids.tolist()):
+            self.raw.seq_id[i][0] = seq
+
+    def free(self) -> None:
+        self._llama_cpp.llama_batch_free(self.raw)
+
+
+class LlamaCppSession:
+    """A loaded GGUF with a context for `hp.batch` sequences of `hp.context_per_sequence` tokens."""
+
+    name = "llama.cpp"
+
+    def __init__(self, model_path: str, hp: Hyperparameters):
+        llama_cpp = load_llama_cpp()
+        self._llama_cpp = llama_cpp
+        self._logs = LogCapture()
+        self.hp = hp
+        llama_cpp.llama_backend_init()
+        if hp.gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            raise BackendUnavailableError(
+                "this llama-cpp-python build has no GPU offload; use --gpu-layers 0 or reinstall it with "
+                "CMAKE_ARGS=\"-DGGML_CUDA=on\" (see scripts/gpu/README.md)")
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 999 if hp.gpu_layers < 0 else hp.gpu_layers
+        self._model = llama_cpp.llama_model_load_from_file(model_path.encode(), model_params)
+        if not self._model:
+            raise ArtifactError(f"llama.cpp could not load {model_path}: {self._logs.tail(2) or 'no detail'}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+
+        ctx_params = llama_cpp.llama_context_default_params()
+        n_ctx = hp.batch * hp.context_per_sequence
+        ctx_params.n_ctx = n_ctx
+        ctx_params.n_batch = min(hp.n_batch, max(n_ctx, 1))
+        ctx_params.n_ubatch = min(hp.n_ubatch, ctx_params.n_batch)
+        ctx_params.n_seq_max = hp.batch
+        ctx_params.n_threads = hp.threads
+        ctx_params.n_threads_batch = hp.threads
+        ctx_params.type_k = KV_CACHE_TYPES[hp.kv_type]
+        ctx_params.type_v = KV_CACHE_TYPES[hp.kv_type]
+        ctx_params.flash_attn_type = {
+            "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }[hp.flash_attn]
+        ctx_params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise ConfigError(f"llama.cpp could not create a context for these settings: "
+                              f"{self._logs.tail(2) or 'no detail'}")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._n_batch = ctx_params.n_batch
+        self._greedy = hp.sampler == "greedy"
+        self._next = np.zeros(hp.batch, dtype=np.int32)
+        self._step = 0
+        self._prefill_batches: list[tuple[_Batch, np.ndarray]] = []
+        self._decode_batch = _Batch(llama_cpp, hp.batch)
+        seqs = np.arange(hp.batch, dtype=np.int32)
+        self._decode_batch.lay_out(seqs, np.zeros(hp.batch, dtype=np.int32), np.ones(hp.batch, dtype=np.int8))
+
+    # -- prefill -------------------------------------------------------------------------------
+    def _plan_prefill(self, batch: int, prompt_len: int) -> None:
+        """Split batch x prompt tokens into llama_decode calls of at most n_batch tokens, laid out once."""
+        total = batch * prompt_len
+        seq_of = np.repeat(np.arange(batch, dtype=np.int32), prompt_len)
+        pos_of = np.tile(np.arange(prompt_len, dtype=np.int32), batch)
+        is_last = (pos_of == prompt_len - 1).astype(np.int8)
+        for start in range(0, total, self._n_batch):
+            stop = min(start + self._n_batch, total)
+            chunk = _Batch(self._llama_cpp, stop - start)
+            chunk.lay_out(seq_of[start:stop], pos_of[start:stop], is_last[start:stop])
+            finished = seq_of[start:stop][is_last[start:stop] == 1]  # sequences whose logits this chunk gives
+            self._prefill_batches.append((chunk, finished))
+
+    def prefill(self, prompts: np.ndarray) -> None:
+        batch, prompt_len = prompts.shape
+        if not self._prefill_batches:
+            self._plan_prefill(batch, prompt_len)
+        flat = prompts.reshape(-1)
+        start = 0
+        for chunk, finished in self._prefill_batches:
+            n = chunk.raw.n_tokens
+            chunk.tokens[:n] = flat[start:start + n]
+            start += n
+            self._decode(chunk.raw)
+            if len(finished):
+                self._choose(finished)
+        self._step = prompt_len
+        if not self._greedy:
+            self._next[:] = prompts[:, -1]
+
+    # -- decode --------------------------------------------------------------------------------
+    def decode_step(self) -> None:
+        batch = self._decode_batch
+        batch.tokens[:self.hp.batch] = self._next
+        batch.positions[:self.hp.batch] = self._step
+        self._decode(batch.raw)
+        self._step += 1
+        if self._greedy:
+            self._choose(None)
+        else:
+            self._llama_cpp.llama_synchronize(self._ctx)
+
+    def _decode(self, raw_batch) -> None:
+        status = self._llama_cpp.llama_decode(self._ctx, raw_batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}: {self._logs.tail(2)}")
+
+    def _choose(self, sequences: np.ndarray | None) -> None:
+        """Greedy next token for the outputs of the last decode (all sequences when `sequences` is None)."""
+        if not self._greedy:
+            return
+        n_out = self.hp.batch if sequences is None else len(sequences)
+        logits_ptr = self._llama_cpp.llama_get_logits(self._ctx)
+        logits = np.ctypeslib.as_array(logits_ptr, shape=(n_out, self.n_vocab))
+        if sequences is None:
+            np.argmax(logits, axis=1, out=self._next)
+        else:
+            self._next[sequences] = np.argmax(logits, axis=1)
+
+    def last_tokens(self) -> np.ndarray:
+        return self._next.copy()
+
+    def logits_of_last_decode(self, n_outputs: int) -> np.ndarray:
+        """A copy of the most recent logits rows (for parity tests; never used while timing)."""
+        logits_ptr = self._llama_cpp.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(logits_ptr, shape=(n_outputs, self.n_vocab)).copy()
+
+    def reset(self) -> None:
+        self._llama_cpp.llama_memory_clear(self._memory, True)
+        self._step = 0
+
+    def info(self) -> dict:
+        llama_cpp = self._llama_cpp
+        facts = build_info()
+        facts.update({
+            "model_parameters": int(llama_cpp.llama_model_n_params(self._model)),
+            "model_bytes": int(llama_cpp.llama_model_size(self._model)),
+            "n_vocab": int(self.n_vocab),
+            "n_ctx": int(llama_cpp.llama_n_ctx(self._ctx)),
+        })
+        return facts
+
+    def close(self) -> None:
+        for chunk, _ in self._prefill_batches:
+            chunk.free()
+        self._prefill_batches.clear()
+        self._decode_batch.free()
+        if self._ctx:
+            self._llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            self._llama_cpp.llama_model_free(self._model)
+            self._model = None

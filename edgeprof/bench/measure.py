@@ -1,0 +1,86 @@
+"""Time one repetition: reset, prefill, then `gen_tokens` decode steps, on any backend session.
+
+Only `perf_counter_ns` calls surround the backend's own work; nothing else runs in the timed loop.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgeprof.backends.base import BackendSession
+from edgeprof.bench.stats import percentiles_ms
+from edgeprof.config import Hyperparameters
+
+
+@dataclass
+class RepetitionMetrics:
+    """Figures of one repetition. Units are in the names: ms, tokens per second (tps), MB."""
+
+    ttft_ms: float
+    prefill_ms: float
+    prefill_tps: float
+    decode_ms: float
+    decode_tps: float
+    itl_ms_mean: float
+    itl_ms_p50: float
+    itl_ms_p90: float
+    itl_ms_p99: float
+    e2e_ms: float
+    prompt_tokens_total: int
+    decoded_tokens_total: int
+    peak_rss_mb: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_prompts(hp: Hyperparameters, n_vocab: int, seed: int = 0) -> np.ndarray:
+    """Seeded random prompt ids [batch, prompt_tokens]; speed does not depend on their values."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_vocab, size=(hp.batch, hp.prompt_tokens), dtype=np.int32)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_repetition(session: BackendSession, prompts: np.ndarray, hp: Hyperparameters) -> RepetitionMetrics:
+    """One measured repetition. TTFT is prefill plus choosing the first token."""
+    steps = hp.gen_tokens
+    step_ns = np.empty(steps, dtype=np.int64)
+    session.reset()
+    clock = time.perf_counter_ns
+    start = clock()
+    session.prefill(prompts)
+    prefill_end = clock()
+    last = prefill_end
+    for i in range(steps):
+        session.decode_step()
+        now = clock()
+        step_ns[i] = now - last
+        last = now
+    prefill_ns = prefill_end - start
+    decode_ns = last - prefill_end
+    itl = percentiles_ms(step_ns)
+    prompt_total = hp.batch * hp.prompt_tokens
+    decoded_total = hp.batch * steps
+    return RepetitionMetrics(
+        ttft_ms=prefill_ns / 1e6,
+        prefill_ms=prefill_ns / 1e6,
+        prefill_tps=prompt_total / (prefill_ns / 1e9),
+        decode_ms=decode_ns / 1e6,
+        decode_tps=decoded_total / (decode_ns / 1e9) if steps else float("nan"),
+        itl_ms_mean=itl["mean"],
+        itl_ms_p50=itl["p50"],
+        itl_ms_p90=itl["p90"],
+        itl_ms_p99=itl["p99"],
+        e2e_ms=(last - start) / 1e6,
+        prompt_tokens_total=prompt_total,
+        decoded_tokens_total=decoded_total,
+        peak_rss_mb=peak_rss_mb(),
+    )

@@ -1,0 +1,184 @@
+"""Run configurations, each in a child process with a timeout, and append one record per repetition."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeprof.bench.plan import BenchConfig
+from edgeprof.config import config_id, run_key
+from edgeprof.errors import EdgeprofError
+from edgeprof.export.artifacts import Artifact
+from edgeprof.export.gguf_export import export_gguf
+from edgeprof.results.records import Record
+from edgeprof.results.rundir import RunDir
+
+_OOM_MARKERS = ("out of memory", "failed to allocate", "std::bad_alloc", "cannot allocate memory")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    repetitions: int = 3
+    warmup: int = 1
+    timeout_s: float = 900.0
+    seed: int = 0
+
+
+Notify = Callable[..., None]  # notify(event_name, **details); the CLI renders progress from it
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    return None
+
+
+class Runner:
+    """Runs a list of configurations into one run directory."""
+
+    def __init__(self, run_dir: RunDir, device: dict, options: RunOptions, notify: Notify = _quiet):
+        self.run_dir = run_dir
+        self.device = device
+        self.options = options
+        self.notify = notify
+        self.writer = run_dir.writer()
+        self.jobs_dir = run_dir.path / "jobs"
+        self.jobs_dir.mkdir(exist_ok=True)
+        self.artifacts: dict[str, dict] = {}
+
+    def run(self, configs: list[BenchConfig]) -> None:
+        for index, config in enumerate(configs):
+            self.notify("config_started", index=index, total=len(configs), label=config.label)
+            for record in self.run_one(config):
+                self.writer.append(record)
+            self.notify("config_finished", index=index, total=len(configs), label=config.label)
+
+    # -- one configuration ---------------------------------------------------------------------
+    def run_one(self, config: BenchConfig) -> list[Record]:
+        started = time.time()
+        try:
+            artifact = export_gguf(
+                config.source, config.quant if config.quant != "as-is" else "f32",
+                progress=lambda step, done, total: self.notify("export", step=step, done=done, total=total))
+        except EdgeprofError as exc:
+            return [self._record(config, None, None, "failed", error=str(exc), started=started)]
+        self.artifacts[artifact.path] = artifact.__dict__
+        return self._run_child(config, artifact, started)
+
+    def _model_identity(self, config: BenchConfig, artifact: Artifact) -> str:
+        # A user's GGUF file is identified by content, so the same file joins across devices.
+        return f"sha256:{artifact.sha256[:16]}" if config.source.is_gguf else config.source.name
+
+    def _ids(self, config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:
+        model = self._model_identity(config, artifact) if artifact else config.source.name
+        quant = artifact.quant if artifact else config.quant
+        cid = config_id(model, quant, config.backend, config.hp)
+        return cid, run_key(cid, config.hp)
+
+    def _run_child(self, config: BenchConfig, artifact: Artifact, started: float) -> list[Record]:
+        _, key = self._ids(config, artifact)
+        job_path = self.jobs_dir / f"{key}.json"
+        events_path = self.jobs_dir / f"{key}.events.jsonl"
+        stderr_path = self.jobs_dir / f"{key}.stderr.log"
+        events_path.unlink(missing_ok=True)
+        job_path.write_text(json.dumps({
+            "backend": config.backend, "model_path": artifact.path, "hyperparameters": config.hp.to_dict(),
+            "warmup": self.options.warmup, "repetitions": self.options.repetitions, "seed": self.options.seed,
+        }))
+        timed_out = False
+        with open(stderr_path, "w") as stderr:
+            child = subprocess.Popen([sys.executable, "-m", "edgeprof.bench.worker", str(job_path), str(events_path)],
+                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+            try:
+                child.wait(timeout=self.options.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(child)
+            except BaseException:  # Ctrl-C: stop the child, discard this configuration, re-raise
+                _kill_group(child)
+                raise
+        events = _read_events(events_path)
+        loaded = next((e for e in events if e["event"] == "loaded"), {})
+        records = [
+            self._record(config, artifact, e["index"], "ok", metrics={**e["metrics"], "load_ms": loaded.get("load_ms")},
+                         info=loaded.get("info"), started=started, finished=e.get("finished_at"))
+            for e in events if e["event"] == "repetition"
+        ]
+        if len(records) == self.options.repetitions and child.returncode == 0:
+            return records
+        status, error = _failure(child.returncode, timed_out, events, stderr_path, self.options.timeout_s)
+        records.append(self._record(config, artifact, None, status, error=error, info=loaded.get("info"),
+                                    started=started))
+        return records
+
+    def _record(self, config: BenchConfig, artifact: Artifact | None, repetition: int | None, status: str, *,
+                metrics: dict | None = None, error: str | None = None, info: dict | None = None,
+                started: float | None = None, finished: float | None = None) -> Record:
+        cid, key = self._ids(config, artifact)
+        arch = config.source.architecture
+        model = {
+            "name": config.source.name, "spec": config.source.spec,
+            "preset": config.source.preset.name if config.source.preset else None,
+            "format": "gguf", "quant": artifact.quant if artifact else config.quant,
+            "bytes": artifact.bytes if artifact else None, "sha256": artifact.sha256 if artifact else None,
+            "path": artifact.path if artifact else None,
+            "parameters": arch.parameter_count if arch else (info or {}).get("model_parameters"),
+        }
+        return Record(run_id=self.run_dir.run_id, config_id=cid, run_key=key, repetition=repetition, status=status,
+                      backend=config.backend, model=model, hyperparameters=config.hp.to_dict(), device=self.device,
+                      metrics=metrics or {}, error=error, started_at=started, finished_at=finished or time.time())
+
+
+def _kill_group(child: subprocess.Popen) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    child.wait()
+
+
+def _read_events(path: Path) -> list[dict]:
+    events = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue  # a line torn by a crash mid-write
+    return events
+
+
+def _stderr_tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+def _failure(returncode: int | None, timed_out: bool, events: list[dict], stderr_path: Path,
+             timeout_s: float) -> tuple[str, str]:
+    """Classify how a child ended: timeout, oom (killed or allocation failure) or failed."""
+    if timed_out:
+        return "timeout", f"configuration exceeded the {timeout_s:g} s timeout"
+    error_event = next((e for e in events if e["event"] == "error"), None)
+    tail = _stderr_tail(stderr_path)
+    if error_event:
+        message = error_event["message"]
+        status = error_event.get("status", "failed")
+        if any(marker in (message + tail).lower() for marker in _OOM_MARKERS):
+            status = "oom"
+        return status, message
+    if returncode is not None and returncode < 0:
+        name = signal.Signals(-returncode).name
+        if returncode == -signal.SIGKILL:
+            return "oom", f"worker killed by {name} (likely the out-of-memory killer); stderr: {tail}"
+        return "failed", f"worker died with {name}; stderr: {tail}"
+    if any(marker in tail.lower() for marker in _OOM_MARKERS):
+        return "oom", tail
+    return "failed", f"worker exited with code {returncode}; stderr: {tail}"

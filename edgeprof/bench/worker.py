@@ -1,0 +1,68 @@
+"""The child process that runs one configuration: `python -m edgeprof.bench.worker JOB.json EVENTS.jsonl`.
+
+Running each configuration in its own process means a native abort, a segfault or the OOM killer
+takes down only this child; the parent turns that into a failed record and the sweep goes on.
+Events are appended and flushed one per line as they happen, so finished repetitions survive a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from edgeprof.backends.base import open_session
+from edgeprof.bench.measure import make_prompts, run_repetition
+from edgeprof.config import Hyperparameters
+from edgeprof.errors import EdgeprofError
+
+EXIT_USER_ERROR = 3
+EXIT_CRASH = 4
+
+
+def _emit(stream, event: dict) -> None:
+    stream.write(json.dumps(event) + "\n")
+    stream.flush()
+
+
+def run_job(job: dict, events) -> int:
+    hp = Hyperparameters.from_dict(job["hyperparameters"])
+    start = time.perf_counter()
+    session = open_session(job["backend"], job["model_path"], hp)
+    load_ms = (time.perf_counter() - start) * 1e3
+    try:
+        _emit(events, {"event": "loaded", "load_ms": load_ms, "info": session.info()})
+        prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))
+        for _ in range(job.get("warmup", 1)):
+            run_repetition(session, prompts, hp)
+        for index in range(job["repetitions"]):
+            metrics = run_repetition(session, prompts, hp)
+            _emit(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
+                           "finished_at": time.time()})
+    finally:
+        session.close()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text())
+    with open(argv[1], "a") as events:
+        try:
+            return run_job(job, events)
+        except EdgeprofError as exc:
+            _emit(events, {"event": "error", "status": "failed", "message": str(exc)})
+            return EXIT_USER_ERROR
+        except MemoryError:
+            _emit(events, {"event": "error", "status": "oom", "message": "MemoryError in the worker"})
+            return EXIT_CRASH
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a record, not a lost sweep
+            last = traceback.format_exc().strip().splitlines()[-1]
+            _emit(events, {"event": "error", "status": "failed", "message": f"{type(exc).__name__}: {exc}",
+                           "detail": last})
+            return EXIT_CRASH
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

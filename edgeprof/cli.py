@@ -1,0 +1,233 @@
+"""The `edgeprof` command line. Thin: it parses, calls the library, renders.
+
+Errors a user can cause (`EdgeprofError`) print one line and exit with code 2; `--verbose` adds the
+traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgeprof.errors import ConfigError, EdgeprofError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run and profile LLMs on edge devices and server GPUs under identical settings.")
+models_app = typer.Typer(help="Model presets usable as synth:<name>.", invoke_without_command=True)
+devices_app = typer.Typer(help="Device profiles and detection.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+app.add_typer(devices_app, name="devices")
+
+# Piped output (logs, CI) gets a wide fixed width so tables keep whole figures instead of "12…".
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+_state = {"verbose": False}
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn an `EdgeprofError` raised by a command into one red line and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except EdgeprofError as exc:
+            if _state["verbose"]:
+                traceback.print_exc()
+            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name} takes comma-separated integers, got {text!r}") from None
+
+
+def _strs(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and native logs.")) -> None:
+    _state["verbose"] = verbose
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=False)
+
+
+@app.command()
+@user_errors
+def run(
+    model: str = typer.Option("synth:smollm2-135m", "--model", "-m",
+                              help="synth:<preset>, an HF folder or a .gguf file; comma-separated for several."),
+    quant: str = typer.Option("q4_k_m,f16", "--quant", "-q", help="GGUF quantizations, comma-separated."),
+    backend: str = typer.Option("llama.cpp", "--backend", help="Backends, comma-separated."),
+    batch: str = typer.Option("1", "--batch", "-b", help="Sequences decoded together, e.g. 1,4,16."),
+    prompt: str = typer.Option("128", "--prompt", "-p", help="Prompt tokens per sequence."),
+    gen: str = typer.Option("64", "--gen", "-n", help="Decode steps per sequence (as llama-bench -n)."),
+    context: str = typer.Option("0", "--context", "-c", help="Context per sequence; 0 = prompt + gen."),
+    threads: str = typer.Option("0", "--threads", "-t", help="CPU threads; 0 = physical cores."),
+    gpu_layers: str = typer.Option("0", "--gpu-layers", "-ngl", help="Layers offloaded to the GPU; -1 = all."),
+    flash_attn: str = typer.Option("auto", "--flash-attn", help="auto, on or off."),
+    kv_type: str = typer.Option("f16", "--kv-type", help="KV-cache type: f16, q8_0, q4_0, f32, ..."),
+    n_batch: str = typer.Option("2048", "--n-batch", help="Logical batch (tokens per decode call in prefill)."),
+    n_ubatch: str = typer.Option("512", "--n-ubatch", help="Physical micro-batch."),
+    sampler: str = typer.Option("greedy", "--sampler", help="greedy, or none (no logits read, as llama-bench)."),
+    repetitions: int = typer.Option(3, "--repetitions", "-r", min=1, help="Measured repetitions."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Unmeasured warm-up repetitions."),
+    timeout: float = typer.Option(900.0, "--timeout", help="Seconds one configuration may take."),
+    device: str = typer.Option("", "--device", "-d", help="Device profile; default: detected."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
+) -> None:
+    """Run models on this machine and record speed and memory for every configuration."""
+    from edgeprof.bench.plan import expand
+    from edgeprof.bench.runner import Runner, RunOptions
+    from edgeprof.devices import detect_profile, get_profile, host_facts
+    from edgeprof.results.records import read_records
+    from edgeprof.results.rundir import base_manifest, create_run_dir
+    from edgeprof.results.summary import summarize, write_summary_csv
+    from edgeprof.results.tables import summary_table
+
+    grid = {
+        "batch": _ints(batch, "batch"), "prompt_tokens": _ints(prompt, "prompt"), "gen_tokens": _ints(gen, "gen"),
+        "context": _ints(context, "context"), "threads": _ints(threads, "threads"),
+        "gpu_layers": _ints(gpu_layers, "gpu-layers"), "flash_attn": _strs(flash_attn), "kv_type": _strs(kv_type),
+        "n_batch": _ints(n_batch, "n-batch"), "n_ubatch": _ints(n_ubatch, "n-ubatch"), "sampler": _strs(sampler),
+    }
+    configs = expand(_strs(model), _strs(quant), _strs(backend), grid)
+    facts = host_facts()
+    profile = get_profile(device) if device else detect_profile(facts)
+    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": False, "host": facts.to_dict()}
+    run_dir = create_run_dir(out)
+    manifest = base_manifest(run_dir.run_id, device_info)
+    manifest["configurations"] = len(configs)
+    run_dir.write_manifest(manifest)
+
+    runner_options = RunOptions(repetitions=repetitions, warmup=warmup, timeout_s=timeout)
+    with _progress() as progress:
+        overall = progress.add_task("configurations", total=len(configs))
+        export_task = None
+
+        def notify(event: str, **info) -> None:
+            nonlocal export_task
+            if event == "export":
+                if export_task is None:
+                    export_task = progress.add_task(info["step"], total=info["total"])
+                progress.update(export_task, description=info["step"], completed=info["done"], total=info["total"])
+            elif event == "config_started":
+                progress.update(overall, description=info["label"])
+            elif event == "config_finished":
+                progress.advance(overall)
+
+        runner = Runner(run_dir, device_info, runner_options, notify)
+        try:
+            runner.run(configs)
+        finally:
+            manifest["artifacts"] = list(runner.artifacts.values())
+            run_dir.write_manifest(manifest)
+            rows = summarize(read_records(run_dir.records_path))
+            write_summary_csv(rows, run_dir.summary_path)
+    console.print(summary_table(rows, title=f"edgeprof run on {profile.name}"))
+    for row in rows:
+        if row["status"] != "ok":
+            err_console.print(f"[red]{row['model']} {row['quant']}: {row['status']}[/red]: {row['error']}")
+    console.print(f"run directory: {run_dir.path}")
+
+
+@app.command()
+@user_errors
+def export(
+    model: str = typer.Argument(..., help="synth:<preset> or a local HF folder."),
+    to: str = typer.Option("gguf", "--to", help="Artifact format (gguf)."),
+    quant: str = typer.Option("q4_k_m", "--quant", "-q", help="Quantizations, comma-separated."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also copy artifacts (and sidecars) here."),
+) -> None:
+    """Export (and quantize) a model into the artifact cache, optionally copying it out."""
+    from edgeprof.export.artifacts import SIDECAR_SUFFIX
+    from edgeprof.export.gguf_export import export_gguf, gguf_quant
+    from edgeprof.paths import ensure_writable_dir
+    from edgeprof.source import resolve
+
+    if to != "gguf":
+        raise ConfigError(f"export format {to!r} is not available in this version (available: gguf)")
+    source = resolve(model)
+    quants = [gguf_quant(q).name for q in _strs(quant)]
+    if out is not None:
+        ensure_writable_dir(out, "output folder")
+    with _progress() as progress:
+        task = progress.add_task("export", total=None)
+
+        def on_step(step: str, done: int, total: int) -> None:
+            progress.update(task, description=step, completed=done, total=total)
+
+        artifacts = [export_gguf(source, q, progress=on_step) for q in quants]
+    for artifact in artifacts:
+        path = Path(artifact.path)
+        if out is not None:
+            shutil.copy2(path, out / path.name)
+            shutil.copy2(str(path) + SIDECAR_SUFFIX, out / (path.name + SIDECAR_SUFFIX))
+            path = out / path.name
+        console.print(f"{artifact.quant:8} {artifact.bytes / 1e6:10.1f} MB  sha256 {artifact.sha256[:16]}  {path}")
+
+
+@models_app.callback()
+@user_errors
+def models_list(ctx: typer.Context) -> None:
+    """List model presets with parameter counts, weight sizes and KV-cache cost."""
+    if ctx.invoked_subcommand is None:
+        from edgeprof.presets import list_presets
+        from edgeprof.results.tables import presets_table
+
+        console.print(presets_table(list_presets()))
+
+
+@models_app.command("show")
+@user_errors
+def models_show(name: str) -> None:
+    """Details of one preset: its HF config fields and derived sizes."""
+    from edgeprof.presets import get_preset
+    from edgeprof.results.tables import preset_detail_table
+
+    console.print(preset_detail_table(get_preset(name)))
+
+
+@devices_app.callback()
+@user_errors
+def devices_list(ctx: typer.Context) -> None:
+    """List device profiles."""
+    if ctx.invoked_subcommand is None:
+        from edgeprof.devices import list_profiles
+
+        for profile in list_profiles():
+            console.print(f"{profile.name:24} {profile.kind:8} {profile.display_name}")
+
+
+@devices_app.command("detect")
+@user_errors
+def devices_detect() -> None:
+    """Show the profile and facts detected for this host."""
+    from edgeprof.devices import detect_profile, host_facts
+
+    facts = host_facts()
+    console.print(f"profile: {detect_profile(facts).name}")
+    for key, value in facts.to_dict().items():
+        console.print(f"{key}: {value}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="edgeprof")

@@ -1,0 +1,91 @@
+"""Hyperparameters of one benchmark configuration, their validation and the ids that join runs.
+
+Fields split in two. *Workload* fields (batch, lengths, context, KV type, sampler) define what is
+computed; together with model, quantization and backend they make the `config_id`, identical on every
+device, so an edge run and a server run of the same workload join on it. *Execution* fields (threads,
+GPU layers, micro-batch sizes, flash attention) say how a device ran it; they are recorded in every
+record and folded into `run_key`, which is what resume uses to skip finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from edgeprof.errors import ConfigError
+from edgeprof.quant import KV_CACHE_TYPES
+
+SAMPLERS = ("greedy", "none")
+FLASH_ATTN = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Everything a backend needs to run one configuration. Lengths are in tokens."""
+
+    batch: int = 1  # independent sequences decoded together
+    prompt_tokens: int = 128
+    gen_tokens: int = 64  # decode steps after the prompt (as llama-bench's -n)
+    context: int = 0  # per-sequence context; 0 = prompt_tokens + gen_tokens
+    kv_type: str = "f16"
+    sampler: str = "greedy"  # "none" feeds tokens back without reading logits, like llama-bench
+    threads: int = 0  # 0 = physical cores
+    gpu_layers: int = 0
+    n_batch: int = 2048  # logical batch: tokens per llama_decode call in prefill
+    n_ubatch: int = 512  # physical micro-batch
+    flash_attn: str = "auto"
+
+    WORKLOAD = ("batch", "prompt_tokens", "gen_tokens", "context", "kv_type", "sampler")
+
+    @property
+    def context_per_sequence(self) -> int:
+        return self.context or self.prompt_tokens + self.gen_tokens
+
+    def validate(self) -> "Hyperparameters":
+        """Raise `ConfigError` with one line for settings that cannot run."""
+        for name in ("batch", "prompt_tokens", "n_batch", "n_ubatch"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be > 0, got {getattr(self, name)}")
+        for name in ("gen_tokens", "context", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
+        if self.gpu_layers < -1:
+            raise ConfigError(f"gpu layers must be -1 (all) or >= 0, got {self.gpu_layers}")
+        if self.context and self.prompt_tokens + self.gen_tokens > self.context:
+            raise ConfigError(f"prompt ({self.prompt_tokens}) + generated ({self.gen_tokens}) tokens exceed "
+                              f"the context of {self.context}; raise --context or shorten them")
+        if self.kv_type not in KV_CACHE_TYPES:
+            raise ConfigError(f"unknown KV-cache type {self.kv_type!r} (offered: {', '.join(KV_CACHE_TYPES)})")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r} (offered: {', '.join(SAMPLERS)})")
+        if self.flash_attn not in FLASH_ATTN:
+            raise ConfigError(f"flash attention must be one of {', '.join(FLASH_ATTN)}, got {self.flash_attn!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Hyperparameters":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def workload(self) -> dict:
+        data = self.to_dict()
+        data["context"] = self.context_per_sequence
+        return {k: data[k] for k in self.WORKLOAD}
+
+
+def _short_hash(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def config_id(model: str, quant: str, backend: str, hp: Hyperparameters) -> str:
+    """Hash of model + quant + backend + workload: equal across devices for the same work."""
+    return _short_hash({"model": model, "quant": quant, "backend": backend, "workload": hp.workload()})
+
+
+def run_key(config: str, hp: Hyperparameters) -> str:
+    """Hash of the config id and every execution setting: equal only for the exact same run."""
+    return _short_hash({"config_id": config, "hyperparameters": hp.to_dict()})

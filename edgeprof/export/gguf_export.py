@@ -1,0 +1,121 @@
+"""`export(source, quant)` for GGUF: HF -> f32/f16 GGUF -> llama.cpp's own quantizer, all cached."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from edgeprof import __version__
+from edgeprof.errors import QuantError
+from edgeprof.export.artifacts import Artifact, artifact_path, describe, partial_path, sha256_of
+from edgeprof.export.gguf_check import check_gguf
+from edgeprof.export.gguf_convert import convert_hf_to_gguf
+from edgeprof.quant import GGUF_QUANTS, GgufQuant
+from edgeprof.source import ModelSource
+
+Progress = Callable[[str, int, int], None]  # (step description, done, total)
+
+
+def gguf_quant(name: str) -> GgufQuant:
+    """Look up a GGUF quantization by name or raise a `QuantError` listing the valid ones."""
+    quant = GGUF_QUANTS.get(name.lower())
+    if quant is None:
+        raise QuantError(f"unknown GGUF quantization {name!r} (offered: {', '.join(GGUF_QUANTS)})")
+    return quant
+
+
+def _source_key(source: ModelSource, folder: Path) -> str:
+    """Identity of the checkpoint's content, cheap to compute (no hashing of weights)."""
+    parts = [(folder / "config.json").read_text()]
+    for file in sorted(folder.glob("*.safetensors")) + [folder / "tokenizer.json"]:
+        if file.exists():
+            stat = file.stat()
+            parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    if source.kind == "synth":
+        parts = [folder.name]  # the synth folder name already hashes config, dtype and seed
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def export_gguf(source: ModelSource, quant_name: str, threads: int | None = None,
+                progress: Progress | None = None) -> Artifact:
+    """Return a cached GGUF artifact of `source` at `quant_name`, making it (and its parent) if needed."""
+    quant = gguf_quant(quant_name)
+    if source.is_gguf:
+        return _existing_gguf(source)
+    folder = source.hf_folder()
+    key = _source_key(source, folder)
+    final = artifact_path(key, source.name, "gguf", quant.name)
+    cached = Artifact.read_sidecar(final)
+    if cached:
+        return cached
+    if not quant.needs_quantizer:
+        tmp = partial_path(final)
+        try:
+            convert_hf_to_gguf(folder, source.architecture, tmp, quant.name, source.name,
+                               on_tensor=lambda d, t: progress and progress(f"convert {quant.name}", d, t))
+            tmp.replace(final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return describe(final, "gguf", quant.name, source.name, f"edgeprof-{__version__}/convert")
+    # Quantize from f16 only when the checkpoint is f16 (exact); bf16/f32 go through f32.
+    stored = json.loads((folder / "config.json").read_text()).get("torch_dtype")
+    parent_quant = "f16" if stored == "float16" else "f32"
+    parent = export_gguf(source, parent_quant, threads, progress)
+    if progress:
+        progress(f"quantize {quant.name}", 0, 1)
+    quantize_gguf(Path(parent.path), final, quant, threads)
+    if progress:
+        progress(f"quantize {quant.name}", 1, 1)
+    return describe(final, "gguf", quant.name, source.name, f"edgeprof-{__version__}/llama_model_quantize")
+
+
+def quantize_gguf(src: Path, dst: Path, quant: GgufQuant, threads: int | None = None) -> None:
+    """Run llama.cpp's `llama_model_quantize` into `dst` (atomically)."""
+    from edgeprof.backends.llamacpp_lib import LogCapture, load_llama_cpp
+
+    llama_cpp = load_llama_cpp()
+    logs = LogCapture()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, quant.ftype_constant)
+    params.nthread = threads or os.cpu_count() or 1
+    tmp = partial_path(dst)
+    try:
+        status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+        if status != 0:
+            raise QuantError(f"llama.cpp could not quantize to {quant.name}: {logs.tail(2) or 'no detail'}")
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _existing_gguf(source: ModelSource) -> Artifact:
+    """Describe a user's GGUF file (validated, hashed once and remembered in the cache)."""
+    path = source.path
+    metadata = check_gguf(path)
+    stat = path.stat()
+    memo = artifact_path(f"{path}:{stat.st_size}:{stat.st_mtime_ns}", source.name, "gguf", "memo").with_suffix(".json")
+    try:
+        return Artifact(**json.loads(memo.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    file_type = metadata.get("general.file_type")
+    quant = _file_type_name(file_type)
+    artifact = Artifact(path=str(path), format="gguf", quant=quant, source=source.name, bytes=stat.st_size,
+                        sha256=sha256_of(path), exporter="user-supplied", created="")
+    memo.write_text(json.dumps(artifact.__dict__))
+    return artifact
+
+
+def _file_type_name(file_type: int | None) -> str:
+    """The quantization name of a GGUF's `general.file_type` (a llama_ftype value)."""
+    if file_type is None:
+        return "unknown"
+    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+
+    llama_cpp = load_llama_cpp()
+    names = {getattr(llama_cpp, q.ftype_constant): q.name for q in GGUF_QUANTS.values()}
+    return names.get(int(file_type), f"ftype{file_type}")

@@ -1,0 +1,116 @@
+"""Quantization types: their names, their storage, and llama.cpp's per-tensor mix rules.
+
+Storage figures are the ggml block layouts (block size in weights, bytes per block) from
+ggml-common.h, so weight bytes derived here match real GGUF files closely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ggml type -> (weights per block, bytes per block)
+GGML_BLOCKS: dict[str, tuple[int, int]] = {
+    "f32": (1, 4),
+    "f16": (1, 2),
+    "bf16": (1, 2),
+    "q4_0": (32, 18),
+    "q4_1": (32, 20),
+    "q5_0": (32, 22),
+    "q5_1": (32, 24),
+    "q8_0": (32, 34),
+    "q2_k": (256, 84),
+    "q3_k": (256, 110),
+    "q4_k": (256, 144),
+    "q5_k": (256, 176),
+    "q6_k": (256, 210),
+    "iq4_nl": (32, 18),
+    "iq4_xs": (256, 136),
+    "tq1_0": (256, 54),
+    "tq2_0": (256, 66),
+}
+
+
+def bits_per_weight(ggml_type: str) -> float:
+    """Storage bits per weight of a ggml type, scales included."""
+    block, nbytes = GGML_BLOCKS[ggml_type]
+    return nbytes * 8 / block
+
+
+@dataclass(frozen=True)
+class GgufQuant:
+    """One llama.cpp file type (`llama_ftype`): its user-facing name and main tensor type."""
+
+    name: str
+    ftype_constant: str  # attribute of llama_cpp, e.g. LLAMA_FTYPE_MOSTLY_Q4_K_M
+    base_type: str  # ggml type of most 2D weights
+    mix: str = ""  # "m"/"s"/"l": llama.cpp raises some tensors to a bigger type
+
+    @property
+    def needs_quantizer(self) -> bool:
+        """f32/f16/bf16 are written directly; everything else goes through llama_model_quantize."""
+        return self.name not in ("f32", "f16")
+
+
+def _q(name: str, constant: str, base: str, mix: str = "") -> GgufQuant:
+    return GgufQuant(name, constant, base, mix)
+
+
+# The types llama.cpp's quantizer offers without an importance matrix.
+GGUF_QUANTS: dict[str, GgufQuant] = {
+    q.name: q
+    for q in [
+        _q("f32", "LLAMA_FTYPE_ALL_F32", "f32"),
+        _q("f16", "LLAMA_FTYPE_MOSTLY_F16", "f16"),
+        _q("bf16", "LLAMA_FTYPE_MOSTLY_BF16", "bf16"),
+        _q("q8_0", "LLAMA_FTYPE_MOSTLY_Q8_0", "q8_0"),
+        _q("q6_k", "LLAMA_FTYPE_MOSTLY_Q6_K", "q6_k"),
+        _q("q5_k_m", "LLAMA_FTYPE_MOSTLY_Q5_K_M", "q5_k", "m"),
+        _q("q5_k_s", "LLAMA_FTYPE_MOSTLY_Q5_K_S", "q5_k", "s"),
+        _q("q5_1", "LLAMA_FTYPE_MOSTLY_Q5_1", "q5_1"),
+        _q("q5_0", "LLAMA_FTYPE_MOSTLY_Q5_0", "q5_0"),
+        _q("q4_k_m", "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q4_k", "m"),
+        _q("q4_k_s", "LLAMA_FTYPE_MOSTLY_Q4_K_S", "q4_k", "s"),
+        _q("q4_1", "LLAMA_FTYPE_MOSTLY_Q4_1", "q4_1"),
+        _q("q4_0", "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_0"),
+        _q("iq4_nl", "LLAMA_FTYPE_MOSTLY_IQ4_NL", "iq4_nl"),
+        _q("iq4_xs", "LLAMA_FTYPE_MOSTLY_IQ4_XS", "iq4_xs"),
+        _q("q3_k_l", "LLAMA_FTYPE_MOSTLY_Q3_K_L", "q3_k", "l"),
+        _q("q3_k_m", "LLAMA_FTYPE_MOSTLY_Q3_K_M", "q3_k", "m"),
+        _q("q3_k_s", "LLAMA_FTYPE_MOSTLY_Q3_K_S", "q3_k", "s"),
+        _q("q2_k", "LLAMA_FTYPE_MOSTLY_Q2_K", "q2_k"),
+        _q("tq2_0", "LLAMA_FTYPE_MOSTLY_TQ2_0", "tq2_0"),
+        _q("tq1_0", "LLAMA_FTYPE_MOSTLY_TQ1_0", "tq1_0"),
+    ]
+}
+
+KV_CACHE_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7}
+"""KV-cache element types llama.cpp accepts, by name -> ggml_type id."""
+
+
+def _uses_more_bits(layer: int, n_layers: int) -> bool:
+    # llama.cpp's use_more_bits(): the first and last eighth, and every third layer between.
+    return layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
+
+
+def gguf_tensor_type(quant: GgufQuant, role: str, layer: int, n_layers: int, n_cols: int) -> str:
+    """The ggml type llama.cpp's quantizer gives one 2D tensor, simplified from llama-quant.cpp.
+
+    `role` is "output" (lm_head, or the tied embedding acting as it), "embed", "attn_v", "ffn_down"
+    or another projection. Rows whose length is not a multiple of the block fall back to a legacy type,
+    as llama.cpp does.
+    """
+    base = quant.base_type
+    if not quant.needs_quantizer:
+        return base
+    if role == "output" and base not in ("q8_0", "bf16"):
+        chosen = "q6_k"
+    elif quant.mix == "m" and role in ("attn_v", "ffn_down") and _uses_more_bits(layer, n_layers):
+        chosen = "q6_k" if base in ("q4_k", "q5_k") else "q5_k" if base == "q3_k" else base
+    elif quant.mix == "l" and role in ("attn_v", "ffn_down"):
+        chosen = "q5_k"
+    else:
+        chosen = base
+    block = GGML_BLOCKS[chosen][0]
+    if n_cols % block:
+        chosen = "q8_0" if n_cols % 32 == 0 and chosen in ("q6_k", "q8_0") else "q5_0" if n_cols % 32 == 0 else "f16"
+    return chosen

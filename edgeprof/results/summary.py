@@ -1,0 +1,50 @@
+"""Mean and standard deviation of each metric over a configuration's repetitions."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from edgeprof.bench.stats import mean_std
+
+SUMMARY_METRICS = ("ttft_ms", "prefill_tps", "decode_tps", "itl_ms_mean", "itl_ms_p50", "itl_ms_p90",
+                   "itl_ms_p99", "e2e_ms", "peak_rss_mb", "load_ms")
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """One row per run_key: identity, settings, status and `<metric>_mean` / `<metric>_std`."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        groups[record["run_key"]].append(record)
+    rows = []
+    for key, group in groups.items():
+        first = group[0]
+        ok = [r for r in group if r["status"] == "ok"]
+        failed = [r for r in group if r["status"] != "ok"]
+        row = {
+            "run_key": key, "config_id": first["config_id"], "model": first["model"].get("name"),
+            "format": first["model"].get("format"), "quant": first["model"].get("quant"),
+            "backend": first["backend"], "device": first["device"].get("profile"),
+            **first["hyperparameters"],
+            "repetitions": len(ok),
+            "status": "ok" if ok and not failed else (failed[-1]["status"] if failed else "ok"),
+            "error": failed[-1].get("error") if failed else None,
+        }
+        for metric in SUMMARY_METRICS:
+            mean, std = mean_std([r["metrics"].get(metric) for r in ok])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+        rows.append(row)
+    return rows
+
+
+def write_summary_csv(rows: list[dict], path: Path) -> None:
+    if not rows:
+        return
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

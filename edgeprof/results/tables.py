@@ -1,0 +1,77 @@
+"""Rich tables for summaries and catalogs (presentation only; no measuring here)."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from edgeprof.presets import Preset
+from edgeprof.quant import GGUF_QUANTS
+
+
+def _pm(mean: float, std: float) -> str:
+    """`mean±std` with precision that suits the magnitude."""
+    if mean is None or math.isnan(mean):
+        return "-"
+    digits = 0 if abs(mean) >= 100 else 1 if abs(mean) >= 10 else 2
+    return f"{mean:.{digits}f}±{std:.{digits}f}"
+
+
+def _short_model(name: str) -> str:
+    return name.removeprefix("synth:")
+
+
+def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
+    """One row per configuration: settings, then mean±std over repetitions."""
+    table = Table(title=title, header_style="bold", pad_edge=False)
+    for column in ("model", "quant", "B/P/G", "thr/ngl", "TTFT ms", "prefill t/s", "decode t/s",
+                   "ITL p50/p99 ms", "RSS MB", "status"):
+        table.add_column(column, justify="left" if column in ("model", "quant", "status") else "right")
+    backends = {r["backend"] for r in rows}
+    for r in rows:
+        status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red]"
+        model = _short_model(str(r["model"])) + (f" ({r['backend']})" if len(backends) > 1 else "")
+        itl = "-" if math.isnan(r["itl_ms_p50_mean"]) else f"{r['itl_ms_p50_mean']:.2f}/{r['itl_ms_p99_mean']:.2f}"
+        table.add_row(
+            model, str(r["quant"]), f"{r['batch']}/{r['prompt_tokens']}/{r['gen_tokens']}",
+            f"{r['threads']}/{r['gpu_layers']}", _pm(r["ttft_ms_mean"], r["ttft_ms_std"]),
+            _pm(r["prefill_tps_mean"], r["prefill_tps_std"]), _pm(r["decode_tps_mean"], r["decode_tps_std"]), itl,
+            "-" if math.isnan(r["peak_rss_mb_mean"]) else f"{r['peak_rss_mb_mean']:.0f}", status,
+        )
+    return table
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.2f}"
+
+
+def presets_table(presets: list[Preset]) -> Table:
+    table = Table(title="model presets (synth:<name>)", header_style="bold")
+    for column in ("name", "params", "layers", "hidden", "heads/kv", "vocab", "f16 GB", "q8_0 GB",
+                   "q4_k_m GB", "KV KiB/tok"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for p in presets:
+        a = p.architecture
+        table.add_row(
+            p.name, f"{a.parameter_count / 1e6:,.0f}M" if a.parameter_count >= 1e7 else f"{a.parameter_count / 1e6:.1f}M", str(a.num_layers), str(a.hidden_size),
+            f"{a.num_heads}/{a.num_kv_heads}", str(a.vocab_size),
+            _gb(a.gguf_weight_bytes(GGUF_QUANTS["f16"])), _gb(a.gguf_weight_bytes(GGUF_QUANTS["q8_0"])),
+            _gb(a.gguf_weight_bytes(GGUF_QUANTS["q4_k_m"])), f"{a.kv_cache_bytes_per_token() / 1024:.1f}",
+        )
+    return table
+
+
+def preset_detail_table(preset: Preset) -> Table:
+    a = preset.architecture
+    table = Table(title=f"{preset.display_name} ({preset.name})", header_style="bold", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("source", preset.source)
+    for key, value in preset.hf_config.items():
+        table.add_row(key, str(value))
+    table.add_row("parameters", f"{a.parameter_count:,}")
+    table.add_row("KV cache per token (f16)", f"{a.kv_cache_bytes_per_token():,.0f} bytes")
+    for name, quant in GGUF_QUANTS.items():
+        table.add_row(f"GGUF {name} weights", f"{a.gguf_weight_bytes(quant) / 1e6:,.1f} MB")
+    return table

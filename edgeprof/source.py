@@ -1,0 +1,77 @@
+"""Turn a model spec string into something an exporter or backend can use.
+
+Specs: `synth:<preset>` (a random-weight checkpoint made on demand), a local HF folder
+(config.json + safetensors), or a `.gguf` file used as given. Nothing is ever fetched from a network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeprof.architecture import Architecture
+from edgeprof.errors import ModelSpecError
+from edgeprof.presets import Preset, get_preset
+
+SYNTH_PREFIX = "synth:"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model: what the user named, what kind of thing it is, and where it lies."""
+
+    spec: str
+    kind: str  # "synth", "hf" or "gguf"
+    name: str  # stable identity used in config ids (the same on every device)
+    path: Path | None  # the HF folder or GGUF file; None for synth until materialised
+    preset: Preset | None = None
+    architecture: Architecture | None = None
+    seed: int = 0
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.kind == "gguf"
+
+    def hf_folder(self) -> Path:
+        """The HF checkpoint folder, writing the synth model into the cache first if needed."""
+        if self.kind == "synth":
+            from edgeprof.synth import ensure_synth
+
+            return ensure_synth(self.preset, self.seed)
+        if self.kind == "hf":
+            return self.path
+        raise ModelSpecError(f"{self.spec} is already a GGUF file; there is no HF checkpoint to export")
+
+
+def resolve(spec: str, seed: int = 0) -> ModelSource:
+    """Resolve a spec string; anything unusable is a one-line `ModelSpecError`."""
+    if spec.startswith(SYNTH_PREFIX):
+        preset = get_preset(spec[len(SYNTH_PREFIX):])
+        name = f"synth:{preset.name}" + (f"@seed{seed}" if seed else "")
+        return ModelSource(spec, "synth", name, None, preset, preset.architecture, seed)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelSpecError(f"no such file or folder: {spec} (for a synthetic model use synth:<preset>; "
+                             "`edgeprof models` lists presets)")
+    if path.is_dir():
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise ModelSpecError(f"{spec}: folder has no config.json (expected a Hugging Face checkpoint)")
+        try:
+            config = json.loads(config_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelSpecError(f"{config_path}: not readable JSON ({exc})") from None
+        architecture = Architecture.from_hf_config(config)
+        return ModelSource(spec, "hf", f"hf:{path.resolve().name}", path.resolve(), None, architecture)
+    if path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
+        return ModelSource(spec, "gguf", f"gguf:{path.name}", path.resolve())
+    raise ModelSpecError(f"{spec}: not a GGUF file or a Hugging Face folder")
+
+
+def _has_gguf_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
