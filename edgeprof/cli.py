@@ -142,10 +142,12 @@ def run(
             rows = summarize(read_records(run_dir.records_path))
             write_summary_csv(rows, run_dir.summary_path)
     console.print(summary_table(rows, title=f"edgeprof run on {profile.name}"))
-    for row in rows:
-        if row["status"] != "ok":
-            err_console.print(f"[red]{row['model']} {row['quant']}: {row['status']}[/red]: {row['error']}")
+    failed = [row for row in rows if row["status"] != "ok"]
+    for row in failed:
+        err_console.print(f"[red]{row['model']} {row['quant']}: {row['status']}[/red]: {row['error']}", highlight=False)
     console.print(f"run directory: {run_dir.path}")
+    if failed:
+        raise typer.Exit(1)  # measured configurations are kept; the exit code tells scripts that some failed
 
 
 @app.command()

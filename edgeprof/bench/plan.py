@@ -13,6 +13,7 @@ import psutil
 
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ConfigError
+from edgeprof.export.gguf_check import check_gguf
 from edgeprof.export.gguf_export import gguf_quant
 from edgeprof.source import ModelSource, resolve
 
@@ -46,6 +47,9 @@ def expand(models: list[str], quants: list[str], backends: list[str],
     if not models:
         raise ConfigError("no model given")
     sources = [resolve(spec) for spec in dict.fromkeys(models)]
+    for source in sources:
+        if source.is_gguf:
+            check_gguf(source.path)  # a wrong or truncated file is the user's input: fail before running
     for backend in backends:
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")

@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from edgeprof.errors import CatalogError
+from edgeprof.presets import get_preset, list_presets
+from edgeprof.quant import GGUF_QUANTS
+
+# Parameter counts published for the real models (HF model cards / safetensors metadata).
+PUBLISHED_PARAMETERS = {
+    "smollm2-135m": 134_515_008,
+    "smollm2-360m": 361_821_120,
+    "qwen2.5-0.5b": 494_032_768,
+    "qwen2.5-1.5b": 1_543_714_304,
+    "llama-3.2-1b": 1_235_814_400,
+    "llama-3.2-3b": 3_212_749_824,
+    "llama-3.1-8b": 8_030_261_248,
+    "mistral-7b-v0.1": 7_241_732_096,
+}
+
+
+@pytest.mark.parametrize("name,expected", sorted(PUBLISHED_PARAMETERS.items()))
+def test_parameter_count_matches_the_published_model(name, expected):
+    assert get_preset(name).architecture.parameter_count == expected
+
+
+def test_issue_shapes_are_present():
+    a = get_preset("qwen2.5-0.5b").architecture
+    assert (a.hidden_size, a.intermediate_size, a.num_layers, a.num_heads, a.num_kv_heads, a.vocab_size) == (
+        896, 4864, 24, 14, 2, 151936)
+    assert a.qkv_bias and a.tie_word_embeddings
+    assert not get_preset("llama-3.1-8b").architecture.tie_word_embeddings
+
+
+def test_tiny_is_a_few_megabytes():
+    a = get_preset("tiny").architecture
+    assert a.gguf_weight_bytes(GGUF_QUANTS["f32"]) < 8e6
+
+
+def test_kv_cache_per_token():
+    # Llama-3.1-8B: 2 (K,V) x 32 layers x 8 KV heads x 128 dims x 2 bytes = 128 KiB.
+    assert get_preset("llama-3.1-8b").architecture.kv_cache_bytes_per_token() == 131072
+
+
+def test_quantized_weights_shrink_in_the_expected_order():
+    a = get_preset("llama-3.2-1b").architecture
+    sizes = [a.gguf_weight_bytes(GGUF_QUANTS[q]) for q in ("f32", "f16", "q8_0", "q6_k", "q4_k_m", "q4_0")]
+    assert sizes == sorted(sizes, reverse=True)
+    # q4_k_m of an 8B model is about 4.9 GB (llama.cpp reports 4.58 GiB = 4.92 GB).
+    assert 4.7e9 < get_preset("llama-3.1-8b").architecture.gguf_weight_bytes(GGUF_QUANTS["q4_k_m"]) < 5.1e9
+
+
+def test_unknown_preset_suggests_close_names():
+    with pytest.raises(CatalogError, match="did you mean"):
+        get_preset("smollm2-135")
+
+
+def test_user_folder_adds_a_preset(isolated_env):
+    folder = Path(isolated_env["config"]) / "models"
+    folder.mkdir(exist_ok=True)
+    (folder / "mine.yaml").write_text(
+        "name: mine\nconfig:\n  model_type: llama\n  hidden_size: 128\n  intermediate_size: 256\n"
+        "  num_hidden_layers: 1\n  num_attention_heads: 2\n  vocab_size: 512\n")
+    try:
+        assert "mine" in [p.name for p in list_presets()]
+        assert get_preset("mine").architecture.head_dim == 64
+    finally:
+        (folder / "mine.yaml").unlink()
+
+
+def test_malformed_user_preset_is_a_clear_error(isolated_env):
+    folder = Path(isolated_env["config"]) / "models"
+    folder.mkdir(exist_ok=True)
+    (folder / "broken.yaml").write_text("name: broken\nconfig: [1, 2\n")
+    try:
+        with pytest.raises(CatalogError, match="broken.yaml"):
+            list_presets()
+    finally:
+        (folder / "broken.yaml").unlink()

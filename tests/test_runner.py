@@ -1,0 +1,108 @@
+import json
+import signal
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from edgeprof.bench.plan import expand
+from edgeprof.bench.runner import Runner, RunOptions, _failure
+from edgeprof.errors import ConfigError
+from edgeprof.results.records import read_records
+from edgeprof.results.rundir import create_run_dir
+from edgeprof.results.summary import summarize
+
+SMALL = {"batch": [1], "prompt_tokens": [16], "gen_tokens": [8], "threads": [2]}
+DEVICE = {"profile": "test", "emulated": False}
+
+
+def _run(tmp_path, configs, **options):
+    run_dir = create_run_dir(tmp_path)
+    Runner(run_dir, DEVICE, RunOptions(**{"repetitions": 2, "warmup": 0, **options})).run(configs)
+    return read_records(run_dir.records_path)
+
+
+def test_records_carry_every_setting_and_metric(tmp_path):
+    records = _run(tmp_path, expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {**SMALL, "batch": [1, 2]}))
+    assert [r["status"] for r in records] == ["ok"] * 4
+    record = records[-1]
+    assert record["hyperparameters"]["batch"] == 2 and record["hyperparameters"]["threads"] == 2
+    assert record["model"]["quant"] == "q4_0" and len(record["model"]["sha256"]) == 64
+    metrics = record["metrics"]
+    for key in ("ttft_ms", "prefill_tps", "decode_tps", "itl_ms_p50", "itl_ms_p99", "e2e_ms", "peak_rss_mb"):
+        assert metrics[key] > 0, key
+    assert metrics["decoded_tokens_total"] == 16 and metrics["prompt_tokens_total"] == 32
+    assert metrics["itl_ms_p50"] <= metrics["itl_ms_p99"]
+    rows = summarize(records)
+    assert len(rows) == 2 and all(r["repetitions"] == 2 for r in rows)
+
+
+def test_config_id_ignores_execution_settings_but_run_key_does_not(tmp_path):
+    configs = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {**SMALL, "threads": [1, 2]})
+    records = _run(tmp_path, configs, repetitions=1)
+    assert records[0]["config_id"] == records[1]["config_id"]
+    assert records[0]["run_key"] != records[1]["run_key"]
+
+
+def _broken_gguf(tmp_path: Path, tiny_gguf_f32) -> Path:
+    """A structurally whole GGUF that llama.cpp refuses (a tensor with the wrong shape)."""
+    reader = gguf.GGUFReader(tiny_gguf_f32.path)
+    writer = gguf.GGUFWriter(tmp_path / "broken.gguf", "llama")
+    for key, field in reader.fields.items():
+        if key.startswith("llama.") and not key.endswith("rope.dimension_count"):
+            value = field.contents()
+            if isinstance(value, int):
+                writer.add_uint32(key, value)
+            elif isinstance(value, float):
+                writer.add_float32(key, value)
+    writer.add_tensor("token_embd.weight", np.zeros((3, 5), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return tmp_path / "broken.gguf"
+
+
+def test_native_load_failure_is_a_failed_record_and_the_sweep_goes_on(tmp_path, tiny_gguf_f32):
+    broken = _broken_gguf(tmp_path, tiny_gguf_f32)
+    configs = expand([str(broken), "synth:tiny"], ["q4_0"], ["llama.cpp"], SMALL)
+    records = _run(tmp_path, configs)
+    assert records[0]["status"] == "failed" and records[0]["repetition"] is None
+    assert "could not load" in records[0]["error"] or "llama.cpp" in records[0]["error"]
+    assert [r["status"] for r in records[1:]] == ["ok", "ok"]
+
+
+def test_timeout_becomes_a_timeout_record(tmp_path):
+    configs = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {**SMALL, "gen_tokens": [100000], "context": [0]})
+    records = _run(tmp_path, configs, timeout_s=3)
+    assert records[-1]["status"] == "timeout"
+
+
+def test_failure_classification(tmp_path):
+    stderr = tmp_path / "err.log"
+    stderr.write_text("ggml_abort: GGML_ASSERT(x) failed\n")
+    assert _failure(-signal.SIGABRT, False, [], stderr, 10)[0] == "failed"
+    assert "SIGABRT" in _failure(-signal.SIGABRT, False, [], stderr, 10)[1]
+    assert _failure(-signal.SIGKILL, False, [], stderr, 10)[0] == "oom"
+    stderr.write_text("ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 99\n")
+    assert _failure(1, False, [], stderr, 10)[0] == "oom"
+    assert _failure(None, True, [], stderr, 10)[0] == "timeout"
+
+
+@pytest.mark.parametrize("grid,message", [
+    ({"batch": [0]}, "batch must be > 0"),
+    ({"prompt_tokens": [100], "gen_tokens": [50], "context": [128]}, "exceed the context"),
+    ({"kv_type": ["f8"]}, "KV-cache type"),
+])
+def test_invalid_hyperparameters_fail_before_running(grid, message):
+    with pytest.raises(ConfigError, match=message):
+        expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], grid)
+
+
+def test_events_of_a_crashed_worker_keep_finished_repetitions(tmp_path):
+    events = tmp_path / "e.jsonl"
+    events.write_text(json.dumps({"event": "repetition", "index": 0, "metrics": {}}) + "\n{\"event\": \"rep")
+    from edgeprof.bench.runner import _read_events
+
+    assert len(_read_events(events)) == 1
