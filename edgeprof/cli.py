@@ -92,8 +92,10 @@ def run(
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds one configuration may take."),
     device: str = typer.Option("", "--device", "-d", help="Device profile; default: detected."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
+    sample_hz: float = typer.Option(10.0, "--sample-hz", help="Sensor sampling rate; 0 turns sampling off."),
+    idle_s: float = typer.Option(3.0, "--idle-s", min=0, help="Seconds of idle baseline before the first run."),
 ) -> None:
-    """Run models on this machine and record speed and memory for every configuration."""
+    """Run models on this machine and record speed, memory, energy and temperature for every configuration."""
     from edgeprof.bench.plan import expand
     from edgeprof.bench.runner import Runner, RunOptions
     from edgeprof.devices import detect_profile, get_profile, host_facts
@@ -112,9 +114,15 @@ def run(
     facts = host_facts()
     profile = get_profile(device) if device else detect_profile(facts)
     device_info = {"profile": profile.name, "kind": profile.kind, "emulated": False, "host": facts.to_dict()}
+    if sample_hz < 0:
+        raise ConfigError(f"--sample-hz must be >= 0, got {sample_hz:g}")
     run_dir = create_run_dir(out)
     manifest = base_manifest(run_dir.run_id, device_info)
     manifest["configurations"] = len(configs)
+    sensors = _start_sensors(sample_hz, idle_s, run_dir.path / "samples.csv")
+    if sensors:
+        manifest["sensors"] = sensors.describe()
+    manifest["jetson"] = _jetson_facts()
     run_dir.write_manifest(manifest)
 
     runner_options = RunOptions(repetitions=repetitions, warmup=warmup, timeout_s=timeout)
@@ -133,10 +141,14 @@ def run(
             elif event == "config_finished":
                 progress.advance(overall)
 
-        runner = Runner(run_dir, device_info, runner_options, notify)
+        runner = Runner(run_dir, device_info, runner_options, notify, sensors)
         try:
             runner.run(configs)
         finally:
+            if sensors:
+                sensors.close()
+                manifest["sensors"] = {**sensors.describe(), "sampler_cpu_s": sensors.sampler.thread_cpu_s,
+                                       "samples": len(sensors.sampler.times)}
             manifest["artifacts"] = list(runner.artifacts.values())
             run_dir.write_manifest(manifest)
             rows = summarize(read_records(run_dir.records_path))
@@ -148,6 +160,81 @@ def run(
     console.print(f"run directory: {run_dir.path}")
     if failed:
         raise typer.Exit(1)  # measured configurations are kept; the exit code tells scripts that some failed
+
+
+def _start_sensors(sample_hz: float, idle_s: float, samples_path: Path):
+    """Probe this host's sensors and start sampling (with the idle baseline), or None when off."""
+    if sample_hz == 0:
+        return None
+    from edgeprof.sensors.registry import candidate_sensors, probe_sensors
+    from edgeprof.sensors.session import SensorSession
+
+    available, states = probe_sensors(candidate_sensors(sample_hz=sample_hz), sample_hz=sample_hz)
+    session = SensorSession(available, states, sample_hz, idle_s, samples_path)
+    if idle_s:
+        err_console.print(f"measuring {idle_s:g} s of idle baseline…")
+    session.start()
+    return session
+
+
+def _jetson_facts() -> dict:
+    from edgeprof.sensors.jetson import jetson_facts
+
+    return jetson_facts()
+
+
+@app.command()
+@user_errors
+def sensors(
+    once: bool = typer.Option(False, "--once", help="One reading, then exit."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    duration: float = typer.Option(0.0, "--duration", help="Seconds of live readout; 0 = until Ctrl-C."),
+    hz: float = typer.Option(2.0, "--hz", help="Live readout refresh rate."),
+    tegrastats_log: Path | None = typer.Option(None, "--tegrastats-log", help="Summarise a recorded tegrastats log."),
+    interval_ms: float = typer.Option(1000.0, "--interval-ms", help="The log's tegrastats --interval."),
+) -> None:
+    """Which sensors this host has (and why not the others), then a live readout."""
+    import json
+    import time
+
+    from edgeprof.sensors.registry import candidate_sensors, probe_sensors
+    from edgeprof.sensors.views import readings_table, states_table, summarise_tegrastats_log
+
+    if tegrastats_log is not None:
+        summary = summarise_tegrastats_log(tegrastats_log, interval_ms)
+        console.print_json(json.dumps(summary)) if as_json else console.print(summary)
+        return
+    available, states = probe_sensors(candidate_sensors())
+    try:
+        reading: dict[str, float] = {}
+        for sensor in available:
+            reading.update(sensor.read())
+        if as_json:
+            console.print_json(json.dumps({
+                "sensors": {s.name: {"available": s.availability.available, "reason": s.availability.reason,
+                                     "fix": s.availability.fix} for s in states},
+                "reading": reading}))
+            return
+        console.print(states_table(states))
+        if once:
+            console.print(readings_table(reading, [m for s in available for m in s.metrics()]))
+            return
+        from rich.live import Live
+
+        metrics = [m for s in available for m in s.metrics()]
+        end = time.monotonic() + duration if duration else float("inf")
+        with Live(readings_table(reading, metrics), console=console, refresh_per_second=max(hz, 1)) as live:
+            while time.monotonic() < end:
+                time.sleep(1 / hz)
+                reading = {}
+                for sensor in available:
+                    reading.update(sensor.read())
+                live.update(readings_table(reading, metrics))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sensor in available:
+            sensor.close()
 
 
 @app.command()

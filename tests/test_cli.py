@@ -74,6 +74,7 @@ def _bad_inputs(tmp_path: Path, tiny_gguf_f32) -> list[tuple[list[str], str]]:
         (["export", "synth:tiny", "-q", "q4_k_m", "-o", str(a_file / "x")], "cannot write the output folder"),
         (["run", "-m", "synth:tiny", "--device", "jetson-nonexistent"], "unknown device profile"),
         (["models", "show", "nosuch"], "unknown model preset"),
+        (["run", "-m", "synth:tiny", "-ngl", "-1"], "CPU-only"),
     ]
 
 

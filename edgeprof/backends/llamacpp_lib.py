@@ -14,7 +14,12 @@ from edgeprof.errors import BackendUnavailableError
 
 
 def load_llama_cpp():
-    """Import llama_cpp or say how to install it."""
+    """Import llama_cpp or say how to install it.
+
+    Processes that run models import this before numpy: with a CUDA build, loading numpy's bundled
+    runtime libraries first made `llama_model_load_from_file` crash in libstdc++ stream code resolved
+    into libggml-cuda.so (seen on an H100 host; loading llama.cpp first avoids it).
+    """
     try:
         import llama_cpp
     except ImportError as exc:
@@ -46,11 +51,18 @@ class LogCapture:
         return " | ".join(line for line in list(self.lines)[-n:] if line.strip())
 
 
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:  # e.g. the package is on PYTHONPATH without dist metadata
+        return None
+
+
 def build_info() -> dict:
     """Versions and capabilities of the installed llama.cpp (for manifests and checks)."""
     llama_cpp = load_llama_cpp()
     return {
-        "llama_cpp_python": metadata.version("llama-cpp-python"),
+        "llama_cpp_python": getattr(llama_cpp, "__version__", None) or _dist_version("llama-cpp-python"),
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
         "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
     }

@@ -33,9 +33,20 @@ class RepetitionMetrics:
     prompt_tokens_total: int
     decoded_tokens_total: int
     peak_rss_mb: float
+    # perf_counter seconds (CLOCK_MONOTONIC) of the phase edges, for lining up with sensor samples
+    t_start_s: float = 0.0
+    t_prefill_end_s: float = 0.0
+    t_end_s: float = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The figures, without the clock readings (those go to `phases()`)."""
+        data = asdict(self)
+        for key in ("t_start_s", "t_prefill_end_s", "t_end_s"):
+            data.pop(key)
+        return data
+
+    def phases(self) -> dict[str, tuple[float, float]]:
+        return {"prefill": (self.t_start_s, self.t_prefill_end_s), "decode": (self.t_prefill_end_s, self.t_end_s)}
 
 
 def make_prompts(hp: Hyperparameters, n_vocab: int, seed: int = 0) -> np.ndarray:
@@ -83,4 +94,7 @@ def run_repetition(session: BackendSession, prompts: np.ndarray, hp: Hyperparame
         prompt_tokens_total=prompt_total,
         decoded_tokens_total=decoded_total,
         peak_rss_mb=peak_rss_mb(),
+        t_start_s=start / 1e9,
+        t_prefill_end_s=prefill_end / 1e9,
+        t_end_s=last / 1e9,
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import psutil
 
 from edgeprof.config import Hyperparameters
-from edgeprof.errors import ConfigError
+from edgeprof.errors import BackendUnavailableError, ConfigError
 from edgeprof.export.gguf_check import check_gguf
 from edgeprof.export.gguf_export import gguf_quant
 from edgeprof.source import ModelSource, resolve
@@ -41,6 +41,17 @@ def default_threads() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
+def require_gpu_offload() -> None:
+    """GPU layers need a llama.cpp built with a GPU backend; say how to get one instead of failing later."""
+    from edgeprof.backends.llamacpp_lib import build_info
+
+    if not build_info()["gpu_offload"]:
+        raise BackendUnavailableError(
+            "--gpu-layers needs llama-cpp-python built with GPU support; this build is CPU-only. Reinstall with "
+            "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python "
+            "(see scripts/gpu/README.md), or use --gpu-layers 0")
+
+
 def expand(models: list[str], quants: list[str], backends: list[str],
            grid: dict[str, list]) -> list[BenchConfig]:
     """The validated cartesian product. `grid` maps Hyperparameters field names to lists of values."""
@@ -55,6 +66,8 @@ def expand(models: list[str], quants: list[str], backends: list[str],
             raise ConfigError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
     quant_names = [gguf_quant(q).name for q in dict.fromkeys(quants)]
     keys = list(grid)
+    if "llama.cpp" in backends and any(layers != 0 for layers in grid.get("gpu_layers", [0])):
+        require_gpu_offload()
     configs = []
     for values in itertools.product(*(grid[k] for k in keys)):
         hp = Hyperparameters(**dict(zip(keys, values))).validate()

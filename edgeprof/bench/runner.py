@@ -19,6 +19,7 @@ from edgeprof.export.artifacts import Artifact
 from edgeprof.export.gguf_export import export_gguf
 from edgeprof.results.records import Record
 from edgeprof.results.rundir import RunDir
+from edgeprof.sensors.session import SensorSession
 
 _OOM_MARKERS = ("out of memory", "failed to allocate", "std::bad_alloc", "cannot allocate memory")
 
@@ -41,8 +42,10 @@ def _quiet(*_args, **_kwargs) -> None:
 class Runner:
     """Runs a list of configurations into one run directory."""
 
-    def __init__(self, run_dir: RunDir, device: dict, options: RunOptions, notify: Notify = _quiet):
+    def __init__(self, run_dir: RunDir, device: dict, options: RunOptions, notify: Notify = _quiet,
+                 sensors: SensorSession | None = None):
         self.run_dir = run_dir
+        self.sensors = sensors
         self.device = device
         self.options = options
         self.notify = notify
@@ -94,6 +97,8 @@ class Runner:
         with open(stderr_path, "w") as stderr:
             child = subprocess.Popen([sys.executable, "-m", "edgeprof.bench.worker", str(job_path), str(events_path)],
                                      stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+            if self.sensors:
+                self.sensors.set_target(child.pid)
             try:
                 child.wait(timeout=self.options.timeout_s)
             except subprocess.TimeoutExpired:
@@ -102,19 +107,38 @@ class Runner:
             except BaseException:  # Ctrl-C: stop the child, discard this configuration, re-raise
                 _kill_group(child)
                 raise
+            finally:
+                if self.sensors:
+                    self.sensors.set_target(None)
         events = _read_events(events_path)
         loaded = next((e for e in events if e["event"] == "loaded"), {})
         records = [
-            self._record(config, artifact, e["index"], "ok", metrics={**e["metrics"], "load_ms": loaded.get("load_ms")},
+            self._record(config, artifact, e["index"], "ok",
+                         metrics={**e["metrics"], "load_ms": loaded.get("load_ms"), **self._sensor_metrics(key, e)},
                          info=loaded.get("info"), started=started, finished=e.get("finished_at"))
             for e in events if e["event"] == "repetition"
         ]
+        if self.sensors:
+            for event in events:
+                if "phase" in event:
+                    self.sensors.mark(key, *event["phase"])
+            self.sensors.flush_samples(key)
         if len(records) == self.options.repetitions and child.returncode == 0:
             return records
         status, error = _failure(child.returncode, timed_out, events, stderr_path, self.options.timeout_s)
         records.append(self._record(config, artifact, None, status, error=error, info=loaded.get("info"),
                                     started=started))
         return records
+
+    def _sensor_metrics(self, key: str, event: dict) -> dict:
+        """Energy, power, temperature and throttling of one repetition's prefill and decode windows."""
+        if not self.sensors:
+            return {}
+        windows = {phase: tuple(edges) for phase, edges in event["phases"].items()}
+        for phase, (t0, t1) in windows.items():
+            self.sensors.mark(key, phase, t0, t1)
+        tokens = {"prefill": event["metrics"]["prompt_tokens_total"], "decode": event["metrics"]["decoded_tokens_total"]}
+        return self.sensors.repetition_metrics(windows, tokens)
 
     def _record(self, config: BenchConfig, artifact: Artifact | None, repetition: int | None, status: str, *,
                 metrics: dict | None = None, error: str | None = None, info: dict | None = None,
@@ -131,7 +155,8 @@ class Runner:
         }
         return Record(run_id=self.run_dir.run_id, config_id=cid, run_key=key, repetition=repetition, status=status,
                       backend=config.backend, model=model, hyperparameters=config.hp.to_dict(), device=self.device,
-                      metrics=metrics or {}, error=error, started_at=started, finished_at=finished or time.time())
+                      metrics=metrics or {}, error=error, started_at=started, finished_at=finished or time.time(),
+                      sensors={"energy": self.sensors.describe()["energy"]} if self.sensors else {"energy": "not sampled"})
 
 
 def _kill_group(child: subprocess.Popen) -> None:

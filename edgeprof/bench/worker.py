@@ -13,9 +13,6 @@ import time
 import traceback
 from pathlib import Path
 
-from edgeprof.backends.base import open_session
-from edgeprof.bench.measure import make_prompts, run_repetition
-from edgeprof.config import Hyperparameters
 from edgeprof.errors import EdgeprofError
 
 EXIT_USER_ERROR = 3
@@ -28,19 +25,30 @@ def _emit(stream, event: dict) -> None:
 
 
 def run_job(job: dict, events) -> int:
+    if job["backend"] == "llama.cpp":
+        from edgeprof.backends.llamacpp_lib import load_llama_cpp
+
+        load_llama_cpp()  # before numpy: see load_llama_cpp's docstring
+    from edgeprof.backends.base import open_session
+    from edgeprof.bench.measure import make_prompts, run_repetition
+    from edgeprof.config import Hyperparameters
+
     hp = Hyperparameters.from_dict(job["hyperparameters"])
     start = time.perf_counter()
     session = open_session(job["backend"], job["model_path"], hp)
-    load_ms = (time.perf_counter() - start) * 1e3
+    loaded = time.perf_counter()
     try:
-        _emit(events, {"event": "loaded", "load_ms": load_ms, "info": session.info()})
+        _emit(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": session.info(),
+                       "phase": ["load", start, loaded]})
         prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))
+        warmup_start = time.perf_counter()
         for _ in range(job.get("warmup", 1)):
             run_repetition(session, prompts, hp)
+        _emit(events, {"event": "warmup", "phase": ["warmup", warmup_start, time.perf_counter()]})
         for index in range(job["repetitions"]):
             metrics = run_repetition(session, prompts, hp)
             _emit(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
-                           "finished_at": time.time()})
+                           "phases": metrics.phases(), "finished_at": time.time()})
     finally:
         session.close()
     return 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,19 +75,16 @@ def export_gguf(source: ModelSource, quant_name: str, threads: int | None = None
 
 
 def quantize_gguf(src: Path, dst: Path, quant: GgufQuant, threads: int | None = None) -> None:
-    """Run llama.cpp's `llama_model_quantize` into `dst` (atomically)."""
-    from edgeprof.backends.llamacpp_lib import LogCapture, load_llama_cpp
-
-    llama_cpp = load_llama_cpp()
-    logs = LogCapture()
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, quant.ftype_constant)
-    params.nthread = threads or os.cpu_count() or 1
+    """Run llama.cpp's `llama_model_quantize` into `dst` (atomically), in a child process."""
     tmp = partial_path(dst)
+    command = [sys.executable, "-m", "edgeprof.export.quantize_worker", str(src), str(tmp), quant.name,
+               str(threads or os.cpu_count() or 1)]
     try:
-        status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
-        if status != 0:
-            raise QuantError(f"llama.cpp could not quantize to {quant.name}: {logs.tail(2) or 'no detail'}")
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = " | ".join(line for line in result.stderr.strip().splitlines()[-3:] if line.strip())
+            how = f"signal {-result.returncode}" if result.returncode < 0 else f"exit code {result.returncode}"
+            raise QuantError(f"llama.cpp could not quantize to {quant.name} ({how}): {tail or 'no detail'}")
         tmp.replace(dst)
     finally:
         tmp.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ class Record:
     hyperparameters: dict
     device: dict
     metrics: dict = field(default_factory=dict)
+    sensors: dict = field(default_factory=dict)  # how energy was measured, or why it was not
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None

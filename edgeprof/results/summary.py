@@ -9,7 +9,10 @@ from pathlib import Path
 from edgeprof.bench.stats import mean_std
 
 SUMMARY_METRICS = ("ttft_ms", "prefill_tps", "decode_tps", "itl_ms_mean", "itl_ms_p50", "itl_ms_p90",
-                   "itl_ms_p99", "e2e_ms", "peak_rss_mb", "load_ms")
+                   "itl_ms_p99", "e2e_ms", "peak_rss_mb", "load_ms", "energy_prefill_j", "energy_decode_j",
+                   "j_per_token_prefill", "j_per_token_decode", "tokens_per_j_decode", "j_per_token_decode_above_idle",
+                   "power_decode_w_mean", "power_decode_w_p50", "power_decode_w_peak", "temp_c_start", "temp_c_max",
+                   "temp_c_end")
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -30,6 +33,8 @@ def summarize(records: list[dict]) -> list[dict]:
             "repetitions": len(ok),
             "status": "ok" if ok and not failed else (failed[-1]["status"] if failed else "ok"),
             "error": failed[-1].get("error") if failed else None,
+            "energy_source": first.get("sensors", {}).get("energy"),
+            "throttled": any(r["metrics"].get("throttled") for r in ok) if ok else None,
         }
         for metric in SUMMARY_METRICS:
             mean, std = mean_std([r["metrics"].get(metric) for r in ok])

@@ -25,8 +25,10 @@ def _short_model(name: str) -> str:
 def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
     """One row per configuration: settings, then mean±std over repetitions."""
     table = Table(title=title, header_style="bold", pad_edge=False)
-    for column in ("model", "quant", "B/P/G", "thr/ngl", "TTFT ms", "prefill t/s", "decode t/s",
-                   "ITL p50/p99 ms", "RSS MB", "status"):
+    energy = any(not math.isnan(r.get("j_per_token_decode_mean", math.nan)) for r in rows)
+    columns = ["model", "quant", "B/P/G", "thr/ngl", "TTFT ms", "prefill t/s", "decode t/s", "ITL p50/p99 ms", "RSS MB"]
+    columns += ["J/tok dec", "W dec", "max °C"] if energy else []
+    for column in [*columns, "status"]:
         table.add_column(column, justify="left" if column in ("model", "quant", "status") else "right")
     backends = {r["backend"] for r in rows}
     for r in rows:
@@ -37,7 +39,11 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
             model, str(r["quant"]), f"{r['batch']}/{r['prompt_tokens']}/{r['gen_tokens']}",
             f"{r['threads']}/{r['gpu_layers']}", _pm(r["ttft_ms_mean"], r["ttft_ms_std"]),
             _pm(r["prefill_tps_mean"], r["prefill_tps_std"]), _pm(r["decode_tps_mean"], r["decode_tps_std"]), itl,
-            "-" if math.isnan(r["peak_rss_mb_mean"]) else f"{r['peak_rss_mb_mean']:.0f}", status,
+            "-" if math.isnan(r["peak_rss_mb_mean"]) else f"{r['peak_rss_mb_mean']:.0f}",
+            *([_pm(r["j_per_token_decode_mean"], r["j_per_token_decode_std"]),
+               _pm(r["power_decode_w_mean_mean"], r["power_decode_w_mean_std"]),
+               _pm(r["temp_c_max_mean"], r["temp_c_max_std"])] if energy else []),
+            status,
         )
     return table
 

@@ -1,0 +1,142 @@
+"""NVIDIA GPUs through NVML (nvidia-ml-py): power, total-energy counter, temperature, clocks, clock-event
+(throttle) reasons, memory and utilisation, per GPU.
+
+Availability is decided by real reads, not by `nvmlInit`: on Jetson, NVML initialises and lists the GPU
+but answers NotSupported to power, energy and temperature queries. Each metric is probed on its own and
+only the ones that answer are sampled.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from edgeprof.sensors.base import Availability, Metric
+
+THROTTLE_REASONS = {
+    0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake",
+}
+"""Clock-event reasons that mean the GPU was held back (idle, app clocks and sync boost are not)."""
+
+
+def throttle_names(mask: int) -> list[str]:
+    return [name for bit, name in THROTTLE_REASONS.items() if int(mask) & bit]
+
+
+def _load_pynvml():
+    import pynvml
+
+    return pynvml
+
+
+SLOW_READ_S = 1e-3
+SLOW_READ_INTERVAL_S = 2.0
+
+
+class NvmlSensor:
+    """Per GPU: cheap reads every tick; a read that costs more than 1 ms (the total-energy counter takes
+    about 4 ms on an H100 host) only every `SLOW_READ_INTERVAL_S` seconds."""
+
+    name = "nvml"
+
+    def __init__(self, load_module: Callable = _load_pynvml, sample_hz: float = 10.0):
+        self._load_module = load_module
+        self._sample_hz = sample_hz
+        self._nvml = None
+        self._readers: dict[str, tuple[Callable[[], float], Metric]] = {}
+        self._every: dict[str, int] = {}
+        self._tick = 0
+
+    def _candidates(self, nvml, index: int, handle) -> list[tuple[Metric, Callable[[], float]]]:
+        p = f"nvml.gpu{index}"
+        domain = f"gpu{index}"
+        reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            nvml, "nvmlDeviceGetCurrentClocksThrottleReasons")
+        return [
+            (Metric(f"{p}.power_w", "W", "power_w", domain), lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1e3),
+            (Metric(f"{p}.energy_j", "J", "energy_j", domain),
+             lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3),
+            (Metric(f"{p}.temp_c", "C", "temp_c"),
+             lambda: float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))),
+            (Metric(f"{p}.sm_clock_mhz", "MHz", "clock_mhz"),
+             lambda: float(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))),
+            (Metric(f"{p}.mem_clock_mhz", "MHz", "clock_mhz"),
+             lambda: float(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM))),
+            (Metric(f"{p}.throttle", "mask", "throttle"), lambda: float(int(reasons(handle)))),
+            (Metric(f"{p}.mem_used_mb", "MB", "mem_mb"), lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20),
+            (Metric(f"{p}.util_pct", "%", "util_pct"), lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
+        ]
+
+    def probe(self) -> Availability:
+        try:
+            nvml = self._load_module()
+        except ImportError:
+            return Availability(False, "nvidia-ml-py is not installed", "pip install nvidia-ml-py")
+        try:
+            nvml.nvmlInit()
+            count = nvml.nvmlDeviceGetCount()
+        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+            return Availability(False, f"NVML did not initialise ({exc})")
+        self._nvml = nvml
+        readers: dict[str, tuple[Callable[[], float], Metric]] = {}
+        for index in range(count):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            for metric, read in self._candidates(nvml, index, handle):
+                try:
+                    start = time.perf_counter()
+                    read()
+                    cost_s = time.perf_counter() - start
+                except Exception:  # NotSupported or NoPermission: this metric is not offered here
+                    continue
+                if cost_s > SLOW_READ_S:
+                    self._every[metric.name] = max(1, math.ceil(SLOW_READ_INTERVAL_S * self._sample_hz))
+                    metric = replace(metric, slow_read_ms=round(cost_s * 1e3, 2))
+                readers[metric.name] = (read, metric)
+        self._readers = readers
+        energy_like = [m for _, m in readers.values() if m.kind in ("power_w", "energy_j", "temp_c")]
+        if not count:
+            return Availability(False, "NVML initialised but lists no GPU")
+        if not energy_like:
+            return Availability(False, f"NVML lists {count} GPU(s) but power, energy and temperature reads answer "
+                                       "NotSupported (as on Jetson; use the jetson sensor there)")
+        return Availability(True, f"{count} GPU(s): " + ", ".join(self._names(nvml, count)))
+
+    @staticmethod
+    def _names(nvml, count: int) -> list[str]:
+        names = []
+        for index in range(count):
+            name = nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(index))
+            names.append(name.decode() if isinstance(name, bytes) else str(name))
+        return names
+
+    def gpu_names(self) -> list[str]:
+        if self._nvml is None:
+            return []
+        return self._names(self._nvml, self._nvml.nvmlDeviceGetCount())
+
+    def metrics(self) -> list[Metric]:
+        return [metric for _, metric in self._readers.values()]
+
+    def read(self) -> dict[str, float]:
+        values = {}
+        tick = self._tick
+        self._tick += 1
+        for name, (read, _) in self._readers.items():
+            if tick % self._every.get(name, 1):
+                continue
+            try:
+                values[name] = read()
+            except Exception:  # a transient NVML error drops one reading, not the sampler
+                continue
+        return values
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            try:
+                self._nvml.nvmlShutdown()
+            except Exception:  # noqa: BLE001 - shutting down twice is harmless
+                pass
+            self._nvml = None
+        self._readers = {}

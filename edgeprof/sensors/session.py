@@ -1,0 +1,114 @@
+"""Sensors for one run: probe, sample in the background, baseline idle power, and per-phase figures.
+
+The runner calls `start()` once (which also measures the idle baseline), points the process sensor at
+each worker, and after each configuration asks for each repetition's figures and appends that
+configuration's samples to samples.csv with a phase label per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from edgeprof.sensors.base import Metric, Sensor, SensorState
+from edgeprof.sensors.energy import EnergyCalculator, condition_metrics, plan_energy, window_metrics
+from edgeprof.sensors.process import ProcessSensor
+from edgeprof.sensors.sampler import Sampler
+
+
+class SensorSession:
+    def __init__(self, sensors: list[Sensor], states: list[SensorState], hz: float = 10.0, idle_s: float = 3.0,
+                 samples_path: Path | None = None):
+        self.sensors = sensors
+        self.states = states
+        self.hz = hz
+        self.idle_s = idle_s
+        self.samples_path = samples_path
+        self.metrics: list[Metric] = [m for s in sensors for m in s.metrics()]
+        self.plan = plan_energy(self.metrics)
+        self.sampler = Sampler(sensors, hz)
+        self.idle_power_w: float | None = None
+        self.run_start = 0.0
+        self._written = 0
+        self._phases: list[tuple[str, str, float, float]] = []  # (run_key, phase, t0, t1)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.run_start = time.perf_counter()
+        self.sampler.start()
+        if self.idle_s > 0:
+            t0 = time.perf_counter()
+            time.sleep(self.idle_s)
+            t1 = time.perf_counter()
+            self.sampler.sample_now()  # a sample after the window's end, so the window is covered
+            self._phases.append(("", "idle", t0, t1))
+            energy = self._calculator().energy_j(t0, t1)
+            self.idle_power_w = energy / (t1 - t0) if energy is not None else None
+        if self.samples_path is not None:
+            with open(self.samples_path, "w", newline="") as f:
+                csv.writer(f).writerow(["t_s", "run_key", "phase", *(m.name for m in self.metrics)])
+            self.flush_samples("")
+
+    def close(self) -> None:
+        self.sampler.stop()
+        self.flush_samples("")
+        for sensor in self.sensors:
+            sensor.close()
+
+    def set_target(self, pid: int | None) -> None:
+        for sensor in self.sensors:
+            if isinstance(sensor, ProcessSensor):
+                sensor.set_target(pid)
+
+    # -- figures ---------------------------------------------------------------------------------
+    def _calculator(self) -> EnergyCalculator:
+        times, rows = self.sampler.snapshot()
+        return EnergyCalculator(self.plan, times, rows)
+
+    def mark(self, run_key: str, phase: str, t0: float, t1: float) -> None:
+        self._phases.append((run_key, phase, t0, t1))
+
+    def repetition_metrics(self, windows: dict[str, tuple[float, float]], tokens: dict[str, int]) -> dict:
+        """Energy per phase (prefill, decode), J/token, power percentiles, temperatures, throttling, clocks."""
+        self.sampler.sample_now()  # make sure a sample lies after the last window's end
+        calc = self._calculator()
+        times, rows = self.sampler.snapshot()
+        out: dict = {}
+        for phase, (t0, t1) in windows.items():
+            out.update(window_metrics(calc, t0, t1, phase, tokens.get(phase, 0), self.idle_power_w))
+        t0 = min(w[0] for w in windows.values())
+        t1 = max(w[1] for w in windows.values())
+        out.update(condition_metrics(self.metrics, times, rows, t0, t1))
+        if self.idle_power_w is not None and self.plan.available:
+            out["idle_power_w"] = self.idle_power_w
+        return out
+
+    def describe(self) -> dict:
+        """For manifests and records: each sensor's availability and how energy is measured."""
+        return {
+            "sample_hz": self.hz,
+            "energy": self.plan.note if self.plan.available else f"unavailable: {self.plan.note}",
+            "idle_power_w": self.idle_power_w,
+            "sensors": {s.name: s.availability.describe() for s in self.states},
+        }
+
+    def flush_samples(self, run_key: str) -> None:
+        """Append rows sampled since the last flush, each labelled with the phase it fell in."""
+        if self.samples_path is None:
+            return
+        times, rows = self.sampler.snapshot(self._written)
+        self._written += len(times)
+        names = [m.name for m in self.metrics]
+        with open(self.samples_path, "a", newline="") as f:
+            writer = csv.writer(f)
+            for t, row in zip(times, rows):
+                key, phase = run_key, "between"
+                for phase_key, name, t0, t1 in self._phases:
+                    if t0 <= t <= t1:
+                        key, phase = phase_key or run_key, name
+                writer.writerow([f"{t - self.run_start:.4f}", key, phase, *(_fmt(row.get(n)) for n in names)])
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
