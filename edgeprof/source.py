@@ -55,18 +55,22 @@ def resolve(spec: str, seed: int = 0) -> ModelSource:
         raise ModelSpecError(f"no such file or folder: {spec} (for a synthetic model use synth:<preset>; "
                              "`edgeprof models` lists presets)")
     if path.is_dir():
-        config_path = path / "config.json"
-        if not config_path.is_file():
-            raise ModelSpecError(f"{spec}: folder has no config.json (expected a Hugging Face checkpoint)")
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelSpecError(f"{config_path}: not readable JSON ({exc})") from None
+        config = read_json(path / "config.json", "expected a Hugging Face checkpoint")
         architecture = Architecture.from_hf_config(config)
         return ModelSource(spec, "hf", f"hf:{path.resolve().name}", path.resolve(), None, architecture)
     if path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
         return ModelSource(spec, "gguf", f"gguf:{path.name}", path.resolve())
     raise ModelSpecError(f"{spec}: not a GGUF file or a Hugging Face folder")
+
+
+def read_json(path: Path, why_needed: str) -> dict:
+    """A JSON file of a checkpoint folder, or a one-line `ModelSpecError` saying what is wrong."""
+    if not path.is_file():
+        raise ModelSpecError(f"{path.parent}: no {path.name} ({why_needed})")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(f"{path}: not readable JSON ({exc})") from None
 
 
 def _has_gguf_magic(path: Path) -> bool:

@@ -33,6 +33,7 @@ def test_constant_power_gives_power_times_phase_duration(tmp_path):
         assert m["energy_prefill_j"] == pytest.approx(10.0 * m["prefill_ms"] / 1e3, rel=1e-6)
         assert m["j_per_token_decode"] == pytest.approx(m["energy_decode_j"] / 256)
         assert m["idle_power_w"] == pytest.approx(10.0)
+        assert m["energy_per_request_j"] == pytest.approx(m["energy_prefill_j"] + m["energy_decode_j"])
         assert m["energy_decode_above_idle_j"] == pytest.approx(0.0, abs=1e-9)
         assert m["temp_c_start"] <= m["temp_c_max"] and m["temp_sensor"] == "constant.temp_c"
         assert record["sensors"]["energy"].startswith("board input")

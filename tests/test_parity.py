@@ -79,3 +79,19 @@ def test_batched_sequences_match_single_runs(tiny_gguf_f32):
     together = generate(prompts, n_batch=16)  # n_batch 16 < 36 prompt tokens: prefill spans chunks
     for i in range(3):
         assert together[i].tolist() == generate(prompts[i:i + 1])[0].tolist()
+
+
+def test_sampler_none_waits_for_the_work_it_times(tiny_gguf_f32, monkeypatch):
+    """Without a logits read nothing else synchronises: prefill and each step must (GPU decode is async)."""
+    hp = Hyperparameters(batch=1, prompt_tokens=8, gen_tokens=2, threads=2, sampler="none")
+    session = LlamaCppSession(tiny_gguf_f32.path, hp)
+    calls = []
+    real = session._llama_cpp.llama_synchronize
+    monkeypatch.setattr(session._llama_cpp, "llama_synchronize", lambda ctx: calls.append(1) or real(ctx))
+    try:
+        session.prefill(np.zeros((1, 8), dtype=np.int32))
+        assert len(calls) == 1
+        session.decode_step()
+        assert len(calls) == 2
+    finally:
+        session.close()

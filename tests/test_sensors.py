@@ -271,3 +271,33 @@ def test_expensive_energy_counter_is_read_slowly_and_power_is_integrated_instead
     assert all("nvml.gpu0.power_w" in r for r in reads)
     plan = plan_energy(sensor.metrics())
     assert plan.domains["gpu0"] == ("nvml.gpu0.power_w", "power") and "sampled slowly" in plan.note
+
+
+def test_nvml_first_slow_call_does_not_mark_a_cheap_metric_slow():
+    class FirstCallSlow(FakeNvml):
+        calls = 0
+
+        def nvmlDeviceGetPowerUsage(self, h):
+            FirstCallSlow.calls += 1
+            if FirstCallSlow.calls == 1:
+                time.sleep(0.005)
+            return super().nvmlDeviceGetPowerUsage(h)
+
+    sensor = NvmlSensor(load_module=lambda: FirstCallSlow(), sample_hz=10)
+    sensor.probe()
+    power = next(m for m in sensor.metrics() if m.kind == "power_w")
+    assert power.slow_read_ms is None
+    assert all("nvml.gpu0.power_w" in sensor.read() for _ in range(5))
+
+
+def test_process_sensor_reads_host_figures_at_2hz_and_worker_rss_every_tick():
+    import os
+
+    from edgeprof.sensors.process import ProcessSensor
+
+    sensor = ProcessSensor(sample_hz=10)
+    sensor.probe()
+    sensor.set_target(os.getpid())
+    reads = [sensor.read() for _ in range(10)]
+    assert sum("process.cpu.util_pct" in r for r in reads) == 2
+    assert all(r["process.worker_rss_mb"] > 0 for r in reads)

@@ -128,6 +128,8 @@ class LlamaCppSession:
         self._step = prompt_len
         if not self._greedy:
             self._next[:] = prompts[:, -1]
+            # Nothing read the logits, so wait here: on a GPU llama_decode returns before the work is done.
+            self._llama_cpp.llama_synchronize(self._ctx)
 
     # -- decode --------------------------------------------------------------------------------
     def decode_step(self) -> None:
@@ -140,6 +142,10 @@ class LlamaCppSession:
             self._choose(None)
         else:
             self._llama_cpp.llama_synchronize(self._ctx)
+
+    def set_sampler(self, sampler: str) -> None:
+        """Switch between "greedy" and "none" without reloading (used to compare the two in one context)."""
+        self._greedy = sampler == "greedy"
 
     def _decode(self, raw_batch) -> None:
         status = self._llama_cpp.llama_decode(self._ctx, raw_batch)

@@ -114,7 +114,8 @@ class Runner:
         loaded = next((e for e in events if e["event"] == "loaded"), {})
         records = [
             self._record(config, artifact, e["index"], "ok",
-                         metrics={**e["metrics"], "load_ms": loaded.get("load_ms"), **self._sensor_metrics(key, e)},
+                         metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
+                                  **self._sensor_metrics(key, e, config.hp.batch)},
                          info=loaded.get("info"), started=started, finished=e.get("finished_at"))
             for e in events if e["event"] == "repetition"
         ]
@@ -130,7 +131,7 @@ class Runner:
                                     started=started))
         return records
 
-    def _sensor_metrics(self, key: str, event: dict) -> dict:
+    def _sensor_metrics(self, key: str, event: dict, batch: int) -> dict:
         """Energy, power, temperature and throttling of one repetition's prefill and decode windows."""
         if not self.sensors:
             return {}
@@ -138,7 +139,7 @@ class Runner:
         for phase, (t0, t1) in windows.items():
             self.sensors.mark(key, phase, t0, t1)
         tokens = {"prefill": event["metrics"]["prompt_tokens_total"], "decode": event["metrics"]["decoded_tokens_total"]}
-        return self.sensors.repetition_metrics(windows, tokens)
+        return self.sensors.repetition_metrics(windows, tokens, requests=batch)
 
     def _record(self, config: BenchConfig, artifact: Artifact | None, repetition: int | None, status: str, *,
                 metrics: dict | None = None, error: str | None = None, info: dict | None = None,

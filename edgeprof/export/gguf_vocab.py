@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import gguf
 
 from edgeprof.architecture import Architecture
 from edgeprof.errors import ModelSpecError
+from edgeprof.source import read_json
 
 # llama.cpp names pre-tokenizers by family; it uses the regex of the named one when tokenizing text.
 _PRE_TOKENIZER_BY_FAMILY = {"qwen2": "qwen2", "mistral": "default"}
@@ -31,12 +31,7 @@ class Vocabulary:
 def read_vocabulary(folder: Path, arch: Architecture) -> Vocabulary:
     """Parse tokenizer.json (BPE models only) and pad it to the config's vocab_size."""
     path = folder / "tokenizer.json"
-    if not path.is_file():
-        raise ModelSpecError(f"{folder}: no tokenizer.json (needed to write the GGUF vocabulary)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelSpecError(f"{path}: not readable JSON ({exc})") from None
+    data = read_json(path, "needed to write the GGUF vocabulary")
     model = data.get("model", {})
     if model.get("type") != "BPE":
         raise ModelSpecError(f"{path}: only BPE tokenizers are supported, found {model.get('type')!r}")

@@ -10,7 +10,7 @@ from edgeprof.bench.stats import mean_std
 
 SUMMARY_METRICS = ("ttft_ms", "prefill_tps", "decode_tps", "itl_ms_mean", "itl_ms_p50", "itl_ms_p90",
                    "itl_ms_p99", "e2e_ms", "peak_rss_mb", "load_ms", "energy_prefill_j", "energy_decode_j",
-                   "j_per_token_prefill", "j_per_token_decode", "tokens_per_j_decode", "j_per_token_decode_above_idle",
+                   "energy_per_request_j", "j_per_token_prefill", "j_per_token_decode", "tokens_per_j_decode", "j_per_token_decode_above_idle",
                    "power_decode_w_mean", "power_decode_w_p50", "power_decode_w_peak", "temp_c_start", "temp_c_max",
                    "temp_c_end")
 

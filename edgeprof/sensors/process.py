@@ -1,5 +1,10 @@
 """The host and the measured process through psutil: CPU utilisation and frequency, memory available,
-and the worker's resident memory (the runner points it at each configuration's child process)."""
+and the worker's resident memory (the runner points it at each configuration's child process).
+
+The worker's RSS is read every tick (one small /proc read). Host-wide figures are read at 2 Hz: per-core
+utilisation and frequency cost 0.2 and 0.5 ms per read on a 16-core host, and at 10 Hz they alone would
+put the sampler over its 1 %-of-a-core budget.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,13 @@ from edgeprof.sensors.base import Availability, Metric
 class ProcessSensor:
     name = "process"
 
-    FREQ_HZ = 2.0  # psutil reads one sysfs file per core for the frequency (~0.5 ms on 16 cores)
+    HOST_HZ = 2.0
 
     def __init__(self, sample_hz: float = 10.0) -> None:
         self._target: psutil.Process | None = None
         self._has_freq = False
         self._cores = psutil.cpu_count() or 1
-        self._freq_every = max(1, round(sample_hz / self.FREQ_HZ))
+        self._host_every = max(1, round(sample_hz / self.HOST_HZ))
         self._tick = 0
 
     def set_target(self, pid: int | None) -> None:
@@ -45,15 +50,17 @@ class ProcessSensor:
         return metrics
 
     def read(self) -> dict[str, float]:
-        per_core = psutil.cpu_percent(percpu=True)
-        values = {f"process.cpu{i}.util_pct": v for i, v in enumerate(per_core)}
-        values["process.cpu.util_pct"] = sum(per_core) / max(len(per_core), 1)
-        values["process.mem_available_mb"] = psutil.virtual_memory().available / 2**20
+        values: dict[str, float] = {}
+        if self._tick % self._host_every == 0:
+            per_core = psutil.cpu_percent(percpu=True)
+            values.update({f"process.cpu{i}.util_pct": v for i, v in enumerate(per_core)})
+            values["process.cpu.util_pct"] = sum(per_core) / max(len(per_core), 1)
+            values["process.mem_available_mb"] = psutil.virtual_memory().available / 2**20
+            if self._has_freq:
+                freq = psutil.cpu_freq()
+                if freq and freq.current:
+                    values["process.cpu_freq_mhz"] = freq.current
         self._tick += 1
-        if self._has_freq and self._tick % self._freq_every == 1 % self._freq_every:
-            freq = psutil.cpu_freq()
-            if freq and freq.current:
-                values["process.cpu_freq_mhz"] = freq.current
         target = self._target
         if target is not None:
             try:

@@ -69,14 +69,18 @@ class SensorSession:
     def mark(self, run_key: str, phase: str, t0: float, t1: float) -> None:
         self._phases.append((run_key, phase, t0, t1))
 
-    def repetition_metrics(self, windows: dict[str, tuple[float, float]], tokens: dict[str, int]) -> dict:
-        """Energy per phase (prefill, decode), J/token, power percentiles, temperatures, throttling, clocks."""
+    def repetition_metrics(self, windows: dict[str, tuple[float, float]], tokens: dict[str, int],
+                           requests: int = 1) -> dict:
+        """Energy per phase (prefill, decode) and per request (one sequence of the batch), J/token, power
+        percentiles, temperatures, throttling, clocks."""
         self.sampler.sample_now()  # make sure a sample lies after the last window's end
         calc = self._calculator()
         times, rows = self.sampler.snapshot()
         out: dict = {}
         for phase, (t0, t1) in windows.items():
             out.update(window_metrics(calc, t0, t1, phase, tokens.get(phase, 0), self.idle_power_w))
+        if "energy_prefill_j" in out and "energy_decode_j" in out and requests:
+            out["energy_per_request_j"] = (out["energy_prefill_j"] + out["energy_decode_j"]) / requests
         t0 = min(w[0] for w in windows.values())
         t1 = max(w[1] for w in windows.values())
         out.update(condition_metrics(self.metrics, times, rows, t0, t1))

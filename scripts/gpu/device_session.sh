@@ -38,7 +38,7 @@ for stage in "$@"; do
         --gen 256 --rounds 4 --out "$OUT/sampler_overhead_gpu.json" 2>&1 | tee "$OUT/overhead.log" ;;
     parity)
       python3 scripts/bench_vs_llama_bench.py --model synth:llama-3.2-1b --quants q4_k_m,f16 --pairs 512:128 \
-        --threads 16 --gpu-layers 99 --rounds 3 --llama-bench "$BUILD/bin/llama-bench" \
+        --threads 16 --gpu-layers 99 --rounds 6 --llama-bench "$BUILD/bin/llama-bench" \
         --out "$OUT/bench_vs_llama_bench_gpu.json" 2>&1 | tee "$OUT/parity.log" ;;
   esac
 done
