@@ -90,7 +90,9 @@ def run(
     repetitions: int = typer.Option(3, "--repetitions", "-r", min=1, help="Measured repetitions."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Unmeasured warm-up repetitions."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds one configuration may take."),
-    device: str = typer.Option("", "--device", "-d", help="Device profile; default: detected."),
+    device: str = typer.Option("", "--device", "-d",
+                               help="Device profile (NAME or NAME:MODE); default: detected; 'jetson' = this Jetson."),
+    emulate: bool = typer.Option(False, "--emulate", help="Emulate --device on this host (cores, no GPU, memory fit)."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
     sample_hz: float = typer.Option(10.0, "--sample-hz", help="Sensor sampling rate; 0 turns sampling off."),
     idle_s: float = typer.Option(3.0, "--idle-s", min=0, help="Seconds of idle baseline before the first run."),
@@ -98,7 +100,7 @@ def run(
     """Run models on this machine and record speed, memory, energy and temperature for every configuration."""
     from edgeprof.bench.plan import expand
     from edgeprof.bench.runner import Runner, RunOptions
-    from edgeprof.devices import detect_profile, get_profile, host_facts
+    from edgeprof.devices import host_facts, resolve_device
     from edgeprof.results.records import read_records
     from edgeprof.results.rundir import base_manifest, create_run_dir
     from edgeprof.results.summary import summarize, write_summary_csv
@@ -112,8 +114,19 @@ def run(
     }
     configs = expand(_strs(model), _strs(quant), _strs(backend), grid)
     facts = host_facts()
-    profile = get_profile(device) if device else detect_profile(facts)
-    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": False, "host": facts.to_dict()}
+    if emulate and not device:
+        raise ConfigError("--emulate needs --device NAME (the device to emulate); `edgeprof devices` lists them")
+    profile = resolve_device(device, facts, emulate=emulate)
+    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": emulate, "host": facts.to_dict()}
+    affinity = None
+    if emulate:
+        from edgeprof.emulation import plan_emulation
+        from edgeprof.sensors.nvml import nvml_gpu_names
+
+        emulation = plan_emulation(profile, facts, nvml_gpu_names())
+        configs = [emulation.adapt(config) for config in configs]
+        device_info["emulation"] = emulation.describe()
+        affinity = tuple(emulation.cpu_affinity) if emulation.cpu_affinity else None
     if sample_hz < 0:
         raise ConfigError(f"--sample-hz must be >= 0, got {sample_hz:g}")
     run_dir = create_run_dir(out)
@@ -125,7 +138,7 @@ def run(
     manifest["jetson"] = _jetson_facts()
     run_dir.write_manifest(manifest)
 
-    runner_options = RunOptions(repetitions=repetitions, warmup=warmup, timeout_s=timeout)
+    runner_options = RunOptions(repetitions=repetitions, warmup=warmup, timeout_s=timeout, cpu_affinity=affinity)
     with _progress() as progress:
         overall = progress.add_task("configurations", total=len(configs))
         export_task = None
@@ -153,7 +166,8 @@ def run(
             run_dir.write_manifest(manifest)
             rows = summarize(read_records(run_dir.records_path))
             write_summary_csv(rows, run_dir.summary_path)
-    console.print(summary_table(rows, title=f"edgeprof run on {profile.name}"))
+    title = f"edgeprof run on {profile.name}" + (" (EMULATED on this host)" if emulate else "")
+    console.print(summary_table(rows, title=title))
     failed = [row for row in rows if row["status"] != "ok"]
     for row in failed:
         err_console.print(f"[red]{row['model']} {row['quant']}: {row['status']}[/red]: {row['error']}", highlight=False)
@@ -297,12 +311,25 @@ def models_show(name: str) -> None:
 @devices_app.callback()
 @user_errors
 def devices_list(ctx: typer.Context) -> None:
-    """List device profiles."""
+    """List device profiles with their memory, bandwidth, compute and power figures."""
     if ctx.invoked_subcommand is None:
         from edgeprof.devices import list_profiles
+        from edgeprof.results.tables import devices_table
 
-        for profile in list_profiles():
-            console.print(f"{profile.name:24} {profile.kind:8} {profile.display_name}")
+        console.print(devices_table(list_profiles()))
+
+
+@devices_app.command("show")
+@user_errors
+def devices_show(name: str) -> None:
+    """One profile in full (NAME or NAME:MODE), with the sources of its figures."""
+    import yaml
+
+    from edgeprof.devices import get_profile
+
+    profile = get_profile(name)
+    console.print(f"[bold]{profile.display_name}[/bold] ({profile.name}, {profile.kind})")
+    console.print(yaml.safe_dump(profile.data, sort_keys=False).rstrip(), highlight=False)
 
 
 @devices_app.command("detect")

@@ -10,6 +10,7 @@ import difflib
 import os
 import platform
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import psutil
 
@@ -57,38 +58,203 @@ def host_facts() -> HostFacts:
     )
 
 
+KINDS = ("edge", "laptop", "desktop", "server")
+KNOWN_SENSORS = ("nvml", "rapl", "thermal", "hwmon", "battery", "ina3221", "tegrastats", "process")
+TFLOPS_DTYPES = ("fp32", "fp16", "bf16", "int8")
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
-    """A device profile from the catalog (the raw YAML is kept for fields later modules read)."""
+    """A validated device profile. Figures are datasheet values unless the YAML marks them `estimates`.
+
+    `data` is the YAML mapping (with a selected mode already merged in), so later modules can read
+    fields this class does not name.
+    """
 
     name: str
     display_name: str
     kind: str
     data: dict
 
+    @property
+    def memory_gb(self) -> float | None:
+        """Memory a model must fit in: the accelerator's own, or the shared system memory."""
+        accel = self.data.get("accelerator") or {}
+        if accel.get("memory_gb") and not accel.get("shares_host_memory"):
+            return float(accel["memory_gb"])
+        return float((self.data.get("memory") or {}).get("gb") or 0) or None
+
+    @property
+    def cpu_cores(self) -> int | None:
+        return (self.data.get("cpu") or {}).get("cores")
+
+    @property
+    def has_discrete_gpu(self) -> bool:
+        accel = self.data.get("accelerator") or {}
+        return bool(accel) and not accel.get("shares_host_memory")
+
+    @property
+    def is_generic(self) -> bool:
+        return "machine" in (self.data.get("detect") or {})
+
+
+def _fail(path: Path | str, message: str) -> CatalogError:
+    return CatalogError(f"{path}: {message}")
+
+
+def _number(path, data: dict, key: str, field: str, required: bool = False, integer: bool = False) -> None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise _fail(path, f"field '{field}' is required")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
+            integer and not isinstance(value, int)):
+        kind = "a whole number" if integer else "a number"
+        raise _fail(path, f"field '{field}' must be {kind} > 0, got {value!r}")
+
+
+def _mapping(path, data: dict, key: str, field: str) -> dict:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, f"field '{field}' must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def validate_profile(data: dict, path: Path | str) -> None:
+    """Raise a `CatalogError` naming the file and the field for anything malformed."""
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise _fail(path, "field 'name' is required")
+    if data.get("kind") not in KINDS:
+        raise _fail(path, f"field 'kind' must be one of {', '.join(KINDS)}, got {data.get('kind')!r}")
+    if not isinstance(data.get("source"), str) or not data["source"].strip():
+        raise _fail(path, "field 'source' is required: where the figures come from (datasheet URL), "
+                          "or 'detected at run time'")
+    _check_figures(data, path, "")
+    for sensor in data.get("sensors") or []:
+        if sensor not in KNOWN_SENSORS:
+            raise _fail(path, f"field 'sensors' names unknown sensor {sensor!r} (known: {', '.join(KNOWN_SENSORS)})")
+    detect = _mapping(path, data, "detect", "detect")
+    for key in detect:
+        if key not in ("device_tree", "nvml_name", "machine", "memory_gb"):
+            raise _fail(path, f"field 'detect.{key}' is not a detection rule (device_tree, nvml_name, machine, memory_gb)")
+    for mode, overlay in _mapping(path, data, "modes", "modes").items():
+        if not isinstance(overlay, dict):
+            raise _fail(path, f"field 'modes.{mode}' must be a mapping")
+        _check_figures(overlay, path, f"modes.{mode}.")
+
+
+def _check_figures(data: dict, path, prefix: str) -> None:
+    cpu = _mapping(path, data, "cpu", prefix + "cpu")
+    _number(path, cpu, "cores", prefix + "cpu.cores", integer=True)
+    _number(path, cpu, "max_ghz", prefix + "cpu.max_ghz")
+    memory = _mapping(path, data, "memory", prefix + "memory")
+    _number(path, memory, "gb", prefix + "memory.gb")
+    _number(path, memory, "bandwidth_gbps", prefix + "memory.bandwidth_gbps")
+    accel = _mapping(path, data, "accelerator", prefix + "accelerator")
+    _number(path, accel, "memory_gb", prefix + "accelerator.memory_gb")
+    _number(path, accel, "bandwidth_gbps", prefix + "accelerator.bandwidth_gbps")
+    for dtype, value in _mapping(path, accel, "tflops", prefix + "accelerator.tflops").items():
+        if dtype not in TFLOPS_DTYPES:
+            raise _fail(path, f"field '{prefix}accelerator.tflops.{dtype}' is not a dtype ({', '.join(TFLOPS_DTYPES)})")
+        _number(path, {dtype: value}, dtype, f"{prefix}accelerator.tflops.{dtype}")
+    _number(path, _mapping(path, data, "power", prefix + "power"), "tdp_w", prefix + "power.tdp_w")
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
 
 def list_profiles() -> list[DeviceProfile]:
-    return [_profile(name, data) for name, (data, _) in sorted(load_entries("devices").items())]
+    return [_profile(name, data, path) for name, (data, path) in sorted(load_entries("devices").items())]
 
 
-def _profile(name: str, data: dict) -> DeviceProfile:
-    return DeviceProfile(name, str(data.get("display_name", name)), str(data.get("kind", "unknown")), data)
+def _profile(name: str, data: dict, path: Path) -> DeviceProfile:
+    validate_profile(data, path)
+    return DeviceProfile(name, str(data.get("display_name", name)), str(data["kind"]), data)
 
 
-def get_profile(name: str) -> DeviceProfile:
+def get_profile(spec: str) -> DeviceProfile:
+    """A profile by name, optionally with a power mode: `jetson-orin-nano-8gb:super`."""
+    name, _, mode = spec.partition(":")
     entries = load_entries("devices")
     if name not in entries:
         close = difflib.get_close_matches(name, list(entries), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else f" (known: {', '.join(sorted(entries))})"
         raise CatalogError(f"unknown device profile {name!r}{hint}")
-    return _profile(name, entries[name][0])
+    data, path = entries[name]
+    profile = _profile(name, data, path)
+    if not mode:
+        return profile
+    modes = data.get("modes") or {}
+    if mode not in modes:
+        raise CatalogError(f"device {name} has no mode {mode!r} (modes: {', '.join(modes) or 'none'})")
+    merged = _merge({k: v for k, v in data.items() if k != "modes"}, modes[mode])
+    return DeviceProfile(f"{name}:{mode}", f"{profile.display_name} ({mode})", profile.kind, merged)
 
 
-def detect_profile(facts: HostFacts | None = None) -> DeviceProfile:
-    """The profile whose `detect.machine` lists this host's architecture (generic CPU profiles)."""
+def detect_profile(facts: HostFacts | None = None, root: str | Path = "/",
+                   gpu_names: list[str] | None = None) -> DeviceProfile:
+    """This host's profile: a Jetson or Raspberry Pi by device-tree model, an NVIDIA GPU by NVML name,
+    otherwise the generic CPU profile of this architecture."""
     facts = facts or host_facts()
-    for profile in list_profiles():
-        machines = (profile.data.get("detect") or {}).get("machine") or []
-        if facts.machine in machines:
+    profiles = list_profiles()
+    model = _device_tree_model(Path(root))
+    if model:
+        for profile in profiles:
+            rules = profile.data.get("detect") or {}
+            if any(key in model for key in rules.get("device_tree", [])) and _memory_matches(rules, facts):
+                return profile
+    for gpu in gpu_names if gpu_names is not None else _nvml_gpu_names():
+        for profile in profiles:
+            if any(key in gpu for key in (profile.data.get("detect") or {}).get("nvml_name", [])):
+                return profile
+    for profile in profiles:
+        if facts.machine in (profile.data.get("detect") or {}).get("machine", []):
             return profile
     raise CatalogError(f"no device profile matches this host ({facts.machine}); add one under devices/")
+
+
+def resolve_device(spec: str, facts: HostFacts | None = None, emulate: bool = False, root: str | Path = "/",
+                   gpu_names: list[str] | None = None) -> DeviceProfile:
+    """The profile `--device` names ("" = detected; "jetson" = the detected Jetson model).
+
+    Naming a specific device that this host is not is an error unless `emulate` is set.
+    """
+    facts = facts or host_facts()
+    detected = detect_profile(facts, root, gpu_names)
+    if not spec:
+        return detected
+    if spec == "jetson":
+        if detected.name.startswith("jetson-"):
+            return detected
+        raise CatalogError(f"--device jetson: this host is not a Jetson (detected {detected.name}); to emulate one "
+                           "here, name it and add --emulate, e.g. --device jetson-orin-nano-8gb --emulate")
+    profile = get_profile(spec)
+    if not emulate and not profile.is_generic and profile.name.split(":")[0] != detected.name:
+        raise CatalogError(f"this host is {detected.name}, not {profile.name}; add --emulate to emulate "
+                           f"{profile.name} here, or leave out --device")
+    return profile
+
+
+def _device_tree_model(root: Path) -> str | None:
+    try:
+        return (root / "proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def _memory_matches(rules: dict, facts: HostFacts) -> bool:
+    bounds = rules.get("memory_gb")
+    return not bounds or bounds[0] <= facts.memory_gb <= bounds[1]
+
+
+def _nvml_gpu_names() -> list[str]:
+    from edgeprof.sensors.nvml import nvml_gpu_names
+
+    return nvml_gpu_names()

@@ -75,6 +75,9 @@ def _bad_inputs(tmp_path: Path, tiny_gguf_f32) -> list[tuple[list[str], str]]:
         (["run", "-m", "synth:tiny", "--device", "jetson-nonexistent"], "unknown device profile"),
         (["models", "show", "nosuch"], "unknown model preset"),
         (["run", "-m", "synth:tiny", "-ngl", "-1"], "CPU-only"),
+        (["run", "-m", "synth:tiny", "--emulate"], "--emulate needs --device"),
+        (["run", "-m", "synth:tiny", "--device", "jetson"], "not a Jetson"),
+        (["devices", "show", "jetson-orin-nano"], "did you mean"),
     ]
 
 

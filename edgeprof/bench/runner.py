@@ -30,6 +30,7 @@ class RunOptions:
     warmup: int = 1
     timeout_s: float = 900.0
     seed: int = 0
+    cpu_affinity: tuple[int, ...] | None = None  # set when emulating a device with fewer cores
 
 
 Notify = Callable[..., None]  # notify(event_name, **details); the CLI renders progress from it
@@ -92,6 +93,7 @@ class Runner:
         job_path.write_text(json.dumps({
             "backend": config.backend, "model_path": artifact.path, "hyperparameters": config.hp.to_dict(),
             "warmup": self.options.warmup, "repetitions": self.options.repetitions, "seed": self.options.seed,
+            "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
         }))
         timed_out = False
         with open(stderr_path, "w") as stderr:
@@ -115,6 +117,7 @@ class Runner:
         records = [
             self._record(config, artifact, e["index"], "ok",
                          metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
+                                  "worker_cpus": (loaded.get("info") or {}).get("worker_cpus"),
                                   **self._sensor_metrics(key, e, config.hp.batch)},
                          info=loaded.get("info"), started=started, finished=e.get("finished_at"))
             for e in events if e["event"] == "repetition"

@@ -8,6 +8,7 @@ Events are appended and flushed one per line as they happen, so finished repetit
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -25,6 +26,8 @@ def _emit(stream, event: dict) -> None:
 
 
 def run_job(job: dict, events) -> int:
+    if job.get("cpu_affinity"):
+        os.sched_setaffinity(0, job["cpu_affinity"])  # emulating a device with fewer cores
     if job["backend"] == "llama.cpp":
         from edgeprof.backends.llamacpp_lib import load_llama_cpp
 
@@ -38,7 +41,8 @@ def run_job(job: dict, events) -> int:
     session = open_session(job["backend"], job["model_path"], hp)
     loaded = time.perf_counter()
     try:
-        _emit(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": session.info(),
+        info = {**session.info(), "worker_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+        _emit(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": info,
                        "phase": ["load", start, loaded]})
         prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))
         warmup_start = time.perf_counter()

@@ -81,3 +81,25 @@ def preset_detail_table(preset: Preset) -> Table:
     for name, quant in GGUF_QUANTS.items():
         table.add_row(f"GGUF {name} weights", f"{a.gguf_weight_bytes(quant) / 1e6:,.1f} MB")
     return table
+
+
+def devices_table(profiles) -> Table:
+    """Device profiles side by side: memory, bandwidth, peak compute, power (datasheet figures)."""
+    table = Table(title="device profiles (figures from the sources in each YAML; `devices show NAME`)",
+                  header_style="bold")
+    for column in ("name", "kind", "CPU cores", "memory GB", "bandwidth GB/s", "fp16 TFLOPS", "int8 TOPS", "TDP W",
+                   "modes"):
+        table.add_column(column, justify="left" if column in ("name", "kind", "modes") else "right")
+    for p in profiles:
+        d = p.data
+        accel, memory = d.get("accelerator") or {}, d.get("memory") or {}
+        bandwidth = accel.get("bandwidth_gbps") or memory.get("bandwidth_gbps")
+        tflops = accel.get("tflops") or {}
+
+        def fmt(value) -> str:
+            return "-" if value is None else f"{value:g}"
+
+        table.add_row(p.name, p.kind, fmt((d.get("cpu") or {}).get("cores")), fmt(p.memory_gb), fmt(bandwidth),
+                      fmt(tflops.get("fp16")), fmt(tflops.get("int8")), fmt((d.get("power") or {}).get("tdp_w")),
+                      ", ".join(d.get("modes") or {}) or "-")
+    return table

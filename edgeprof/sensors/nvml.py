@@ -148,3 +148,12 @@ class NvmlSensor:
                 pass
             self._nvml = None
         self._readers = {}
+
+
+def nvml_gpu_names() -> list[str]:
+    """Names of the NVIDIA GPUs NVML lists here ([] where NVML is absent or answers nothing)."""
+    sensor = NvmlSensor()
+    try:
+        return sensor.gpu_names() if sensor.probe().available else []
+    finally:
+        sensor.close()

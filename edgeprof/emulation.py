@@ -1,0 +1,99 @@
+"""Run as if on a smaller device (`--device jetson-orin-nano-8gb --emulate` on a bigger host).
+
+What can be emulated on another host: the CPU core count (affinity pinning and a thread cap), the
+absence of the device's GPU (no offload when the host's GPU is not the device's), and whether the model
+fits the device's memory (refused before anything runs, saying by how much). What cannot: memory
+bandwidth, clocks, accelerator speed, power and heat. Every record says which is which.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+from edgeprof.bench.plan import BenchConfig
+from edgeprof.config import Hyperparameters
+from edgeprof.devices import DeviceProfile, HostFacts
+from edgeprof.errors import ConfigError
+from edgeprof.quant import GGUF_QUANTS, KV_CACHE_TYPES
+
+RUNTIME_OVERHEAD_BYTES = 150e6  # llama.cpp's own allocations besides weights, KV and compute buffers (estimate)
+_KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
+             "q5_0": 22 / 32, "q5_1": 24 / 32}
+assert set(_KV_BYTES) == set(KV_CACHE_TYPES)
+
+
+@dataclass
+class Emulation:
+    profile: DeviceProfile
+    cpu_affinity: list[int] | None
+    max_threads: int | None
+    gpu_offload: bool
+    emulated: list[str] = field(default_factory=list)
+    not_emulated: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {"emulated": self.emulated, "not_emulated": self.not_emulated,
+                "cpu_affinity": self.cpu_affinity, "max_threads": self.max_threads, "gpu_offload": self.gpu_offload}
+
+    def adapt(self, config: BenchConfig) -> BenchConfig:
+        """Cap threads and GPU layers to what the emulated device allows, then check the memory fit."""
+        hp = config.hp
+        if self.max_threads and hp.threads > self.max_threads:
+            hp = replace(hp, threads=self.max_threads)
+        if not self.gpu_offload and hp.gpu_layers:
+            hp = replace(hp, gpu_layers=0)
+        self.check_fit(config, hp)
+        return replace(config, hp=hp)
+
+    def check_fit(self, config: BenchConfig, hp: Hyperparameters) -> None:
+        available = self.profile.memory_gb
+        if not available:
+            return
+        need = memory_needed(config, hp)
+        if need["total"] > available * 1e9:
+            parts = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in need.items() if k != "total")
+            raise ConfigError(
+                f"{config.source.name} {config.quant} (batch {hp.batch}, context {hp.context_per_sequence}) needs "
+                f"{need['total'] / 1e9:.2f} GB ({parts}; working memory estimated) but {self.profile.name} has "
+                f"{available:g} GB: {need['total'] / 1e9 - available:.2f} GB too much")
+
+
+def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
+    """Bytes for weights, KV cache and working memory (compute buffers + runtime, an estimate)."""
+    arch = config.source.architecture
+    if arch is None:  # a user's GGUF file: its size is its weights
+        weights = config.source.path.stat().st_size
+        return {"weights": weights, "total": weights + RUNTIME_OVERHEAD_BYTES}
+    quant = GGUF_QUANTS.get(config.quant, GGUF_QUANTS["f16"])
+    weights = arch.gguf_weight_bytes(quant)
+    kv = arch.kv_cache_bytes_per_token(_KV_BYTES[hp.kv_type]) * hp.batch * hp.context_per_sequence
+    tokens = min(hp.n_ubatch, hp.batch * hp.prompt_tokens)
+    working = 4 * tokens * (arch.vocab_size + 8 * arch.hidden_size) + RUNTIME_OVERHEAD_BYTES
+    return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}
+
+
+def plan_emulation(profile: DeviceProfile, facts: HostFacts, host_gpu_names: list[str]) -> Emulation:
+    """What this host can and cannot reproduce of `profile`."""
+    emulated, not_emulated = [], ["memory bandwidth", "clocks", "power and thermal behaviour"]
+    affinity, max_threads = None, None
+    cores = profile.cpu_cores
+    host_cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(facts.logical_cores))
+    if cores and len(host_cpus) >= cores:
+        affinity, max_threads = host_cpus[:cores], cores
+        emulated.append(f"CPU cores: pinned to {cores} of the host's {len(host_cpus)}")
+    elif cores:
+        not_emulated.append(f"CPU cores: the host has {len(host_cpus)}, fewer than the device's {cores}")
+    else:
+        not_emulated.append("CPU cores: the profile does not say how many")
+    names = (profile.data.get("detect") or {}).get("nvml_name", [])
+    same_gpu = any(key in gpu for gpu in host_gpu_names for key in names)
+    if profile.data.get("accelerator") and not same_gpu:
+        not_emulated.append("accelerator: the host's GPU is not the device's; GPU offload is off")
+    elif same_gpu:
+        emulated.append("accelerator: the host has the device's GPU")
+    if profile.memory_gb:
+        emulated.append(f"memory: configurations that would not fit {profile.memory_gb:g} GB are refused")
+    emulated.append("model storage: the same GGUF files and quantizations as on the device")
+    return Emulation(profile, affinity, max_threads, gpu_offload=same_gpu, emulated=emulated,
+                     not_emulated=not_emulated)

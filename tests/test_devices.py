@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeprof.devices import HostFacts, detect_profile, get_profile, list_profiles, resolve_device
+from edgeprof.errors import CatalogError, ConfigError
+from fake_sensors import write
+
+REQUIRED = ["jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx-orin-64gb", "jetson-agx-xavier", "jetson-nano",
+            "raspberry-pi-5", "generic-x86-64", "generic-arm64", "h100-sxm", "h200", "a100-80gb", "rtx-6000-ada", "l4",
+            "rtx-4090"]
+
+
+def facts(machine="x86_64", memory_gb=64.0, cores=16):
+    return HostFacts("host", machine, "cpu", cores, cores, memory_gb, "Linux")
+
+
+def test_every_required_profile_is_shipped_valid_and_sourced():
+    profiles = {p.name: p for p in list_profiles()}
+    assert set(REQUIRED) <= set(profiles)
+    for name in REQUIRED:
+        profile = profiles[name]
+        if not profile.is_generic:
+            assert profile.data["source"].startswith(("http", '"http')) or "http" in profile.data["source"], name
+            assert profile.memory_gb, name
+
+
+def test_orin_nano_super_mode_overlays_the_base_figures():
+    base, sup = get_profile("jetson-orin-nano-8gb"), get_profile("jetson-orin-nano-8gb:super")
+    assert base.data["memory"]["bandwidth_gbps"] == 68 and sup.data["memory"]["bandwidth_gbps"] == 102
+    assert sup.data["power"]["tdp_w"] == 25 and sup.data["memory"]["gb"] == 8  # untouched fields stay
+    with pytest.raises(CatalogError, match="no mode 'turbo'"):
+        get_profile("jetson-orin-nano-8gb:turbo")
+
+
+def test_malformed_user_profile_names_file_and_field(isolated_env):
+    folder = Path(isolated_env["config"]) / "devices"
+    bad = write(folder / "mybox.yaml", "name: mybox\nkind: edge\nsource: me\nmemory: {gb: 8, bandwidth_gbps: fast}\n")
+    try:
+        with pytest.raises(CatalogError, match=r"mybox.yaml: field 'memory.bandwidth_gbps' must be a number"):
+            list_profiles()
+        bad.write_text("name: mybox\nkind: phone\nsource: me\n")
+        with pytest.raises(CatalogError, match="field 'kind' must be one of"):
+            list_profiles()
+    finally:
+        bad.unlink()
+
+
+def test_unknown_device_suggests_close_names():
+    with pytest.raises(CatalogError, match="did you mean jetson-orin-nano-8gb"):
+        get_profile("jetson-orin-nano")
+
+
+@pytest.mark.parametrize("model,memory,expected", [
+    ("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", 7.4, "jetson-orin-nano-8gb"),
+    ("NVIDIA Jetson AGX Orin Developer Kit", 61.4, "jetson-agx-orin-64gb"),
+    ("NVIDIA Jetson Nano Developer Kit", 3.9, "jetson-nano"),
+    ("Raspberry Pi 5 Model B Rev 1.0", 7.9, "raspberry-pi-5"),
+])
+def test_detection_from_a_fake_device_tree(tmp_path, model, memory, expected):
+    write(tmp_path / "proc/device-tree/model", model + "\x00")
+    assert detect_profile(facts("aarch64", memory), root=tmp_path, gpu_names=[]).name == expected
+
+
+def test_detection_by_nvml_name_then_generic_cpu(tmp_path):
+    assert detect_profile(facts(), root=tmp_path, gpu_names=["NVIDIA H100 80GB HBM3"]).name == "h100-sxm"
+    assert detect_profile(facts(), root=tmp_path, gpu_names=["NVIDIA L4"]).name == "l4"
+    assert detect_profile(facts(), root=tmp_path, gpu_names=[]).name == "generic-x86-64"
+    assert detect_profile(facts("aarch64"), root=tmp_path, gpu_names=[]).name == "generic-arm64"
+
+
+def test_device_jetson_resolves_only_on_a_jetson(tmp_path):
+    with pytest.raises(CatalogError, match="--emulate"):
+        resolve_device("jetson", facts(), root=tmp_path, gpu_names=[])
+    write(tmp_path / "proc/device-tree/model", "NVIDIA Jetson AGX Orin Developer Kit")
+    assert resolve_device("jetson", facts("aarch64", 61.4), root=tmp_path, gpu_names=[]).name == "jetson-agx-orin-64gb"
+
+
+def test_naming_another_device_needs_emulate(tmp_path):
+    with pytest.raises(CatalogError, match="add --emulate"):
+        resolve_device("jetson-orin-nano-8gb", facts(), root=tmp_path, gpu_names=[])
+    assert resolve_device("jetson-orin-nano-8gb", facts(), emulate=True, root=tmp_path, gpu_names=[]).kind == "edge"
+    assert resolve_device("generic-x86-64", facts(), root=tmp_path, gpu_names=[]).is_generic
+
+
+def test_emulation_refuses_a_model_that_does_not_fit():
+    from edgeprof.bench.plan import expand
+    from edgeprof.emulation import plan_emulation
+
+    emulation = plan_emulation(get_profile("jetson-orin-nano-8gb"), facts(), [])
+    (config,) = expand(["synth:llama-3.1-8b"], ["f16"], ["llama.cpp"], {"gpu_layers": [0]})
+    with pytest.raises(ConfigError, match=r"needs 16\.\d+ GB .* has 8 GB: 8\.\d+ GB too much"):
+        emulation.adapt(config)
+    (small,) = expand(["synth:llama-3.2-1b"], ["q4_k_m"], ["llama.cpp"], {"gpu_layers": [0]})
+    assert emulation.adapt(small).hp.threads <= 6
+    assert any("accelerator" in item for item in emulation.not_emulated)  # no Orin GPU on this host
+
+
+def test_emulated_run_pins_cores_and_labels_records(tmp_path, isolated_env):
+    write(Path(isolated_env["config"]) / "devices/one-core-board.yaml",
+          "name: one-core-board\nkind: edge\nsource: test profile\ncpu: {arch: x86_64, cores: 1}\n"
+          "memory: {gb: 1}\ndetect: {device_tree: [One Core Board]}\n")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "edgeprof", "run", "-m", "synth:tiny", "-q", "q4_0", "-p", "16", "-n", "8", "-r", "1",
+             "--warmup", "0", "--idle-s", "0", "--device", "one-core-board", "--emulate", "-o", str(tmp_path)],
+            capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "EMULATED" in result.stdout
+        (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+        (record,) = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+        assert record["device"]["emulated"] is True and record["device"]["profile"] == "one-core-board"
+        assert record["hyperparameters"]["threads"] == 1 and record["metrics"]["worker_cpus"] == 1
+        emulation = record["device"]["emulation"]
+        assert any("pinned to 1" in item for item in emulation["emulated"])
+        assert "memory bandwidth" in emulation["not_emulated"]
+    finally:
+        (Path(isolated_env["config"]) / "devices/one-core-board.yaml").unlink()
