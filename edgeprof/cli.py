@@ -344,6 +344,76 @@ def devices_detect() -> None:
         console.print(f"{key}: {value}")
 
 
+@app.command("calibrate")
+@user_errors
+def calibrate_command(
+    threads: int = typer.Option(0, "--threads", "-t", help="Threads for the bandwidth test; 0 = physical cores."),
+    gpu: bool = typer.Option(True, "--gpu/--no-gpu", help="Also measure the GPU (needs torch with CUDA)."),
+) -> None:
+    """Measure this host's memory bandwidth and matmul rates; the predictor then uses them."""
+    from edgeprof.calibrate import calibrate
+    from edgeprof.devices import detect_profile, host_facts
+
+    facts = host_facts()
+    profile = detect_profile(facts)
+    err_console.print(f"calibrating {profile.name} (about a minute)…")
+    result = calibrate(profile.name, threads or None, facts, with_gpu=gpu)
+    console.print(f"memory bandwidth (triad, {result['threads']} threads): {result['memory_bandwidth_gbps']:.1f} GB/s")
+    console.print(f"CPU fp32 matmul: {result['cpu_tflops_fp32'] * 1e3:.1f} GFLOP/s; int8: {result['cpu_int8']}")
+    if "gpu_bandwidth_gbps" in result:
+        console.print(f"GPU {result['gpu']}: copy {result['gpu_bandwidth_gbps']:.0f} GB/s, "
+                      f"bf16 {result['gpu_tflops']['bf16']:.0f} TFLOP/s, fp32 {result['gpu_tflops']['fp32']:.1f} TFLOP/s")
+    else:
+        console.print(f"GPU: {result.get('gpu', 'not measured')}")
+    console.print(f"saved: {result['path']}")
+
+
+@app.command()
+@user_errors
+def predict(
+    model: str = typer.Option("synth:llama-3.2-1b", "--model", "-m", help="synth:<preset> or an HF folder."),
+    device: str = typer.Option("", "--device", "-d", help="Device profile (NAME or NAME:MODE); default: detected."),
+    quant: str = typer.Option("q4_k_m", "--quant", "-q", help="GGUF quantization."),
+    batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated."),
+    prompt: int = typer.Option(512, "--prompt", "-p", min=1),
+    gen: int = typer.Option(128, "--gen", "-n", min=1),
+    kv_type: str = typer.Option("f16", "--kv-type"),
+    cpu: bool = typer.Option(False, "--cpu", help="Predict for the CPU even where the device has a GPU."),
+) -> None:
+    """Predict TTFT, decode speed, each operator's share and bound, and whether the model fits."""
+    from edgeprof.analysis.ceilings import device_ceilings
+    from edgeprof.analysis.roofline import compute_bound_batch
+    from edgeprof.analysis.roofline import predict as roofline_predict
+    from edgeprof.bench.plan import BenchConfig
+    from edgeprof.calibrate import load_calibration
+    from edgeprof.config import Hyperparameters
+    from edgeprof.devices import get_profile, host_facts, resolve_device
+    from edgeprof.emulation import _KV_BYTES, memory_needed
+    from edgeprof.export.gguf_export import gguf_quant
+    from edgeprof.results.tables import prediction_tables
+    from edgeprof.source import resolve
+
+    source = resolve(model)
+    if source.architecture is None:
+        raise ConfigError(f"{model}: prediction needs an architecture (a synth preset or an HF folder)")
+    q = gguf_quant(quant)
+    profile = get_profile(device) if device else resolve_device("", host_facts())
+    on_gpu = bool(profile.data.get("accelerator")) and not cpu
+    ceilings = device_ceilings(profile, q, on_gpu, load_calibration(profile.name))
+    predictions, fits = [], []
+    for b in _ints(batch, "batch"):
+        hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type).validate()
+        predictions.append(roofline_predict(source.architecture, q, ceilings, b, prompt, gen, _KV_BYTES[kv_type]))
+        fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
+    knee = compute_bound_batch(source.architecture, q, ceilings, prompt + gen // 2, _KV_BYTES[kv_type])
+    title = (f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: "
+             f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s)")
+    for table in prediction_tables(predictions, fits, profile.memory_gb, title):
+        console.print(table)
+    console.print(f"decode's weight matmuls turn compute-bound at batch {knee}; attention over the KV cache stays "
+                  "memory-bound at any batch" if knee else "decode's weight matmuls stay memory-bound up to batch 4096")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="edgeprof")

@@ -98,3 +98,21 @@ def test_default_run_on_a_real_sized_preset(tmp_path):
     result = edgeprof("run", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "smollm2-135m" in result.stdout
+
+
+def test_predict_answers_fit_and_speed_for_a_device():
+    result = edgeprof("predict", "--model", "synth:llama-3.2-1b", "--device", "jetson-orin-nano-8gb", "--quant", "q4_k_m",
+                      "--batch", "1,8", "--prompt", "512", "--gen", "128")
+    assert result.returncode == 0, result.stderr
+    assert "footsteps of operations" in result.stdout and "yes" in result.stdout and "compute-bound at batch" in result.stdout
+    too_big = edgeprof("predict", "--model", "synth:llama-3.1-8b", "--device", "jetson-orin-nano-8gb", "--quant", "f16")
+    assert too_big.returncode == 0 and "GB over" in too_big.stdout
+
+
+def test_calibrate_stores_a_local_profile(isolated_env):
+    result = edgeprof("calibrate", "--no-gpu")
+    assert result.returncode == 0, result.stderr
+    (stored,) = (Path(isolated_env["config"]) / "calibration").glob("*.json")
+    data = json.loads(stored.read_text())
+    assert data["memory_bandwidth_gbps"] > 0 and data["cpu_tflops_fp32"] > 0
+    assert data["cpu_int8"].startswith("unavailable")

@@ -103,3 +103,27 @@ def devices_table(profiles) -> Table:
                       fmt(tflops.get("fp16")), fmt(tflops.get("int8")), fmt((d.get("power") or {}).get("tdp_w")),
                       ", ".join(d.get("modes") or {}) or "-")
     return table
+
+
+def prediction_tables(predictions, fits: list[dict], memory_gb: float | None, title: str) -> list[Table]:
+    """Per batch: TTFT, decode speed, bound and memory fit; then operator shares of the last batch."""
+    summary = Table(title=title, header_style="bold")
+    for column in ("batch", "TTFT ms", "prefill t/s", "decode ms/step", "decode t/s", "prefill bound", "decode bound",
+                   "memory GB", "fits"):
+        summary.add_column(column, justify="right")
+    for p, need in zip(predictions, fits):
+        fits_text = "-" if not memory_gb else ("yes" if need["total"] <= memory_gb * 1e9 else
+                                               f"[red]no ({need['total'] / 1e9 - memory_gb:.1f} GB over)[/red]")
+        summary.add_row(str(p.batch), f"{p.ttft_s * 1e3:.1f}", f"{p.prefill_tps:,.0f}", f"{p.decode_step_s * 1e3:.2f}",
+                        f"{p.decode_tps:,.1f}", p.bound("prefill"), p.bound("decode"),
+                        f"{need['total'] / 1e9:.2f}" + (f" / {memory_gb:g}" if memory_gb else ""), fits_text)
+    last = predictions[-1]
+    ops = Table(title=f"footsteps of operations at batch {last.batch} (share of phase time, bound)", header_style="bold")
+    for column in ("operator", "category", "prefill share", "prefill bound", "decode share", "decode bound"):
+        ops.add_column(column, justify="left" if column in ("operator", "category") else "right")
+    prefill_total = sum(t.seconds for t in last.prefill)
+    decode_total = sum(t.seconds for t in last.decode)
+    for pre, dec in zip(last.prefill, last.decode):
+        ops.add_row(pre.op.name, pre.op.category, f"{pre.seconds / prefill_total:.1%}", pre.bound,
+                    f"{dec.seconds / decode_total:.1%}", dec.bound)
+    return [summary, ops]

@@ -1,0 +1,1 @@
+"""Analysis: reads architectures, device profiles and run directories; never runs models."""

@@ -1,0 +1,47 @@
+"""Roofline ceilings for a device: calibrated measurements where present, else datasheet figures."""
+
+from __future__ import annotations
+
+from edgeprof.analysis.roofline import Ceilings
+from edgeprof.devices import DeviceProfile
+from edgeprof.errors import CatalogError
+from edgeprof.quant import GgufQuant
+
+# Per-kernel overhead: on a GPU, launch and synchronisation per graph node (about 4 us on the H100 for
+# llama.cpp's CUDA-graph decode, fitted from the committed H100 run); on a CPU, the threads' barrier.
+DEFAULT_KERNEL_OVERHEAD_S = {"gpu": 4e-6, "cpu": 2e-6}
+
+
+def _matmul_dtype(quant: GgufQuant) -> str:
+    return {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}.get(quant.name, "int8")
+
+
+def device_ceilings(profile: DeviceProfile, quant: GgufQuant, on_gpu: bool, calibration: dict | None = None) -> Ceilings:
+    """FLOP/s, B/s and per-kernel overhead for running `quant` weights on `profile` (GPU or CPU)."""
+    data = profile.data
+    accel, memory, cpu = data.get("accelerator") or {}, data.get("memory") or {}, data.get("cpu") or {}
+    calibration = calibration or {}
+    kind = "gpu" if on_gpu else "cpu"
+    overhead = float(data.get(f"{kind}_kernel_overhead_us", DEFAULT_KERNEL_OVERHEAD_S[kind] * 1e6)) * 1e-6
+    if on_gpu:
+        if not accel:
+            raise CatalogError(f"{profile.name} has no accelerator; predict with --cpu")
+        tflops = accel.get("tflops") or {}
+        dtype = _matmul_dtype(quant)
+        peak = tflops.get(dtype) or tflops.get("fp16") or tflops.get("fp32")
+        bandwidth = accel.get("bandwidth_gbps") or memory.get("bandwidth_gbps")
+        source = "datasheet"
+        if calibration.get("gpu_bandwidth_gbps"):
+            bandwidth = calibration["gpu_bandwidth_gbps"]
+            peak = (calibration.get("gpu_tflops") or {}).get("bf16", peak)
+            source = "calibrated"
+    else:
+        peak = cpu.get("tflops_fp32")
+        bandwidth = memory.get("bandwidth_gbps")
+        source = "datasheet"
+        if calibration.get("memory_bandwidth_gbps"):
+            peak, bandwidth, source = calibration["cpu_tflops_fp32"], calibration["memory_bandwidth_gbps"], "calibrated"
+    if not peak or not bandwidth:
+        raise CatalogError(f"{profile.name} has no {'GPU' if on_gpu else 'CPU'} compute or bandwidth figures; run "
+                           f"`edgeprof calibrate` on it, or add them to its YAML")
+    return Ceilings(float(peak) * 1e12, float(bandwidth) * 1e9, overhead, source)

@@ -1,0 +1,181 @@
+"""A roofline model of a decoder's "footsteps of operations": per-operator FLOPs and bytes for prefill
+(batch B, prompt P) and for one decode step (batch B, context c), and time = max(FLOPs / peak,
+bytes / bandwidth) + kernels x per-kernel overhead.
+
+Weight bytes follow llama.cpp's real per-tensor storage (`quant.gguf_tensor_type`, block formats incl.
+scales), so q4_k_m's q6_k tensors are counted as such. Activations are f32 and the KV cache is the
+chosen KV type. llama.cpp computes logits only for each sequence's last prompt token, so lm_head in
+prefill costs B rows, not B x P.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeprof.architecture import Architecture
+from edgeprof.quant import GGML_BLOCKS, GgufQuant, gguf_tensor_type
+
+CATEGORIES = ("projections", "attention", "ffn", "norms", "embedding", "lm_head")
+_ACT = 4  # bytes per activation element (f32)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operator summed over all layers. FLOPs and bytes are totals for the phase."""
+
+    name: str
+    category: str
+    flops: float
+    weight_bytes: float
+    other_bytes: float  # activations and KV cache read or written
+    kernels: int  # kernel launches (GPU) / graph nodes (CPU) this op takes per phase
+
+    @property
+    def bytes(self) -> float:
+        return self.weight_bytes + self.other_bytes
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """What the hardware can do: peak matmul rate (FLOP/s), memory bandwidth (B/s), per-kernel overhead (s)."""
+
+    flops_per_s: float
+    bytes_per_s: float
+    kernel_overhead_s: float
+    source: str  # "datasheet", "calibrated", ...
+
+
+@dataclass(frozen=True)
+class OpTime:
+    op: Op
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+
+    @property
+    def seconds(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        limits = {"compute": self.compute_s, "memory": self.memory_s, "overhead": self.overhead_s}
+        return max(limits, key=limits.get)
+
+
+def _weight_bytes(arch: Architecture, quant: GgufQuant, role: str, rows: int, cols: int) -> float:
+    """Bytes of one 2-D weight in every layer together (role as in `gguf_tensor_type`)."""
+    total = 0.0
+    for layer in range(arch.num_layers):
+        ggml_type = gguf_tensor_type(quant, role, layer, arch.num_layers, cols)
+        block, nbytes = GGML_BLOCKS[ggml_type]
+        total += rows * cols / block * nbytes
+    return total
+
+
+def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int, context: int,
+              kv_bytes: float = 2.0) -> list[Op]:
+    """Operators of one phase: `new_tokens` per sequence (P for prefill, 1 for a decode step) attending over
+    `context` positions (P for prefill, c for decode). All figures summed over layers."""
+    L, H, I, V = arch.num_layers, arch.hidden_size, arch.intermediate_size, arch.vocab_size
+    q, kv, heads, hd = arch.q_dim, arch.kv_dim, arch.num_heads, arch.head_dim
+    T = batch * new_tokens  # tokens through the projections
+
+    def matmul(name: str, category: str, role: str, rows: int, cols: int) -> Op:
+        weights = _weight_bytes(arch, quant, role, rows, cols)
+        return Op(name, category, 2.0 * T * rows * cols * L, weights, _ACT * T * (rows + cols) * L, L)
+
+    # Attention over the causal context: prefill sums 1..P per sequence, decode reads c positions.
+    if new_tokens == context:
+        pairs = batch * context * (context + 1) / 2
+    else:
+        pairs = batch * new_tokens * context
+    kv_read = 2 * batch * context * kv * kv_bytes * L
+    kv_write = 2 * T * kv * kv_bytes * L
+    out_rows = batch  # logits for each sequence's last token only
+    lm_role = "output"
+    lm_weights = GGML_BLOCKS[gguf_tensor_type(quant, lm_role, -1, L, H)]
+    lm_bytes = V * H / lm_weights[0] * lm_weights[1]
+    return [
+        Op("embedding", "embedding", 0.0, T * H * 2.0, T * H * _ACT, 1),
+        Op("attn_norm", "norms", 4.0 * T * H * L, H * 4.0 * L, 2 * _ACT * T * H * L, L),
+        matmul("q_proj", "projections", "q", q, H),
+        matmul("k_proj", "projections", "k", kv, H),
+        matmul("v_proj", "projections", "attn_v", kv, H),
+        Op("rotary", "attention", 6.0 * T * (q + kv) * L, 0.0, 2 * _ACT * T * (q + kv) * L, 2 * L),
+        Op("attn_scores", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2 + kv_write, L),
+        Op("softmax", "attention", 5.0 * pairs * heads * L, 0.0, 2 * _ACT * pairs * heads * L / max(new_tokens, 1), L),
+        Op("attn_v", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2, L),
+        matmul("o_proj", "projections", "o", H, q),
+        Op("ffn_norm", "norms", 4.0 * T * H * L, H * 4.0 * L, 2 * _ACT * T * H * L, L),
+        matmul("ffn_gate", "ffn", "gate", I, H),
+        matmul("ffn_up", "ffn", "up", I, H),
+        Op("ffn_act", "ffn", 5.0 * T * I * L, 0.0, 3 * _ACT * T * I * L, L),
+        matmul("ffn_down", "ffn", "ffn_down", H, I),
+        Op("output_norm", "norms", 4.0 * out_rows * H, H * 4.0, 2 * _ACT * out_rows * H, 1),
+        Op("lm_head", "lm_head", 2.0 * out_rows * H * V, lm_bytes, _ACT * out_rows * (H + V), 1),
+    ]
+
+
+def time_ops(ops: list[Op], ceilings: Ceilings) -> list[OpTime]:
+    return [OpTime(op, op.flops / ceilings.flops_per_s, op.bytes / ceilings.bytes_per_s,
+                   op.kernels * ceilings.kernel_overhead_s) for op in ops]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    batch: int
+    prompt: int
+    gen: int
+    ttft_s: float
+    decode_step_s: float  # at the mean decode context (prompt + gen/2)
+    prefill: list[OpTime]
+    decode: list[OpTime]
+
+    @property
+    def decode_tps(self) -> float:
+        return self.batch / self.decode_step_s
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.batch * self.prompt / self.ttft_s
+
+    def shares(self, phase: str) -> dict[str, float]:
+        times = self.prefill if phase == "prefill" else self.decode
+        total = sum(t.seconds for t in times)
+        shares: dict[str, float] = {}
+        for t in times:
+            shares[t.op.category] = shares.get(t.op.category, 0.0) + t.seconds / total
+        return shares
+
+    def bound(self, phase: str) -> str:
+        times = self.prefill if phase == "prefill" else self.decode
+        totals = {"compute": sum(t.compute_s for t in times), "memory": sum(t.memory_s for t in times),
+                  "overhead": sum(t.overhead_s for t in times)}
+        return max(totals, key=totals.get)
+
+
+def predict(arch: Architecture, quant: GgufQuant, ceilings: Ceilings, batch: int, prompt: int, gen: int,
+            kv_bytes: float = 2.0) -> Prediction:
+    prefill = time_ops(phase_ops(arch, quant, batch, prompt, prompt, kv_bytes), ceilings)
+    context = prompt + max(gen, 1) // 2
+    decode = time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings)
+    return Prediction(batch, prompt, gen, sum(t.seconds for t in prefill), sum(t.seconds for t in decode),
+                      prefill, decode)
+
+
+WEIGHT_CATEGORIES = ("projections", "ffn", "lm_head")
+
+
+def compute_bound_batch(arch: Architecture, quant: GgufQuant, ceilings: Ceilings, context: int,
+                        kv_bytes: float = 2.0, limit: int = 4096) -> int | None:
+    """The smallest power-of-two batch at which decode's weight matmuls (projections, FFN, lm_head) spend
+    longer computing than reading (None if not by `limit`). Attention over each sequence's own KV cache
+    does not amortise over the batch and stays memory-bound at any batch, so it is left out here."""
+    batch = 1
+    while batch <= limit:
+        times = [t for t in time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings)
+                 if t.op.category in WEIGHT_CATEGORIES]
+        if sum(t.compute_s for t in times) > sum(t.memory_s for t in times):
+            return batch
+        batch *= 2
+    return None

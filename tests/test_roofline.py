@@ -1,0 +1,71 @@
+"""The roofline arithmetic against hand-computed values for the tiny preset (2 layers, so x2)."""
+
+import pytest
+
+from edgeprof.analysis.ceilings import device_ceilings
+from edgeprof.analysis.roofline import Ceilings, compute_bound_batch, phase_ops, predict, time_ops
+from edgeprof.devices import get_profile
+from edgeprof.presets import get_preset
+from edgeprof.quant import GGUF_QUANTS
+
+ARCH = get_preset("tiny").architecture  # hidden 256, ffn 512, 2 layers, 4 heads, 2 KV heads, head 64, vocab 1024
+F32 = GGUF_QUANTS["f32"]
+
+
+def ops(batch, new, context, quant=F32):
+    return {op.name: op for op in phase_ops(ARCH, quant, batch, new, context, kv_bytes=2.0)}
+
+
+def test_decode_step_flops_and_bytes_by_hand():
+    step = ops(batch=1, new=1, context=10)
+    assert step["q_proj"].flops == 2 * 256 * 256 * 2  # 2*T*rows*cols per layer, 2 layers
+    assert step["q_proj"].weight_bytes == 256 * 256 * 4 * 2
+    assert step["k_proj"].flops == 2 * 128 * 256 * 2  # GQA: 2 KV heads x 64
+    assert step["ffn_down"].weight_bytes == 256 * 512 * 4 * 2
+    assert step["attn_scores"].flops == 2 * 10 * 4 * 64 * 2  # 10 positions x 4 heads x 64 dims
+    kv_read = 2 * 10 * 128 * 2.0 * 2  # K and V, 10 positions, 128 wide, f16, 2 layers
+    kv_write = 2 * 1 * 128 * 2.0 * 2
+    assert step["attn_scores"].other_bytes == kv_read / 2 + kv_write
+    assert step["attn_v"].other_bytes == kv_read / 2
+    assert step["lm_head"].flops == 2 * 256 * 1024 and step["lm_head"].weight_bytes == 1024 * 256 * 4
+
+
+def test_prefill_is_causal_and_lm_head_runs_once_per_sequence():
+    prefill = ops(batch=3, new=16, context=16)
+    assert prefill["attn_scores"].flops == 2 * (3 * 16 * 17 / 2) * 4 * 64 * 2
+    assert prefill["q_proj"].flops == 2 * 48 * 256 * 256 * 2
+    assert prefill["lm_head"].flops == 2 * 3 * 256 * 1024
+
+
+def test_quantized_weights_follow_llama_cpp_tensor_types():
+    q4 = ops(1, 1, 10, GGUF_QUANTS["q4_k_m"])
+    # llama.cpp's use_more_bits(i, n=2) is true only for layer 1 (i >= 7n/8): its attn_v is q6_k
+    # (210 bytes per 256 weights), layer 0's stays q4_k (144 bytes); q_proj is q4_k in both.
+    assert q4["v_proj"].weight_bytes == 128 * 256 / 256 * 144 + 128 * 256 / 256 * 210
+    assert q4["q_proj"].weight_bytes == 256 * 256 / 256 * 144 * 2
+
+
+def test_time_is_the_larger_roof_plus_overhead_and_bound_says_which():
+    ceilings = Ceilings(flops_per_s=1e12, bytes_per_s=1e11, kernel_overhead_s=1e-6, source="test")
+    (timed,) = time_ops([ops(1, 1, 10)["q_proj"]], ceilings)
+    assert timed.memory_s == pytest.approx(timed.op.bytes / 1e11)
+    assert timed.seconds == pytest.approx(max(timed.compute_s, timed.memory_s) + 2e-6)
+    assert timed.bound == "memory"
+
+
+def test_more_bandwidth_moves_the_compute_bound_knee_to_a_smaller_batch():
+    arch = get_preset("llama-3.2-1b").architecture
+    q4 = GGUF_QUANTS["q4_k_m"]
+    slow = compute_bound_batch(arch, q4, Ceilings(20e12, 68e9, 0, "t"), context=512)
+    fast = compute_bound_batch(arch, q4, Ceilings(20e12, 680e9, 0, "t"), context=512)
+    assert fast < slow
+
+
+def test_prediction_uses_device_figures_and_batch_raises_throughput():
+    arch = get_preset("llama-3.2-1b").architecture
+    ceilings = device_ceilings(get_profile("jetson-orin-nano-8gb"), GGUF_QUANTS["q4_k_m"], on_gpu=True)
+    assert ceilings.bytes_per_s == 68e9 and ceilings.flops_per_s == 20e12
+    one, eight = (predict(arch, GGUF_QUANTS["q4_k_m"], ceilings, b, 512, 128) for b in (1, 8))
+    assert eight.decode_tps > 4 * one.decode_tps
+    assert one.bound("decode") == "memory"
+    assert sum(one.shares("decode").values()) == pytest.approx(1.0)
