@@ -388,8 +388,9 @@ def predict(
     from edgeprof.calibrate import load_calibration
     from edgeprof.config import Hyperparameters
     from edgeprof.devices import get_profile, host_facts, resolve_device
-    from edgeprof.emulation import _KV_BYTES, memory_needed
+    from edgeprof.emulation import memory_needed
     from edgeprof.export.gguf_export import gguf_quant
+    from edgeprof.quant import kv_bytes_per_element
     from edgeprof.results.tables import prediction_tables
     from edgeprof.source import resolve
 
@@ -403,9 +404,9 @@ def predict(
     predictions, fits = [], []
     for b in _ints(batch, "batch"):
         hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type).validate()
-        predictions.append(roofline_predict(source.architecture, q, ceilings, b, prompt, gen, _KV_BYTES[kv_type]))
+        predictions.append(roofline_predict(source.architecture, q, ceilings, b, prompt, gen, kv_bytes_per_element(kv_type)))
         fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
-    knee = compute_bound_batch(source.architecture, q, ceilings, prompt + gen // 2, _KV_BYTES[kv_type])
+    knee = compute_bound_batch(source.architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
     title = (f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: "
              f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s)")
     for table in prediction_tables(predictions, fits, profile.memory_gb, title):

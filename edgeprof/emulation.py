@@ -15,12 +15,9 @@ from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import Hyperparameters
 from edgeprof.devices import DeviceProfile, HostFacts
 from edgeprof.errors import ConfigError
-from edgeprof.quant import GGUF_QUANTS, KV_CACHE_TYPES
+from edgeprof.quant import GGUF_QUANTS, kv_bytes_per_element
 
 RUNTIME_OVERHEAD_BYTES = 150e6  # llama.cpp's own allocations besides weights, KV and compute buffers (estimate)
-_KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
-             "q5_0": 22 / 32, "q5_1": 24 / 32}
-assert set(_KV_BYTES) == set(KV_CACHE_TYPES)
 
 
 @dataclass
@@ -67,7 +64,7 @@ def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
         return {"weights": weights, "total": weights + RUNTIME_OVERHEAD_BYTES}
     quant = GGUF_QUANTS.get(config.quant, GGUF_QUANTS["f16"])
     weights = arch.gguf_weight_bytes(quant)
-    kv = arch.kv_cache_bytes_per_token(_KV_BYTES[hp.kv_type]) * hp.batch * hp.context_per_sequence
+    kv = arch.kv_cache_bytes_per_token(kv_bytes_per_element(hp.kv_type)) * hp.batch * hp.context_per_sequence
     tokens = min(hp.n_ubatch, hp.batch * hp.prompt_tokens)
     working = 4 * tokens * (arch.vocab_size + 8 * arch.hidden_size) + RUNTIME_OVERHEAD_BYTES
     return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}

@@ -87,6 +87,12 @@ KV_CACHE_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4
 """KV-cache element types llama.cpp accepts, by name -> ggml_type id."""
 
 
+def kv_bytes_per_element(kv_type: str) -> float:
+    """Storage of one KV-cache element of `kv_type`, block scales included (f16 = 2.0, q8_0 = 34/32)."""
+    block, nbytes = GGML_BLOCKS[kv_type]
+    return nbytes / block
+
+
 def _uses_more_bits(layer: int, n_layers: int) -> bool:
     # llama.cpp's use_more_bits(): the first and last eighth, and every third layer between.
     return layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
