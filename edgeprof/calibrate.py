@@ -95,8 +95,80 @@ def gpu_ceilings() -> dict:
     return {"gpu": torch.cuda.get_device_name(0), "gpu_bandwidth_gbps": bandwidth, "gpu_tflops": rates}
 
 
+LLAMA_QUANTS = ("q4_k_m", "q8_0", "f16")
+LLAMA_PRESET = "smollm2-135m"
+_SHORT, _LONG, _GEN = 64, 512, 64
+
+
+def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, preset: str = LLAMA_PRESET,
+                          gpu_layers: int = 0) -> dict:
+    """Fit effective rates from short real llama.cpp runs (each in a worker process, via the runner).
+
+    Per quantization, two runs at batch 1 (prompt 64 and 512, 64 decode steps) give: the attention rate
+    from how much a decode step slows between the two contexts; the weight-read bandwidth from the
+    short-context step once its attention is taken out; and the batched matmul rate from the 512-token
+    prefill once its attention is taken out.
+    """
+    import tempfile
+
+    from edgeprof.quant import GGUF_QUANTS
+    from edgeprof.analysis.roofline import category_totals, phase_ops
+    from edgeprof.bench.plan import expand
+    from edgeprof.bench.runner import Runner, RunOptions
+    from edgeprof.results.records import read_records
+    from edgeprof.results.rundir import create_run_dir
+    from edgeprof.results.summary import summarize
+
+    grid = {"batch": [1], "prompt_tokens": [_SHORT, _LONG], "gen_tokens": [_GEN], "threads": [threads],
+            "gpu_layers": [gpu_layers]}
+    configs = expand([f"synth:{preset}"], list(quants), ["llama.cpp"], grid)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = create_run_dir(Path(tmp))
+        Runner(run_dir, {"profile": "calibration"}, RunOptions(repetitions=3, warmup=1)).run(configs)
+        rows = summarize(read_records(run_dir.records_path))
+    arch = configs[0].source.architecture
+    weights, attention = ("projections", "ffn", "lm_head"), ("attention",)
+    rates: dict = {"preset": preset, "threads": threads}
+    for quant in quants:
+        by_prompt = {r["prompt_tokens"]: r for r in rows if r["quant"] == quant and r["status"] == "ok"}
+        if set(by_prompt) != {_SHORT, _LONG}:
+            rates[quant] = "unavailable: calibration runs failed"
+            continue
+        q = GGUF_QUANTS[quant]
+        prompts = (_SHORT, _LONG)
+        # decode step(P) = weight bytes / bandwidth + attention FLOPs(context) / decode attention rate
+        decode = [phase_ops(arch, q, 1, 1, p + _GEN // 2) for p in prompts]
+        inv_bw, inv_attn_decode = _solve2(
+            [[category_totals(ops, weights)[1], category_totals(ops, attention)[0]] for ops in decode],
+            [1 / by_prompt[p]["decode_tps_mean"] for p in prompts])
+        # prefill(P) = weight-matmul FLOPs(P) / matmul rate + attention FLOPs(P) / prefill attention rate
+        prefill = [phase_ops(arch, q, 1, p, p) for p in prompts]
+        inv_matmul, inv_attn_prefill = _solve2(
+            [[category_totals(ops, weights)[0], category_totals(ops, attention)[0]] for ops in prefill],
+            [by_prompt[p]["ttft_ms_mean"] / 1e3 for p in prompts])
+        rates[quant] = {"weight_gbps": 1 / inv_bw / 1e9, "matmul_tflops": 1 / inv_matmul / 1e12,
+                        "decode_attention_tflops": _rate(inv_attn_decode) / 1e12,
+                        "prefill_attention_tflops": _rate(inv_attn_prefill) / 1e12,
+                        "measured": {"decode_tps": {p: by_prompt[p]["decode_tps_mean"] for p in prompts},
+                                     "ttft_ms": {p: by_prompt[p]["ttft_ms_mean"] for p in prompts}}}
+    return rates
+
+
+def _solve2(rows: list[list[float]], times: list[float]) -> tuple[float, float]:
+    """Seconds per unit of (first, second) quantity from two runs; a non-positive second term (noise
+    when the second quantity barely differs) is dropped and the first refitted alone."""
+    first, second = np.linalg.solve(np.asarray(rows, dtype=np.float64), np.asarray(times, dtype=np.float64))
+    if second <= 0 or first <= 0:
+        return times[0] / rows[0][0], 0.0
+    return float(first), float(second)
+
+
+def _rate(seconds_per_unit: float) -> float:
+    return 1 / seconds_per_unit if seconds_per_unit > 0 else float("inf")
+
+
 def calibrate(profile_name: str, threads: int | None = None, facts: HostFacts | None = None,
-              with_gpu: bool = True) -> dict:
+              with_gpu: bool = True, with_llama: bool = True) -> dict:
     facts = facts or host_facts()
     threads = threads or facts.physical_cores
     result = {
@@ -108,6 +180,8 @@ def calibrate(profile_name: str, threads: int | None = None, facts: HostFacts | 
     }
     if with_gpu:
         result.update(gpu_ceilings())
+    if with_llama:
+        result["llama_cpp_cpu"] = llama_effective_rates(threads)
     path = calibration_path(profile_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

@@ -349,6 +349,8 @@ def devices_detect() -> None:
 def calibrate_command(
     threads: int = typer.Option(0, "--threads", "-t", help="Threads for the bandwidth test; 0 = physical cores."),
     gpu: bool = typer.Option(True, "--gpu/--no-gpu", help="Also measure the GPU (needs torch with CUDA)."),
+    llama: bool = typer.Option(True, "--llama/--no-llama",
+                               help="Also fit effective rates from short llama.cpp runs (about a minute on 2 cores)."),
 ) -> None:
     """Measure this host's memory bandwidth and matmul rates; the predictor then uses them."""
     from edgeprof.calibrate import calibrate
@@ -357,7 +359,7 @@ def calibrate_command(
     facts = host_facts()
     profile = detect_profile(facts)
     err_console.print(f"calibrating {profile.name} (about a minute)…")
-    result = calibrate(profile.name, threads or None, facts, with_gpu=gpu)
+    result = calibrate(profile.name, threads or None, facts, with_gpu=gpu, with_llama=llama)
     console.print(f"memory bandwidth (triad, {result['threads']} threads): {result['memory_bandwidth_gbps']:.1f} GB/s")
     console.print(f"CPU fp32 matmul: {result['cpu_tflops_fp32'] * 1e3:.1f} GFLOP/s; int8: {result['cpu_int8']}")
     if "gpu_bandwidth_gbps" in result:
@@ -365,6 +367,12 @@ def calibrate_command(
                       f"bf16 {result['gpu_tflops']['bf16']:.0f} TFLOP/s, fp32 {result['gpu_tflops']['fp32']:.1f} TFLOP/s")
     else:
         console.print(f"GPU: {result.get('gpu', 'not measured')}")
+    for quant, fitted in (result.get("llama_cpp_cpu") or {}).items():
+        if isinstance(fitted, dict):
+            console.print(f"llama.cpp {quant}: weights {fitted['weight_gbps']:.1f} GB/s, matmul "
+                          f"{fitted['matmul_tflops'] * 1e3:.0f} GFLOP/s, attention decode "
+                          f"{fitted['decode_attention_tflops'] * 1e3:.1f} / prefill "
+                          f"{fitted['prefill_attention_tflops'] * 1e3:.1f} GFLOP/s")
     console.print(f"saved: {result['path']}")
 
 

@@ -110,7 +110,7 @@ def test_predict_answers_fit_and_speed_for_a_device():
 
 
 def test_calibrate_stores_a_local_profile(isolated_env):
-    result = edgeprof("calibrate", "--no-gpu")
+    result = edgeprof("calibrate", "--no-gpu", "--no-llama")
     assert result.returncode == 0, result.stderr
     (stored,) = (Path(isolated_env["config"]) / "calibration").glob("*.json")
     data = json.loads(stored.read_text())

@@ -69,3 +69,36 @@ def test_prediction_uses_device_figures_and_batch_raises_throughput():
     assert eight.decode_tps > 4 * one.decode_tps
     assert one.bound("decode") == "memory"
     assert sum(one.shares("decode").values()) == pytest.approx(1.0)
+
+
+def test_two_run_fit_recovers_known_rates_and_drops_a_noisy_second_term():
+    from edgeprof.calibrate import _solve2
+
+    # times = bytes / 10 GB/s + flops / 5 GFLOP/s for two runs
+    rows = [[1e9, 1e8], [1e9, 9e8]]
+    times = [r[0] / 10e9 + r[1] / 5e9 for r in rows]
+    inv_bw, inv_rate = _solve2(rows, times)
+    assert 1 / inv_bw == pytest.approx(10e9) and 1 / inv_rate == pytest.approx(5e9)
+    first, second = _solve2(rows, [0.2, 0.1])  # the longer context ran faster: noise, not a negative cost
+    assert second == 0.0 and first == pytest.approx(0.2 / 1e9)
+
+
+def test_calibrated_ceilings_are_phase_specific_for_attention():
+    fitted = {"weight_gbps": 13.0, "matmul_tflops": 0.09, "decode_attention_tflops": 0.007,
+              "prefill_attention_tflops": 0.05}
+    calibration = {"memory_bandwidth_gbps": 25.0, "cpu_tflops_fp32": 0.18, "llama_cpp_cpu": {"q4_k_m": fitted}}
+    ceilings = device_ceilings(get_profile("generic-x86-64"), GGUF_QUANTS["q4_k_m"], False, calibration)
+    assert ceilings.source == "calibrated with llama.cpp"
+    assert ceilings.rates("ffn", "decode") == (0.09e12, 13e9)
+    assert ceilings.rates("attention", "decode")[0] == pytest.approx(7e9)
+    assert ceilings.rates("attention", "prefill")[0] == pytest.approx(5e10)
+    assert ceilings.rates("norms", "decode") == (0.18e12, 25e9)
+
+
+def test_llama_fit_runs_real_llama_cpp_on_the_tiny_preset():
+    from edgeprof.calibrate import llama_effective_rates
+
+    rates = llama_effective_rates(threads=2, quants=("q4_0",), preset="tiny")
+    fitted = rates["q4_0"]
+    assert fitted["weight_gbps"] > 0 and fitted["matmul_tflops"] > 0
+    assert set(fitted["measured"]["decode_tps"]) == {64, 512}

@@ -41,6 +41,15 @@ def device_ceilings(profile: DeviceProfile, quant: GgufQuant, on_gpu: bool, cali
         source = "datasheet"
         if calibration.get("memory_bandwidth_gbps"):
             peak, bandwidth, source = calibration["cpu_tflops_fp32"], calibration["memory_bandwidth_gbps"], "calibrated"
+        fitted = (calibration.get("llama_cpp_cpu") or {}).get(quant.name)
+        if isinstance(fitted, dict):
+            weight_rates = (fitted["matmul_tflops"] * 1e12, fitted["weight_gbps"] * 1e9)
+            # The attention fits already include reading the KV cache, so their byte rate is unbounded.
+            by_category = {"projections": weight_rates, "ffn": weight_rates, "lm_head": weight_rates,
+                           "decode:attention": (fitted["decode_attention_tflops"] * 1e12, float("inf")),
+                           "prefill:attention": (fitted["prefill_attention_tflops"] * 1e12, float("inf"))}
+            # The fits include per-node costs, so no separate kernel overhead is added.
+            return Ceilings(float(peak) * 1e12, float(bandwidth) * 1e9, 0.0, "calibrated with llama.cpp", by_category)
     if not peak or not bandwidth:
         raise CatalogError(f"{profile.name} has no {'GPU' if on_gpu else 'CPU'} compute or bandwidth figures; run "
                            f"`edgeprof calibrate` on it, or add them to its YAML")

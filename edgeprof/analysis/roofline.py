@@ -10,7 +10,7 @@ prefill costs B rows, not B x P.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgeprof.architecture import Architecture
 from edgeprof.quant import GGML_BLOCKS, GgufQuant, gguf_tensor_type
@@ -37,12 +37,23 @@ class Op:
 
 @dataclass(frozen=True)
 class Ceilings:
-    """What the hardware can do: peak matmul rate (FLOP/s), memory bandwidth (B/s), per-kernel overhead (s)."""
+    """What the hardware can do: peak matmul rate (FLOP/s), memory bandwidth (B/s), per-kernel overhead (s).
+
+    `by_category` overrides both rates for one operator category with effective rates fitted from real
+    llama.cpp runs (`edgeprof calibrate`): e.g. k-quant matrix-vector products on a small CPU are bounded
+    by dequantisation, which a datasheet or a STREAM triad does not show.
+    """
 
     flops_per_s: float
     bytes_per_s: float
     kernel_overhead_s: float
     source: str  # "datasheet", "calibrated", ...
+    by_category: dict = field(default_factory=dict, compare=False)
+
+    def rates(self, category: str, phase: str = "") -> tuple[float, float]:
+        """(FLOP/s, B/s) for an operator category, a phase-specific fit ("decode:attention") first."""
+        return self.by_category.get(f"{phase}:{category}") or self.by_category.get(
+            category, (self.flops_per_s, self.bytes_per_s))
 
 
 @dataclass(frozen=True)
@@ -116,9 +127,18 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
     ]
 
 
-def time_ops(ops: list[Op], ceilings: Ceilings) -> list[OpTime]:
-    return [OpTime(op, op.flops / ceilings.flops_per_s, op.bytes / ceilings.bytes_per_s,
-                   op.kernels * ceilings.kernel_overhead_s) for op in ops]
+def time_ops(ops: list[Op], ceilings: Ceilings, phase: str = "") -> list[OpTime]:
+    timed = []
+    for op in ops:
+        flops_per_s, bytes_per_s = ceilings.rates(op.category, phase)
+        timed.append(OpTime(op, op.flops / flops_per_s, op.bytes / bytes_per_s, op.kernels * ceilings.kernel_overhead_s))
+    return timed
+
+
+def category_totals(ops: list[Op], categories: tuple[str, ...]) -> tuple[float, float]:
+    """FLOPs and bytes of the ops in `categories`."""
+    chosen = [op for op in ops if op.category in categories]
+    return sum(op.flops for op in chosen), sum(op.bytes for op in chosen)
 
 
 @dataclass(frozen=True)
@@ -156,9 +176,9 @@ class Prediction:
 
 def predict(arch: Architecture, quant: GgufQuant, ceilings: Ceilings, batch: int, prompt: int, gen: int,
             kv_bytes: float = 2.0) -> Prediction:
-    prefill = time_ops(phase_ops(arch, quant, batch, prompt, prompt, kv_bytes), ceilings)
+    prefill = time_ops(phase_ops(arch, quant, batch, prompt, prompt, kv_bytes), ceilings, "prefill")
     context = prompt + max(gen, 1) // 2
-    decode = time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings)
+    decode = time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings, "decode")
     return Prediction(batch, prompt, gen, sum(t.seconds for t in prefill), sum(t.seconds for t in decode),
                       prefill, decode)
 
@@ -173,7 +193,7 @@ def compute_bound_batch(arch: Architecture, quant: GgufQuant, ceilings: Ceilings
     does not amortise over the batch and stays memory-bound at any batch, so it is left out here."""
     batch = 1
     while batch <= limit:
-        times = [t for t in time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings)
+        times = [t for t in time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings, "decode")
                  if t.op.category in WEIGHT_CATEGORIES]
         if sum(t.compute_s for t in times) > sum(t.memory_s for t in times):
             return batch
