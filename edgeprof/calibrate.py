@@ -97,17 +97,17 @@ def gpu_ceilings() -> dict:
 
 LLAMA_QUANTS = ("q4_k_m", "q8_0", "f16")
 LLAMA_PRESET = "smollm2-135m"
-_SHORT, _LONG, _GEN = 64, 512, 64
+_SHORT, _LONG, _GEN, _BATCH = 64, 512, 64, 4
 
 
 def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, preset: str = LLAMA_PRESET,
                           gpu_layers: int = 0) -> dict:
     """Fit effective rates from short real llama.cpp runs (each in a worker process, via the runner).
 
-    Per quantization, two runs at batch 1 (prompt 64 and 512, 64 decode steps) give: the attention rate
-    from how much a decode step slows between the two contexts; the weight-read bandwidth from the
-    short-context step once its attention is taken out; and the batched matmul rate from the 512-token
-    prefill once its attention is taken out.
+    Per quantization, three runs (batch 1 at prompt 64 and 512, batch 4 at prompt 64; 64 decode steps)
+    fit decode as weight bytes / bandwidth + weight FLOPs / decode matmul rate + attention FLOPs / decode
+    attention rate (three equations, three unknowns), and prefill as weight FLOPs / matmul rate +
+    attention FLOPs / prefill attention rate (from the two batch-1 prompts).
     """
     import tempfile
 
@@ -119,9 +119,11 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
     from edgeprof.results.rundir import create_run_dir
     from edgeprof.results.summary import summarize
 
-    grid = {"batch": [1], "prompt_tokens": [_SHORT, _LONG], "gen_tokens": [_GEN], "threads": [threads],
-            "gpu_layers": [gpu_layers]}
-    configs = expand([f"synth:{preset}"], list(quants), ["llama.cpp"], grid)
+    common = {"gen_tokens": [_GEN], "threads": [threads], "gpu_layers": [gpu_layers]}
+    configs = expand([f"synth:{preset}"], list(quants), ["llama.cpp"],
+                     {"batch": [1], "prompt_tokens": [_SHORT, _LONG], **common})
+    configs += expand([f"synth:{preset}"], list(quants), ["llama.cpp"], {"batch": [_BATCH], "prompt_tokens": [_SHORT],
+                                                                       **common})
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = create_run_dir(Path(tmp))
         Runner(run_dir, {"profile": "calibration"}, RunOptions(repetitions=3, warmup=1)).run(configs)
@@ -130,27 +132,31 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
     weights, attention = ("projections", "ffn", "lm_head"), ("attention",)
     rates: dict = {"preset": preset, "threads": threads}
     for quant in quants:
-        by_prompt = {r["prompt_tokens"]: r for r in rows if r["quant"] == quant and r["status"] == "ok"}
-        if set(by_prompt) != {_SHORT, _LONG}:
+        runs = {(r["batch"], r["prompt_tokens"]): r for r in rows if r["quant"] == quant and r["status"] == "ok"}
+        shapes = [(1, _SHORT), (1, _LONG), (_BATCH, _SHORT)]
+        if set(runs) != set(shapes):
             rates[quant] = "unavailable: calibration runs failed"
             continue
+        by_prompt = {p: runs[(1, p)] for p in (_SHORT, _LONG)}
         q = GGUF_QUANTS[quant]
         prompts = (_SHORT, _LONG)
-        # decode step(P) = weight bytes / bandwidth + attention FLOPs(context) / decode attention rate
-        decode = [phase_ops(arch, q, 1, 1, p + _GEN // 2) for p in prompts]
-        inv_bw, inv_attn_decode = _solve2(
-            [[category_totals(ops, weights)[1], category_totals(ops, attention)[0]] for ops in decode],
-            [1 / by_prompt[p]["decode_tps_mean"] for p in prompts])
+        # decode step = weight bytes / bandwidth + weight FLOPs / decode matmul rate + attention FLOPs / rate
+        decode = [phase_ops(arch, q, b, 1, p + _GEN // 2) for b, p in shapes]
+        inv_bw, inv_decode_matmul, inv_attn_decode = _solve3(
+            [[category_totals(ops, weights)[1], category_totals(ops, weights)[0], category_totals(ops, attention)[0]]
+             for ops in decode],
+            [runs[shape]["batch"] / runs[shape]["decode_tps_mean"] for shape in shapes])
         # prefill(P) = weight-matmul FLOPs(P) / matmul rate + attention FLOPs(P) / prefill attention rate
         prefill = [phase_ops(arch, q, 1, p, p) for p in prompts]
         inv_matmul, inv_attn_prefill = _solve2(
             [[category_totals(ops, weights)[0], category_totals(ops, attention)[0]] for ops in prefill],
             [by_prompt[p]["ttft_ms_mean"] / 1e3 for p in prompts])
         rates[quant] = {"weight_gbps": 1 / inv_bw / 1e9, "matmul_tflops": 1 / inv_matmul / 1e12,
+                        "decode_matmul_tflops": _rate(inv_decode_matmul) / 1e12,
                         "decode_attention_tflops": _rate(inv_attn_decode) / 1e12,
                         "prefill_attention_tflops": _rate(inv_attn_prefill) / 1e12,
-                        "measured": {"decode_tps": {p: by_prompt[p]["decode_tps_mean"] for p in prompts},
-                                     "ttft_ms": {p: by_prompt[p]["ttft_ms_mean"] for p in prompts}}}
+                        "measured": {f"b{b}_p{p}": {"decode_tps": runs[(b, p)]["decode_tps_mean"],
+                                                     "ttft_ms": runs[(b, p)]["ttft_ms_mean"]} for b, p in shapes}}
     return rates
 
 
@@ -161,6 +167,21 @@ def _solve2(rows: list[list[float]], times: list[float]) -> tuple[float, float]:
     if second <= 0 or first <= 0:
         return times[0] / rows[0][0], 0.0
     return float(first), float(second)
+
+
+def _solve3(rows: list[list[float]], times: list[float]) -> tuple[float, float, float]:
+    """Seconds per (weight byte, weight FLOP, attention FLOP) from three decode runs. Noise can make a
+    term non-positive; then that term is dropped and the others refitted by least squares."""
+    a, t = np.asarray(rows, dtype=np.float64), np.asarray(times, dtype=np.float64)
+    keep = [0, 1, 2]
+    while True:
+        solution = np.linalg.lstsq(a[:, keep], t, rcond=None)[0]
+        if (solution > 0).all() or len(keep) == 1:
+            result = [0.0, 0.0, 0.0]
+            for index, value in zip(keep, solution):
+                result[index] = max(float(value), 0.0)
+            return result[0], result[1], result[2]
+        keep = [k for k, v in zip(keep, solution) if v > 0] or [0]
 
 
 def _rate(seconds_per_unit: float) -> float:

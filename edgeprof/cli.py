@@ -370,7 +370,8 @@ def calibrate_command(
     for quant, fitted in (result.get("llama_cpp_cpu") or {}).items():
         if isinstance(fitted, dict):
             console.print(f"llama.cpp {quant}: weights {fitted['weight_gbps']:.1f} GB/s, matmul "
-                          f"{fitted['matmul_tflops'] * 1e3:.0f} GFLOP/s, attention decode "
+                          f"{fitted['matmul_tflops'] * 1e3:.0f} (decode {fitted['decode_matmul_tflops'] * 1e3:.0f}) "
+                          f"GFLOP/s, attention decode "
                           f"{fitted['decode_attention_tflops'] * 1e3:.1f} / prefill "
                           f"{fitted['prefill_attention_tflops'] * 1e3:.1f} GFLOP/s")
     console.print(f"saved: {result['path']}")

@@ -44,8 +44,12 @@ def device_ceilings(profile: DeviceProfile, quant: GgufQuant, on_gpu: bool, cali
         fitted = (calibration.get("llama_cpp_cpu") or {}).get(quant.name)
         if isinstance(fitted, dict):
             weight_rates = (fitted["matmul_tflops"] * 1e12, fitted["weight_gbps"] * 1e9)
+            decode_rates = (fitted.get("decode_matmul_tflops", fitted["matmul_tflops"]) * 1e12,
+                            fitted["weight_gbps"] * 1e9, True)
             # The attention fits already include reading the KV cache, so their byte rate is unbounded.
             by_category = {"projections": weight_rates, "ffn": weight_rates, "lm_head": weight_rates,
+                           "decode:projections": decode_rates, "decode:ffn": decode_rates,
+                           "decode:lm_head": decode_rates,
                            "decode:attention": (fitted["decode_attention_tflops"] * 1e12, float("inf")),
                            "prefill:attention": (fitted["prefill_attention_tflops"] * 1e12, float("inf"))}
             # The fits include per-node costs, so no separate kernel overhead is added.

@@ -50,10 +50,16 @@ class Ceilings:
     source: str  # "datasheet", "calibrated", ...
     by_category: dict = field(default_factory=dict, compare=False)
 
-    def rates(self, category: str, phase: str = "") -> tuple[float, float]:
-        """(FLOP/s, B/s) for an operator category, a phase-specific fit ("decode:attention") first."""
-        return self.by_category.get(f"{phase}:{category}") or self.by_category.get(
+    def rates(self, category: str, phase: str = "") -> tuple[float, float, bool]:
+        """(FLOP/s, B/s, additive) for an operator category, a phase-specific fit ("decode:ffn") first.
+
+        `additive` means compute and memory time add up instead of overlapping (the max of the two): a
+        small CPU decoding a few sequences dequantises and multiplies while it streams, and a fitted
+        additive model follows its measured batch curve where the max of two roofs does not.
+        """
+        rates = self.by_category.get(f"{phase}:{category}") or self.by_category.get(
             category, (self.flops_per_s, self.bytes_per_s))
+        return (rates[0], rates[1], bool(rates[2]) if len(rates) > 2 else False)
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,12 @@ class OpTime:
     compute_s: float
     memory_s: float
     overhead_s: float
+    additive: bool = False
 
     @property
     def seconds(self) -> float:
-        return max(self.compute_s, self.memory_s) + self.overhead_s
+        roofs = self.compute_s + self.memory_s if self.additive else max(self.compute_s, self.memory_s)
+        return roofs + self.overhead_s
 
     @property
     def bound(self) -> str:
@@ -130,8 +138,9 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
 def time_ops(ops: list[Op], ceilings: Ceilings, phase: str = "") -> list[OpTime]:
     timed = []
     for op in ops:
-        flops_per_s, bytes_per_s = ceilings.rates(op.category, phase)
-        timed.append(OpTime(op, op.flops / flops_per_s, op.bytes / bytes_per_s, op.kernels * ceilings.kernel_overhead_s))
+        flops_per_s, bytes_per_s, additive = ceilings.rates(op.category, phase)
+        timed.append(OpTime(op, op.flops / flops_per_s, op.bytes / bytes_per_s, op.kernels * ceilings.kernel_overhead_s,
+                            additive))
     return timed
 
 
