@@ -111,10 +111,10 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
     """
     import tempfile
 
-    from edgeprof.quant import GGUF_QUANTS
     from edgeprof.analysis.roofline import category_totals, phase_ops
     from edgeprof.bench.plan import expand
     from edgeprof.bench.runner import Runner, RunOptions
+    from edgeprof.quant import GGUF_QUANTS
     from edgeprof.results.records import read_records
     from edgeprof.results.rundir import create_run_dir
     from edgeprof.results.summary import summarize

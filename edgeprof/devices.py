@@ -210,7 +210,11 @@ def detect_profile(facts: HostFacts | None = None, root: str | Path = "/",
             rules = profile.data.get("detect") or {}
             if any(key in model for key in rules.get("device_tree", [])) and _memory_matches(rules, facts):
                 return profile
-    for gpu in gpu_names if gpu_names is not None else _nvml_gpu_names():
+    if gpu_names is None:
+        from edgeprof.sensors.nvml import nvml_gpu_names
+
+        gpu_names = nvml_gpu_names()
+    for gpu in gpu_names:
         for profile in profiles:
             if any(key in gpu for key in (profile.data.get("detect") or {}).get("nvml_name", [])):
                 return profile
@@ -252,9 +256,3 @@ def _device_tree_model(root: Path) -> str | None:
 def _memory_matches(rules: dict, facts: HostFacts) -> bool:
     bounds = rules.get("memory_gb")
     return not bounds or bounds[0] <= facts.memory_gb <= bounds[1]
-
-
-def _nvml_gpu_names() -> list[str]:
-    from edgeprof.sensors.nvml import nvml_gpu_names
-
-    return nvml_gpu_names()

@@ -181,8 +181,7 @@ class LlamaCppSession:
 
     def logits_of_last_decode(self, n_outputs: int) -> np.ndarray:
         """A copy of the most recent logits rows (for parity tests; never used while timing)."""
-        logits_ptr = self._llama_cpp.llama_get_logits(self._ctx)
-        return np.ctypeslib.as_array(logits_ptr, shape=(n_outputs, self.n_vocab)).copy()
+        return self._logits_view(n_outputs).copy()
 
     def reset(self) -> None:
         self._llama_cpp.llama_memory_clear(self._memory, True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-import psutil
-
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import BackendUnavailableError, ConfigError
 from edgeprof.export.gguf_check import check_gguf
@@ -38,7 +36,9 @@ class BenchConfig:
 
 def default_threads() -> int:
     """Physical cores, as llama-bench uses by default."""
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    from edgeprof.devices import host_facts
+
+    return host_facts().physical_cores
 
 
 def require_gpu_offload() -> None:
