@@ -74,19 +74,29 @@ def _progress() -> Progress:
 def run(
     model: str = typer.Option("synth:smollm2-135m", "--model", "-m",
                               help="synth:<preset>, an HF folder or a .gguf file; comma-separated for several."),
-    quant: str = typer.Option("q4_k_m,f16", "--quant", "-q", help="GGUF quantizations, comma-separated."),
-    backend: str = typer.Option("llama.cpp", "--backend", help="Backends, comma-separated."),
+    quant: str = typer.Option("q4_k_m,f16", "--quant", "-q",
+                              help="Quantizations, comma-separated: GGUF (q4_k_m, q8_0, f16, ...) for llama.cpp, "
+                                   "ONNX (fp32, fp16, int8, int4, int4-b<block>) for onnxruntime; f32/f16 serve both."),
+    backend: str = typer.Option("llama.cpp", "--backend", help="Backends, comma-separated: llama.cpp, onnxruntime."),
     batch: str = typer.Option("1", "--batch", "-b", help="Sequences decoded together, e.g. 1,4,16."),
     prompt: str = typer.Option("128", "--prompt", "-p", help="Prompt tokens per sequence."),
     gen: str = typer.Option("64", "--gen", "-n", help="Decode steps per sequence (as llama-bench -n)."),
     context: str = typer.Option("0", "--context", "-c", help="Context per sequence; 0 = prompt + gen."),
     threads: str = typer.Option("0", "--threads", "-t", help="CPU threads; 0 = physical cores."),
-    gpu_layers: str = typer.Option("0", "--gpu-layers", "-ngl", help="Layers offloaded to the GPU; -1 = all."),
+    gpu_layers: str = typer.Option("auto", "--gpu-layers", "-ngl",
+                                   help="Layers offloaded to the GPU; -1 = all; auto = all on a GPU build with an "
+                                        "NVIDIA GPU, else 0."),
     flash_attn: str = typer.Option("auto", "--flash-attn", help="auto, on or off."),
     kv_type: str = typer.Option("f16", "--kv-type", help="KV-cache type: f16, q8_0, q4_0, f32, ..."),
     n_batch: str = typer.Option("2048", "--n-batch", help="Logical batch (tokens per decode call in prefill)."),
     n_ubatch: str = typer.Option("512", "--n-ubatch", help="Physical micro-batch."),
     sampler: str = typer.Option("greedy", "--sampler", help="greedy, or none (no logits read, as llama-bench)."),
+    provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime execution providers: cpu, cuda, tensorrt, ..."),
+    graph_opt: str = typer.Option("all", "--graph-opt", help="ONNX Runtime graph optimization: disable, basic, extended, all."),
+    profile_ops: bool = typer.Option(False, "--profile-ops",
+                                     help="ONNX Runtime: after measuring, a profiled pass gives time by operator category."),
+    fidelity: bool = typer.Option(True, "--fidelity/--no-fidelity",
+                                  help="Compare each quantized model's next-token distribution with its unquantized parent."),
     repetitions: int = typer.Option(3, "--repetitions", "-r", min=1, help="Measured repetitions."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Unmeasured warm-up repetitions."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds one configuration may take."),
@@ -98,48 +108,211 @@ def run(
     idle_s: float = typer.Option(3.0, "--idle-s", min=0, help="Seconds of idle baseline before the first run."),
 ) -> None:
     """Run models on this machine and record speed, memory, energy and temperature for every configuration."""
-    from edgeprof.bench.plan import expand
-    from edgeprof.bench.runner import Runner, RunOptions
-    from edgeprof.devices import host_facts, resolve_device
-    from edgeprof.results.records import read_records
-    from edgeprof.results.rundir import base_manifest, create_run_dir
-    from edgeprof.results.summary import summarize, write_summary_csv
-    from edgeprof.results.tables import summary_table
+    from edgeprof.bench.sweep import SweepSpec
 
     grid = {
         "batch": _ints(batch, "batch"), "prompt_tokens": _ints(prompt, "prompt"), "gen_tokens": _ints(gen, "gen"),
         "context": _ints(context, "context"), "threads": _ints(threads, "threads"),
-        "gpu_layers": _ints(gpu_layers, "gpu-layers"), "flash_attn": _strs(flash_attn), "kv_type": _strs(kv_type),
+        "gpu_layers": _gpu_layers(gpu_layers), "flash_attn": _strs(flash_attn), "kv_type": _strs(kv_type),
         "n_batch": _ints(n_batch, "n-batch"), "n_ubatch": _ints(n_ubatch, "n-ubatch"), "sampler": _strs(sampler),
+        "provider": _strs(provider), "graph_opt": _strs(graph_opt),
     }
-    configs = expand(_strs(model), _strs(quant), _strs(backend), grid)
-    facts = host_facts()
-    if emulate and not device:
-        raise ConfigError("--emulate needs --device NAME (the device to emulate); `edgeprof devices` lists them")
-    profile = resolve_device(device, facts, emulate=emulate)
-    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": emulate, "host": facts.to_dict()}
-    affinity = None
-    if emulate:
-        from edgeprof.emulation import plan_emulation
-        from edgeprof.sensors.nvml import nvml_gpu_names
+    spec = SweepSpec(models=_strs(model), quants=_strs(quant), backends=_strs(backend), grid=grid,
+                     repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
+                     fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s)
+    _execute(spec, out)
 
-        emulation = plan_emulation(profile, facts, nvml_gpu_names())
+
+@app.command()
+@user_errors
+def sweep(
+    file: Path | None = typer.Argument(None, help="Sweep YAML (see scripts/sweeps/ and examples/sweeps/)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory where it stopped."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
+    device: str = typer.Option("", "--device", "-d", help="Override the file's device."),
+) -> None:
+    """Run a sweep file (models x quants x backends x hyperparameters), or resume an interrupted run."""
+    from edgeprof.bench.sweep import SweepSpec, load_sweep_file
+
+    if resume is not None:
+        if file is not None:
+            raise ConfigError("give either a sweep file or --resume RUN_DIR, not both")
+        manifest = _read_manifest(resume)
+        if "sweep" not in manifest:
+            raise ConfigError(f"{resume}: this run predates resumable runs (no sweep spec in its manifest)")
+        _execute(SweepSpec.from_dict(manifest["sweep"]), resume.parent, resume_dir=resume)
+        return
+    if file is None:
+        raise ConfigError("give a sweep file (e.g. scripts/sweeps/batch.yaml) or --resume RUN_DIR")
+    spec = load_sweep_file(file)
+    if device:
+        spec.device = device
+    _execute(spec, out)
+
+
+@app.command()
+@user_errors
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Two or more run directories (e.g. an edge run and a server run)."),
+    loose: bool = typer.Option(False, "--loose", help="Join on model, quant, backend, batch, prompt, gen only."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv or json."),
+    predicted: bool = typer.Option(True, "--predicted/--no-predicted", help="Add the roofline prediction per device."),
+) -> None:
+    """Set runs side by side, joined on identical configurations, with ratios to the first run."""
+    from edgeprof.analysis.compare import COMPARED, add_predictions, join, load_run, ratio
+    from edgeprof.results.formats import to_csv, to_json, to_markdown
+    from edgeprof.results.tables import compare_table
+
+    if len(runs) < 2:
+        raise ConfigError("compare needs at least two run directories")
+    if fmt not in ("table", "md", "csv", "json"):
+        raise ConfigError(f"unknown format {fmt!r} for compare (table, md, csv, json)")
+    loaded = [load_run(path) for path in runs]
+    if len({r.emulated for r in loaded}) > 1:
+        err_console.print("note: emulated and real runs are compared; emulated columns are labelled (emulated) — "
+                          "emulation matches cores and memory, not bandwidth, clocks or power")
+    joined = join(loaded, loose)
+    if not joined:
+        hint = "" if loose else "; --loose joins on model, quant, backend, batch, prompt and gen only"
+        raise ConfigError(f"the runs have no configuration in common{hint}")
+    if predicted:
+        add_predictions(joined, loaded)
+    if fmt == "table":
+        console.print(compare_table(joined, loaded, loose))
+        return
+    flat = []
+    for item in joined:
+        row = {**item.identity, "config_key": item.key, "loose": loose}
+        for run, measured in zip(loaded, item.by_run):
+            for column, _, _ in COMPARED:
+                row[f"{run.label}:{column}"] = None if measured is None else measured.get(column)
+        for run, measured in zip(loaded[1:], item.by_run[1:]):
+            for column, _, _ in COMPARED:
+                base = item.by_run[0].get(column) if item.by_run[0] else None
+                row[f"{run.label}/{loaded[0].label}:{column}"] = ratio(
+                    None if measured is None else measured.get(column), base)
+        for run, pred in zip(loaded, item.predicted or [None] * len(loaded)):
+            row[f"{run.label}:predicted_decode_tps"] = pred["decode_tps"] if pred else None
+        flat.append(row)
+    text = {"md": lambda: to_markdown(flat, tuple(flat[0])), "csv": lambda: to_csv(flat),
+            "json": lambda: to_json(flat)}[fmt]()
+    sys.stdout.write(text)
+
+
+@app.command()
+@user_errors
+def results(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv, json, jsonl or llama-bench."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Print a run's summary in another format (llama-bench JSON for llama.cpp records)."""
+    from edgeprof.results.formats import FORMATS, to_csv, to_json, to_jsonl, to_llama_bench, to_markdown
+    from edgeprof.results.records import read_records
+    from edgeprof.results.summary import summarize
+    from edgeprof.results.tables import summary_table
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r} (available: {', '.join(FORMATS)})")
+    manifest = _read_manifest(run_dir)
+    records = read_records(run_dir / "records.jsonl")
+    rows = summarize(records)
+    for row in rows:
+        row["device"] = manifest.get("device", {}).get("profile")
+    if fmt == "table":
+        console.print(summary_table(rows, title=f"run {manifest.get('run_id')} on {manifest['device']['profile']}"))
+        return
+    text = {"md": lambda: to_markdown(rows), "csv": lambda: to_csv(rows), "json": lambda: to_json(rows),
+            "jsonl": lambda: to_jsonl(rows), "llama-bench": lambda: to_llama_bench(records, manifest)}[fmt]()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+
+
+def _read_manifest(run_dir: Path) -> dict:
+    import json
+
+    path = run_dir / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir}: not a run directory (no manifest.json)") from None
+    except ValueError:
+        raise ConfigError(f"{path}: not readable JSON") from None
+
+
+def _gpu_layers(text: str) -> list:
+    """--gpu-layers values; `auto` (the default) means all layers on a GPU build with an NVIDIA GPU, else 0."""
+    values = []
+    for part in _strs(text):
+        values.append(part if part == "auto" else _ints(part, "gpu-layers")[0])
+    return values
+
+
+def _resolve_auto_gpu_layers(grid: dict, has_gpu: bool) -> dict:
+    layers = [(-1 if has_gpu else 0) if v == "auto" else v for v in grid.get("gpu_layers", ["auto"])]
+    return {**grid, "gpu_layers": list(dict.fromkeys(layers))}
+
+
+def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
+    """Expand a sweep, run what is not finished into a run directory, and print the summary."""
+    from rich.progress import TimeRemainingColumn
+
+    from edgeprof.bench.plan import expand
+    from edgeprof.bench.runner import Runner, RunOptions
+    from edgeprof.bench.sweep import prune_unfinished
+    from edgeprof.devices import host_facts, resolve_device
+    from edgeprof.results.records import read_records
+    from edgeprof.results.rundir import RunDir, base_manifest, create_run_dir
+    from edgeprof.results.summary import summarize, write_summary_csv
+    from edgeprof.results.tables import op_shares_table, summary_table
+    from edgeprof.sensors.nvml import nvml_gpu_names
+
+    facts = host_facts()
+    if spec.emulate and not spec.device:
+        raise ConfigError("--emulate needs --device NAME (the device to emulate); `edgeprof devices` lists them")
+    if spec.sample_hz < 0:
+        raise ConfigError(f"--sample-hz must be >= 0, got {spec.sample_hz:g}")
+    profile = resolve_device(spec.device, facts, emulate=spec.emulate)
+    gpu_names = nvml_gpu_names()
+    grid = _resolve_auto_gpu_layers(spec.grid, bool(gpu_names) and not spec.emulate and _gpu_build())
+    configs = expand(spec.models, spec.quants, spec.backends, grid)
+    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": spec.emulate, "host": facts.to_dict()}
+    affinity = None
+    if spec.emulate:
+        from edgeprof.emulation import plan_emulation
+
+        emulation = plan_emulation(profile, facts, gpu_names)
         configs = [emulation.adapt(config) for config in configs]
         device_info["emulation"] = emulation.describe()
         affinity = tuple(emulation.cpu_affinity) if emulation.cpu_affinity else None
-    if sample_hz < 0:
-        raise ConfigError(f"--sample-hz must be >= 0, got {sample_hz:g}")
-    run_dir = create_run_dir(out)
-    manifest = base_manifest(run_dir.run_id, device_info)
+    finished: set[str] = set()
+    if resume_dir is not None:
+        run_dir = RunDir(resume_dir, _read_manifest(resume_dir)["run_id"])
+        finished, dropped = prune_unfinished(run_dir.records_path, spec.repetitions)
+        manifest = _read_manifest(resume_dir)
+        manifest.setdefault("resumed", []).append({"command": sys.argv, "finished_before": len(finished),
+                                                   "partial_records_dropped": dropped})
+        err_console.print(f"resuming {resume_dir}: {len(finished)} configurations already finished"
+                          + (f", {dropped} records of an interrupted one dropped" if dropped else ""))
+    else:
+        run_dir = create_run_dir(out)
+        manifest = base_manifest(run_dir.run_id, device_info)
+    manifest["sweep"] = spec.to_dict()
     manifest["configurations"] = len(configs)
-    sensors = _start_sensors(sample_hz, idle_s, run_dir.path / "samples.csv")
+    sensors = _start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv")
     if sensors:
         manifest["sensors"] = sensors.describe()
     manifest["jetson"] = _jetson_facts()
     run_dir.write_manifest(manifest)
 
-    runner_options = RunOptions(repetitions=repetitions, warmup=warmup, timeout_s=timeout, cpu_affinity=affinity)
-    with _progress() as progress:
+    runner_options = RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
+                                cpu_affinity=affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops)
+    interrupted = False
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=False) as progress:
         overall = progress.add_task("configurations", total=len(configs))
         export_task = None
 
@@ -151,29 +324,49 @@ def run(
                 progress.update(export_task, description=info["step"], completed=info["done"], total=info["total"])
             elif event == "config_started":
                 progress.update(overall, description=info["label"])
-            elif event == "config_finished":
+            elif event in ("config_finished", "config_already_done"):
                 progress.advance(overall)
 
         runner = Runner(run_dir, device_info, runner_options, notify, sensors)
         try:
-            runner.run(configs)
+            runner.run(configs, skip_run_keys=finished)
+        except KeyboardInterrupt:
+            interrupted = True  # the configuration in flight was stopped and discarded; the rest is kept
         finally:
             if sensors:
                 sensors.close()
                 manifest["sensors"] = {**sensors.describe(), "sampler_cpu_s": sensors.sampler.thread_cpu_s,
                                        "samples": len(sensors.sampler.times)}
-            manifest["artifacts"] = list(runner.artifacts.values())
+            manifest["artifacts"] = list({**{a["path"]: a for a in manifest.get("artifacts", [])},
+                                          **runner.artifacts}.values())
+            manifest["status"] = "interrupted" if interrupted else "complete"
             run_dir.write_manifest(manifest)
             rows = summarize(read_records(run_dir.records_path))
             write_summary_csv(rows, run_dir.summary_path)
-    title = f"edgeprof run on {profile.name}" + (" (EMULATED on this host)" if emulate else "")
+    title = f"edgeprof run on {profile.name}" + (" (EMULATED on this host)" if spec.emulate else "")
     console.print(summary_table(rows, title=title))
-    failed = [row for row in rows if row["status"] != "ok"]
+    shares = op_shares_table(rows)
+    if shares is not None:
+        console.print(shares)
+    failed = [row for row in rows if row["status"] not in ("ok", "skipped")]
+    for row in rows:
+        if row["status"] == "skipped":
+            err_console.print(f"[yellow]skipped[/yellow] {row['model']} {row['quant']} on {row['backend']}: "
+                              f"{row['error']}", highlight=False)
     for row in failed:
         err_console.print(f"[red]{row['model']} {row['quant']}: {row['status']}[/red]: {row['error']}", highlight=False)
     console.print(f"run directory: {run_dir.path}")
+    if interrupted:
+        err_console.print(f"interrupted; continue with: edgeprof sweep --resume {run_dir.path}")
+        raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)  # measured configurations are kept; the exit code tells scripts that some failed
+
+
+def _gpu_build() -> bool:
+    from edgeprof.backends.llamacpp_lib import build_info
+
+    return bool(build_info()["gpu_offload"])
 
 
 def _start_sensors(sample_hz: float, idle_s: float, samples_path: Path):
@@ -255,20 +448,27 @@ def sensors(
 @user_errors
 def export(
     model: str = typer.Argument(..., help="synth:<preset> or a local HF folder."),
-    to: str = typer.Option("gguf", "--to", help="Artifact format (gguf)."),
-    quant: str = typer.Option("q4_k_m", "--quant", "-q", help="Quantizations, comma-separated."),
+    to: str = typer.Option("gguf", "--to", help="Artifact format: gguf or onnx."),
+    quant: str = typer.Option("", "--quant", "-q",
+                              help="Quantizations, comma-separated (default q4_k_m for gguf, fp32,int4 for onnx; "
+                                   "int4-b<block> sets the MatMulNBits block size)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also copy artifacts (and sidecars) here."),
 ) -> None:
     """Export (and quantize) a model into the artifact cache, optionally copying it out."""
-    from edgeprof.export.artifacts import SIDECAR_SUFFIX
     from edgeprof.export.gguf_export import export_gguf, gguf_quant
+    from edgeprof.export.onnx_export import export_onnx, onnx_quant, require_exporter
     from edgeprof.paths import ensure_writable_dir
     from edgeprof.source import resolve
 
-    if to != "gguf":
-        raise ConfigError(f"export format {to!r} is not available in this version (available: gguf)")
+    if to not in ("gguf", "onnx"):
+        raise ConfigError(f"unknown export format {to!r} (available: gguf, onnx)")
     source = resolve(model)
-    quants = [gguf_quant(q).name for q in _strs(quant)]
+    if source.is_file:
+        raise ConfigError(f"{model} is already a {source.kind.upper()} file; export takes synth:<preset> or an HF folder")
+    lookup, exporter = (gguf_quant, export_gguf) if to == "gguf" else (onnx_quant, export_onnx)
+    quants = [lookup(q).name for q in _strs(quant or ("q4_k_m" if to == "gguf" else "fp32,int4"))]
+    if to == "onnx":
+        require_exporter()
     if out is not None:
         ensure_writable_dir(out, "output folder")
     with _progress() as progress:
@@ -277,14 +477,26 @@ def export(
         def on_step(step: str, done: int, total: int) -> None:
             progress.update(task, description=step, completed=done, total=total)
 
-        artifacts = [export_gguf(source, q, progress=on_step) for q in quants]
+        artifacts = [exporter(source, q, progress=on_step) for q in quants]
     for artifact in artifacts:
         path = Path(artifact.path)
         if out is not None:
-            shutil.copy2(path, out / path.name)
-            shutil.copy2(str(path) + SIDECAR_SUFFIX, out / (path.name + SIDECAR_SUFFIX))
-            path = out / path.name
+            path = _copy_artifact(path, out, artifact.format, artifact.quant)
         console.print(f"{artifact.quant:8} {artifact.bytes / 1e6:10.1f} MB  sha256 {artifact.sha256[:16]}  {path}")
+
+
+def _copy_artifact(path: Path, out: Path, fmt: str, quant: str) -> Path:
+    """Copy an artifact and its sidecar out of the cache; an ONNX variant keeps its folder (graph, data,
+    config) under out/<quant>/ so optimum and edgeprof can both load it from there."""
+    from edgeprof.export.artifacts import SIDECAR_SUFFIX
+
+    if fmt == "onnx":
+        target = out / quant
+        shutil.copytree(path.parent, target, dirs_exist_ok=True)
+        return target / path.name
+    shutil.copy2(path, out / path.name)
+    shutil.copy2(str(path) + SIDECAR_SUFFIX, out / (path.name + SIDECAR_SUFFIX))
+    return out / path.name
 
 
 @models_app.callback()

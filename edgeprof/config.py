@@ -17,6 +17,7 @@ from edgeprof.errors import ConfigError
 from edgeprof.quant import KV_CACHE_TYPES
 
 SAMPLERS = ("greedy", "none")
+GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 FLASH_ATTN = ("auto", "on", "off")
 
 
@@ -35,6 +36,8 @@ class Hyperparameters:
     n_batch: int = 2048  # logical batch: tokens per llama_decode call in prefill
     n_ubatch: int = 512  # physical micro-batch
     flash_attn: str = "auto"
+    provider: str = "cpu"  # ONNX Runtime execution provider (cpu, cuda, tensorrt, coreml, ...)
+    graph_opt: str = "all"  # ONNX Runtime graph optimization level
 
     WORKLOAD = ("batch", "prompt_tokens", "gen_tokens", "context", "kv_type", "sampler")
 
@@ -61,6 +64,8 @@ class Hyperparameters:
             raise ConfigError(f"unknown sampler {self.sampler!r} (offered: {', '.join(SAMPLERS)})")
         if self.flash_attn not in FLASH_ATTN:
             raise ConfigError(f"flash attention must be one of {', '.join(FLASH_ATTN)}, got {self.flash_attn!r}")
+        if self.graph_opt not in GRAPH_OPT_LEVELS:
+            raise ConfigError(f"graph optimization must be one of {', '.join(GRAPH_OPT_LEVELS)}, got {self.graph_opt!r}")
         return self
 
     def to_dict(self) -> dict:

@@ -1,7 +1,7 @@
 """Turn a model spec string into something an exporter or backend can use.
 
 Specs: `synth:<preset>` (a random-weight checkpoint made on demand), a local HF folder
-(config.json + safetensors), or a `.gguf` file used as given. Nothing is ever fetched from a network.
+(config.json + safetensors), or a `.gguf` or `.onnx` file used as given. Nothing is ever fetched from a network.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class ModelSource:
     """A resolved model: what the user named, what kind of thing it is, and where it lies."""
 
     spec: str
-    kind: str  # "synth", "hf" or "gguf"
+    kind: str  # "synth", "hf", "gguf" or "onnx"
     name: str  # stable identity used in config ids (the same on every device)
     path: Path | None  # the HF folder or GGUF file; None for synth until materialised
     preset: Preset | None = None
@@ -33,6 +33,11 @@ class ModelSource:
     def is_gguf(self) -> bool:
         return self.kind == "gguf"
 
+    @property
+    def is_file(self) -> bool:
+        """A ready model file (GGUF or ONNX): run as given, on the backend that reads its format."""
+        return self.kind in ("gguf", "onnx")
+
     def hf_folder(self) -> Path:
         """The HF checkpoint folder, writing the synth model into the cache first if needed."""
         if self.kind == "synth":
@@ -41,7 +46,7 @@ class ModelSource:
             return ensure_synth(self.preset, self.seed)
         if self.kind == "hf":
             return self.path
-        raise ModelSpecError(f"{self.spec} is already a GGUF file; there is no HF checkpoint to export")
+        raise ModelSpecError(f"{self.spec} is already a {self.kind.upper()} file; there is no HF checkpoint to export")
 
 
 def resolve(spec: str, seed: int = 0) -> ModelSource:
@@ -60,7 +65,9 @@ def resolve(spec: str, seed: int = 0) -> ModelSource:
         return ModelSource(spec, "hf", f"hf:{path.resolve().name}", path.resolve(), None, architecture)
     if path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
         return ModelSource(spec, "gguf", f"gguf:{path.name}", path.resolve())
-    raise ModelSpecError(f"{spec}: not a GGUF file or a Hugging Face folder")
+    if path.suffix.lower() == ".onnx":
+        return ModelSource(spec, "onnx", f"onnx:{path.name}", path.resolve())
+    raise ModelSpecError(f"{spec}: not a GGUF or ONNX file, nor a Hugging Face folder")
 
 
 def read_json(path: Path, why_needed: str) -> dict:

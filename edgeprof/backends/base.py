@@ -24,6 +24,9 @@ class BackendSession(Protocol):
     def decode_step(self) -> None:
         """Feed every sequence's last token, one step, and choose the next; returns when the work is done."""
 
+    def next_token_logits(self, prompts: np.ndarray) -> np.ndarray:
+        """Float32 logits [batch, vocab] for the position after each prompt (not used while timing)."""
+
     def last_tokens(self) -> np.ndarray:
         """The most recently chosen token of each sequence (int32, [batch])."""
 
@@ -37,12 +40,28 @@ class BackendSession(Protocol):
         """Free native memory."""
 
 
+BACKENDS = ("llama.cpp", "onnxruntime")
+BACKEND_FORMATS = {"llama.cpp": "gguf", "onnxruntime": "onnx"}  # the artifact format each backend reads
+_ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ort": "onnxruntime", "onnx": "onnxruntime"}
+
+
+def canonical_backend(name: str) -> str:
+    """`ort` -> `onnxruntime`, `llamacpp` -> `llama.cpp`; unknown names are a one-line error."""
+    backend = _ALIASES.get(name.lower(), name.lower())
+    if backend not in BACKENDS:
+        from edgeprof.errors import ConfigError
+
+        raise ConfigError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
+    return backend
+
+
 def open_session(backend: str, model_path: str, hp: Hyperparameters) -> BackendSession:
-    """Create a session for `backend` ("llama.cpp"); imports lazily so each backend stays optional."""
+    """Create a session for `backend`; imports lazily so each backend stays optional."""
+    backend = canonical_backend(backend)
     if backend == "llama.cpp":
         from edgeprof.backends.llamacpp import LlamaCppSession
 
         return LlamaCppSession(model_path, hp)
-    from edgeprof.errors import BackendUnavailableError
+    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
 
-    raise BackendUnavailableError(f"unknown backend {backend!r} (available: llama.cpp)")
+    return OnnxRuntimeSession(model_path, hp)

@@ -179,6 +179,16 @@ class LlamaCppSession:
     def last_tokens(self) -> np.ndarray:
         return self._next.copy()
 
+    def next_token_logits(self, prompts: np.ndarray) -> np.ndarray:
+        """Float32 logits [batch, vocab] for the position after each prompt (fidelity and parity)."""
+        batch, prompt_len = prompts.shape
+        if batch * prompt_len > self._n_batch:
+            raise ConfigError(f"next-token logits need the prompts in one llama_decode call "
+                              f"({batch * prompt_len} tokens > n_batch {self._n_batch})")
+        self.reset()
+        self.prefill(prompts)
+        return self._logits_view(batch).copy()
+
     def logits_of_last_decode(self, n_outputs: int) -> np.ndarray:
         """A copy of the most recent logits rows (for parity tests; never used while timing)."""
         return self._logits_view(n_outputs).copy()
@@ -199,10 +209,13 @@ class LlamaCppSession:
         return facts
 
     def close(self) -> None:
+        """Free native memory; safe to call twice."""
         for chunk, _ in self._prefill_batches:
             chunk.free()
         self._prefill_batches.clear()
-        self._decode_batch.free()
+        if self._decode_batch is not None:
+            self._decode_batch.free()
+            self._decode_batch = None
         if self._ctx:
             self._llama_cpp.llama_free(self._ctx)
             self._ctx = None

@@ -9,13 +9,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
+from edgeprof.backends.base import BACKEND_FORMATS, canonical_backend
 from edgeprof.config import Hyperparameters
-from edgeprof.errors import BackendUnavailableError, ConfigError
+from edgeprof.errors import BackendUnavailableError, ConfigError, QuantError
 from edgeprof.export.gguf_check import check_gguf
 from edgeprof.export.gguf_export import gguf_quant
+from edgeprof.export.onnx_export import check_onnx, onnx_quant
 from edgeprof.source import ModelSource, resolve
-
-BACKENDS = ("llama.cpp",)
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,11 @@ class BenchConfig:
     quant: str
     backend: str
     hp: Hyperparameters
+    skip: str = ""  # why this combination cannot run (recorded as a "skipped" record, not run)
+
+    @property
+    def format(self) -> str:
+        return BACKEND_FORMATS[self.backend]
 
     @property
     def label(self) -> str:
@@ -52,29 +57,65 @@ def require_gpu_offload() -> None:
             "(see scripts/gpu/README.md), or use --gpu-layers 0")
 
 
+def backend_quant(quant: str, backend: str) -> tuple[str, str]:
+    """(canonical quant name, "") for a quantization this backend's format offers, else ("", why not)."""
+    lookup = gguf_quant if BACKEND_FORMATS[backend] == "gguf" else onnx_quant
+    try:
+        return lookup(quant).name, ""
+    except QuantError:
+        other = "an ONNX" if BACKEND_FORMATS[backend] == "gguf" else "a GGUF"
+        return "", f"{quant} is {other} quantization; {backend} does not run it"
+
+
+def _check_quants(quants: list[str], backends: list[str]) -> None:
+    """A name no chosen backend knows is a typo: one line listing what each backend offers."""
+    for quant in quants:
+        if not any(backend_quant(quant, backend)[0] for backend in backends):
+            lookup = gguf_quant if BACKEND_FORMATS[backends[0]] == "gguf" else onnx_quant
+            lookup(quant)  # raises the QuantError that lists the offered names
+
+
+def _file_skip(source: ModelSource, backend: str) -> str:
+    if source.kind == BACKEND_FORMATS[backend]:
+        return ""
+    return f"{source.spec} is a {source.kind.upper()} file; {backend} reads {BACKEND_FORMATS[backend].upper()}"
+
+
 def expand(models: list[str], quants: list[str], backends: list[str],
            grid: dict[str, list]) -> list[BenchConfig]:
-    """The validated cartesian product. `grid` maps Hyperparameters field names to lists of values."""
+    """The validated cartesian product. `grid` maps Hyperparameters field names to lists of values.
+
+    Combinations a backend cannot run (a GGUF quantization on ONNX Runtime, an ONNX file on llama.cpp)
+    come back with `skip` set, so the run records why they were left out."""
     if not models:
         raise ConfigError("no model given")
+    backends = list(dict.fromkeys(canonical_backend(b) for b in backends))
     sources = [resolve(spec) for spec in dict.fromkeys(models)]
     for source in sources:
-        if source.is_gguf:
+        if source.kind == "gguf":
             check_gguf(source.path)  # a wrong or truncated file is the user's input: fail before running
-    for backend in backends:
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
-    quant_names = [gguf_quant(q).name for q in dict.fromkeys(quants)]
+        elif source.kind == "onnx":
+            check_onnx(source.path)
+    _check_quants(list(dict.fromkeys(quants)), backends)
     keys = list(grid)
     if "llama.cpp" in backends and any(layers != 0 for layers in grid.get("gpu_layers", [0])):
         require_gpu_offload()
+    if "onnxruntime" in backends:
+        from edgeprof.backends.onnxruntime import ort_providers
+
+        for provider in grid.get("provider", ["cpu"]):
+            ort_providers(provider)
     configs = []
     for values in itertools.product(*(grid[k] for k in keys)):
         hp = Hyperparameters(**dict(zip(keys, values))).validate()
         if hp.threads == 0:
             hp = replace(hp, threads=default_threads())
         for source, backend in itertools.product(sources, backends):
-            # A GGUF file given directly is run as it is: its quantization is the file's own.
-            for quant in (["as-is"] if source.is_gguf else quant_names):
-                configs.append(BenchConfig(source, quant, backend, hp))
-    return configs
+            if source.is_file:  # a model file given directly is run as it is: its quantization is its own
+                configs.append(BenchConfig(source, "as-is", backend, hp, _file_skip(source, backend)))
+                continue
+            for quant in dict.fromkeys(quants):
+                name, why_not = backend_quant(quant, backend)
+                configs.append(BenchConfig(source, name or quant, backend, hp, why_not))
+    unique = {(c.source.spec, c.quant, c.backend, c.hp): c for c in configs}  # "f16" and "fp16" are one variant
+    return list(unique.values())

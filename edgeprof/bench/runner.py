@@ -15,8 +15,11 @@ from pathlib import Path
 from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import config_id, run_key
 from edgeprof.errors import EdgeprofError
+from edgeprof.fidelity import cache_file as fidelity_cache_file
 from edgeprof.export.artifacts import Artifact
-from edgeprof.export.gguf_export import export_gguf
+from edgeprof.export.gguf_export import export_gguf, gguf_parent_quant
+from edgeprof.export.onnx_export import export_onnx, onnx_parent_quant
+from edgeprof.paths import cache_root
 from edgeprof.results.records import Record
 from edgeprof.results.rundir import RunDir
 from edgeprof.sensors.session import SensorSession
@@ -31,6 +34,8 @@ class RunOptions:
     timeout_s: float = 900.0
     seed: int = 0
     cpu_affinity: tuple[int, ...] | None = None  # set when emulating a device with fewer cores
+    fidelity: bool = True  # compare a quantized model's next-token distribution with its parent's
+    profile_ops: bool = False  # ONNX Runtime: a profiled pass after the measured ones, time by operator
 
 
 Notify = Callable[..., None]  # notify(event_name, **details); the CLI renders progress from it
@@ -55,8 +60,12 @@ class Runner:
         self.jobs_dir.mkdir(exist_ok=True)
         self.artifacts: dict[str, dict] = {}
 
-    def run(self, configs: list[BenchConfig]) -> None:
+    def run(self, configs: list[BenchConfig], skip_run_keys: set[str] = frozenset()) -> None:
+        """Run each configuration in order; those whose run key is in `skip_run_keys` are already done."""
         for index, config in enumerate(configs):
+            if skip_run_keys and self.run_key_of(config) in skip_run_keys:
+                self.notify("config_already_done", index=index, total=len(configs), label=config.label)
+                continue
             self.notify("config_started", index=index, total=len(configs), label=config.label)
             for record in self.run_one(config):
                 self.writer.append(record)
@@ -65,18 +74,42 @@ class Runner:
     # -- one configuration ---------------------------------------------------------------------
     def run_one(self, config: BenchConfig) -> list[Record]:
         started = time.time()
+        if config.skip:
+            return [self._record(config, None, None, "skipped", error=config.skip, started=started)]
         try:
-            artifact = export_gguf(
-                config.source, config.quant if config.quant != "as-is" else "f32",
-                progress=lambda step, done, total: self.notify("export", step=step, done=done, total=total))
+            artifact = self._export(config, config.quant)
+            parent = self._parent(config)
         except EdgeprofError as exc:
             return [self._record(config, None, None, "failed", error=str(exc), started=started)]
         self.artifacts[artifact.path] = artifact.__dict__
-        return self._run_child(config, artifact, started)
+        return self._run_child(config, artifact, parent, started)
+
+    def _export(self, config: BenchConfig, quant: str) -> Artifact:
+        def progress(step: str, done: int, total: int) -> None:
+            self.notify("export", step=step, done=done, total=total)
+
+        if config.format == "onnx":
+            return export_onnx(config.source, quant, progress=progress)
+        return export_gguf(config.source, quant if quant != "as-is" else "f32", progress=progress)
+
+    def _parent(self, config: BenchConfig) -> Artifact | None:
+        """The unquantized artifact a quantized one is judged against (None: nothing to compare)."""
+        if not self.options.fidelity or config.source.is_file:
+            return None
+        if config.format == "onnx":
+            parent_quant = onnx_parent_quant(config.quant)
+        else:
+            parent_quant = gguf_parent_quant(config.source, config.quant)
+        return self._export(config, parent_quant) if parent_quant else None
+
+    def run_key_of(self, config: BenchConfig) -> str:
+        """The run key a configuration's records will carry (a model file is identified by its content)."""
+        artifact = self._export(config, "as-is") if config.source.is_file and not config.skip else None
+        return self._ids(config, artifact)[1]
 
     def _model_identity(self, config: BenchConfig, artifact: Artifact) -> str:
-        # A user's GGUF file is identified by content, so the same file joins across devices.
-        return f"sha256:{artifact.sha256[:16]}" if config.source.is_gguf else config.source.name
+        # A user's model file is identified by content, so the same file joins across devices.
+        return f"sha256:{artifact.sha256[:16]}" if config.source.is_file else config.source.name
 
     def _ids(self, config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:
         model = self._model_identity(config, artifact) if artifact else config.source.name
@@ -84,7 +117,8 @@ class Runner:
         cid = config_id(model, quant, config.backend, config.hp)
         return cid, run_key(cid, config.hp)
 
-    def _run_child(self, config: BenchConfig, artifact: Artifact, started: float) -> list[Record]:
+    def _run_child(self, config: BenchConfig, artifact: Artifact, parent: Artifact | None,
+                   started: float) -> list[Record]:
         _, key = self._ids(config, artifact)
         job_path = self.jobs_dir / f"{key}.json"
         events_path = self.jobs_dir / f"{key}.events.jsonl"
@@ -94,6 +128,11 @@ class Runner:
             "backend": config.backend, "model_path": artifact.path, "hyperparameters": config.hp.to_dict(),
             "warmup": self.options.warmup, "repetitions": self.options.repetitions, "seed": self.options.seed,
             "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
+            "profile_ops": self.options.profile_ops,
+            "fidelity": None if parent is None else {
+                "parent_path": parent.path, "parent_quant": parent.quant,
+                "cache": str(fidelity_cache_file(cache_root() / "fidelity", config.backend, artifact.sha256,
+                                                 parent.sha256))},
         }))
         timed_out = False
         with open(stderr_path, "w") as stderr:
@@ -114,11 +153,13 @@ class Runner:
                     self.sensors.set_target(None)
         events = _read_events(events_path)
         loaded = next((e for e in events if e["event"] == "loaded"), {})
+        # Fidelity and the operator profile come once per configuration, after the repetitions.
+        extras = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
         records = [
             self._record(config, artifact, e["index"], "ok",
                          metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
                                   "worker_cpus": (loaded.get("info") or {}).get("worker_cpus"),
-                                  **self._sensor_metrics(key, e, config.hp.batch)},
+                                  **self._sensor_metrics(key, e, config.hp.batch), **extras},
                          info=loaded.get("info"), started=started, finished=e.get("finished_at"))
             for e in events if e["event"] == "repetition"
         ]
@@ -152,7 +193,8 @@ class Runner:
         model = {
             "name": config.source.name, "spec": config.source.spec,
             "preset": config.source.preset.name if config.source.preset else None,
-            "format": "gguf", "quant": artifact.quant if artifact else config.quant,
+            "format": artifact.format if artifact else config.format,
+            "quant": artifact.quant if artifact else config.quant,
             "bytes": artifact.bytes if artifact else None, "sha256": artifact.sha256 if artifact else None,
             "path": artifact.path if artifact else None,
             "parameters": arch.parameter_count if arch else (info or {}).get("model_parameters"),

@@ -53,9 +53,38 @@ def run_job(job: dict, events) -> int:
             metrics = run_repetition(session, prompts, hp)
             _emit(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
                            "phases": metrics.phases(), "finished_at": time.time()})
+        if job.get("profile_ops") and job["backend"] == "onnxruntime":
+            session.close()  # the profiled pass opens its own session; do not hold two copies of the weights
+            extras = _extra(lambda: {"op_profile": _profile(job, hp, prompts)}, "op_profile")
+            _emit(events, {"event": "extras", "metrics": extras})
     finally:
         session.close()
+    if job.get("fidelity"):
+        _emit(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
     return 0
+
+
+def _extra(compute, name: str) -> dict:
+    """Fidelity and the operator profile are extras: their failure is noted, the measured figures stay."""
+    try:
+        return compute()
+    except Exception as exc:  # noqa: BLE001
+        return {f"{name}_error": f"{type(exc).__name__}: {exc}"}
+
+
+def _profile(job: dict, hp, prompts) -> dict:
+    from edgeprof.backends.ort_profile import profile_ops
+
+    return profile_ops(job["model_path"], hp, prompts)
+
+
+def _fidelity(job: dict, hp) -> dict:
+    from edgeprof.fidelity import measure_fidelity
+
+    spec = job["fidelity"]
+    result = measure_fidelity(job["backend"], job["model_path"], spec["parent_path"], spec["parent_quant"], hp,
+                              Path(spec["cache"]))
+    return result.to_metrics()
 
 
 def main(argv: list[str]) -> int:

@@ -25,10 +25,10 @@ class Artifact:
     """A runnable model file and what is known about it."""
 
     path: str
-    format: str  # "gguf" (later: "onnx")
+    format: str  # "gguf" or "onnx"
     quant: str
     source: str  # the model's stable name, e.g. synth:smollm2-135m
-    bytes: int
+    bytes: int  # all payload files together (an ONNX graph plus its external data)
     sha256: str
     exporter: str  # e.g. edgeprof-0.1.0/llama.cpp-quantize
     created: str
@@ -45,36 +45,52 @@ class Artifact:
             artifact = cls(**data)
         except (OSError, ValueError, TypeError):
             return None
-        if not file.exists() or file.stat().st_size != artifact.bytes:
+        if not file.exists() or _payload_bytes(file) != artifact.bytes:
             return None
         return artifact
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+def _payload_bytes(file: Path) -> int:
+    """Size of a model file plus its ONNX external-data file, the same sum `describe_files` stores."""
+    data = file.with_name(file.name + ".data")
+    return file.stat().st_size + (data.stat().st_size if file.suffix == ".onnx" and data.exists() else 0)
+
+
+def sha256_of(*paths: Path, chunk: int = 1 << 22) -> str:
+    """One sha256 over the files in order (for ONNX: the graph, then its external data)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
 
 
 def describe(path: Path, fmt: str, quant: str, source: str, exporter: str) -> Artifact:
-    """Measure a finished file and record its sidecar."""
+    """Measure a finished single-file artifact and record its sidecar."""
+    return describe_files(path, [path], fmt, quant, source, exporter)
+
+
+def describe_files(path: Path, files: list[Path], fmt: str, quant: str, source: str, exporter: str) -> Artifact:
+    """Measure an artifact made of `files` (path first) and record its sidecar beside `path`."""
     artifact = Artifact(
-        path=str(path), format=fmt, quant=quant, source=source, bytes=path.stat().st_size,
-        sha256=sha256_of(path), exporter=exporter, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        path=str(path), format=fmt, quant=quant, source=source, bytes=sum(f.stat().st_size for f in files),
+        sha256=sha256_of(*files), exporter=exporter, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     artifact.write_sidecar()
     return artifact
 
 
-def artifact_path(source_key: str, source_name: str, fmt: str, quant: str) -> Path:
-    """Where an artifact for this request lives in the cache (the folder is created)."""
+def artifact_path(source_key: str, source_name: str, fmt: str, quant: str, file_name: str = "") -> Path:
+    """Where an artifact for this request lives in the cache (its parent folder is created).
+
+    GGUF artifacts share one folder per source; an ONNX variant (`file_name` given) gets a folder of its
+    own, because it is a graph plus an external-data file plus the config optimum needs."""
     key = json.dumps([source_key, fmt, quant, __version__], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe_name = source_name.replace(":", "-").replace("/", "-").replace("@", "-")
     folder = ensure_writable_dir(cache_root() / "artifacts" / fmt / f"{safe_name}-{digest}", "artifact cache")
-    return folder / f"{safe_name}.{quant}.{fmt}"
+    return folder / quant / file_name if file_name else folder / f"{safe_name}.{quant}.{fmt}"
 
 
 def partial_path(final: Path) -> Path:

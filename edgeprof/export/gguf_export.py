@@ -29,7 +29,7 @@ def gguf_quant(name: str) -> GgufQuant:
     return quant
 
 
-def _source_key(source: ModelSource, folder: Path) -> str:
+def source_key(source: ModelSource, folder: Path) -> str:
     """Identity of the checkpoint's content, cheap to compute (no hashing of weights)."""
     parts = [(folder / "config.json").read_text()]
     for file in sorted(folder.glob("*.safetensors")) + [folder / "tokenizer.json"]:
@@ -48,7 +48,7 @@ def export_gguf(source: ModelSource, quant_name: str, threads: int | None = None
     if source.is_gguf:
         return _existing_gguf(source)
     folder = source.hf_folder()
-    key = _source_key(source, folder)
+    key = source_key(source, folder)
     final = artifact_path(key, source.name, "gguf", quant.name)
     cached = Artifact.read_sidecar(final)
     if cached:
@@ -62,16 +62,22 @@ def export_gguf(source: ModelSource, quant_name: str, threads: int | None = None
         finally:
             tmp.unlink(missing_ok=True)
         return describe(final, "gguf", quant.name, source.name, f"edgeprof-{__version__}/convert")
-    # Quantize from f16 only when the checkpoint is f16 (exact); bf16/f32 go through f32.
-    stored = json.loads((folder / "config.json").read_text()).get("torch_dtype")
-    parent_quant = "f16" if stored == "float16" else "f32"
-    parent = export_gguf(source, parent_quant, threads, progress)
+    parent = export_gguf(source, gguf_parent_quant(source, quant.name), threads, progress)
     if progress:
         progress(f"quantize {quant.name}", 0, 1)
     quantize_gguf(Path(parent.path), final, quant, threads)
     if progress:
         progress(f"quantize {quant.name}", 1, 1)
     return describe(final, "gguf", quant.name, source.name, f"edgeprof-{__version__}/llama_model_quantize")
+
+
+def gguf_parent_quant(source: ModelSource, quant_name: str) -> str | None:
+    """The unquantized GGUF a quantization is made from (and judged against), or None for that parent itself.
+
+    Quantize from f16 only when the checkpoint is f16 (exact); bf16/f32 checkpoints go through f32."""
+    stored = json.loads((source.hf_folder() / "config.json").read_text()).get("torch_dtype")
+    parent = "f16" if stored == "float16" else "f32"
+    return None if gguf_quant(quant_name).name == parent else parent
 
 
 def quantize_gguf(src: Path, dst: Path, quant: GgufQuant, threads: int | None = None) -> None:

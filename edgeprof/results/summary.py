@@ -12,7 +12,7 @@ SUMMARY_METRICS = ("ttft_ms", "prefill_tps", "decode_tps", "itl_ms_mean", "itl_m
                    "itl_ms_p99", "e2e_ms", "peak_rss_mb", "load_ms", "energy_prefill_j", "energy_decode_j",
                    "energy_per_request_j", "j_per_token_prefill", "j_per_token_decode", "tokens_per_j_decode", "j_per_token_decode_above_idle",
                    "power_decode_w_mean", "power_decode_w_p50", "power_decode_w_peak", "temp_c_start", "temp_c_max",
-                   "temp_c_end")
+                   "temp_c_end", "nvml_gpu0_mem_used_mb_peak")
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -39,8 +39,19 @@ def summarize(records: list[dict]) -> list[dict]:
         for metric in SUMMARY_METRICS:
             mean, std = mean_std([r["metrics"].get(metric) for r in ok])
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+        row.update(_once_per_config(ok[0]["metrics"] if ok else {}))
         rows.append(row)
     return rows
+
+
+def _once_per_config(metrics: dict) -> dict:
+    """Fidelity and operator shares are measured once per configuration: flat columns pandas can read."""
+    flat = {k: v for k, v in metrics.items() if k.startswith("fidelity_")}
+    profile = metrics.get("op_profile") or {}
+    for phase in ("prefill", "decode"):
+        for category, share in (profile.get(phase) or {}).get("share", {}).items():
+            flat[f"ops_{phase}_share_{category}"] = share
+    return flat
 
 
 def write_summary_csv(rows: list[dict], path: Path) -> None:

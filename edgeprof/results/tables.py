@@ -26,8 +26,10 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
     """One row per configuration: settings, then mean±std over repetitions."""
     table = Table(title=title, header_style="bold", pad_edge=False)
     energy = any(not math.isnan(r.get("j_per_token_decode_mean", math.nan)) for r in rows)
+    fidelity = any("fidelity_kl_mean" in r for r in rows)
     columns = ["model", "quant", "B/P/G", "thr/ngl", "TTFT ms", "prefill t/s", "decode t/s", "ITL p50/p99 ms", "RSS MB"]
     columns += ["J/tok dec", "W dec", "max °C"] if energy else []
+    columns += ["top-1/KL vs parent"] if fidelity else []
     for column in [*columns, "status"]:
         table.add_column(column, justify="left" if column in ("model", "quant", "status") else "right")
     backends = {r["backend"] for r in rows}
@@ -43,8 +45,34 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
             *([_pm(r["j_per_token_decode_mean"], r["j_per_token_decode_std"]),
                _pm(r["power_decode_w_mean_mean"], r["power_decode_w_mean_std"]),
                _pm(r["temp_c_max_mean"], r["temp_c_max_std"])] if energy else []),
+            *([_fidelity(r)] if fidelity else []),
             status,
         )
+    return table
+
+
+def _fidelity(row: dict) -> str:
+    if "fidelity_kl_mean" not in row:
+        return "-"
+    return f"{row['fidelity_top1_agreement']:.2f}/{row['fidelity_kl_mean']:.3g} ({row['fidelity_parent_quant']})"
+
+
+def op_shares_table(rows: list[dict]) -> Table | None:
+    """Share of kernel time by operator category, prefill and decode (from --profile-ops), or None."""
+    from edgeprof.backends.ort_profile import OP_CATEGORIES
+
+    profiled = [r for r in rows if any(k.startswith("ops_decode_share_") for k in r)]
+    if not profiled:
+        return None
+    table = Table(title="operator time shares (ONNX Runtime profiler; prefill | decode)", header_style="bold")
+    table.add_column("model")
+    table.add_column("quant")
+    for category in OP_CATEGORIES:
+        table.add_column(category, justify="right")
+    for r in profiled:
+        table.add_row(_short_model(str(r["model"])), str(r["quant"]), *(
+            f"{100 * r.get(f'ops_prefill_share_{c}', 0):.0f}% | {100 * r.get(f'ops_decode_share_{c}', 0):.0f}%"
+            for c in OP_CATEGORIES))
     return table
 
 
@@ -127,3 +155,36 @@ def prediction_tables(predictions, fits: list[dict], memory_gb: float | None, ti
         ops.add_row(pre.op.name, pre.op.category, f"{pre.seconds / prefill_total:.1%}", pre.bound,
                     f"{dec.seconds / decode_total:.1%}", dec.bound)
     return [summary, ops]
+
+
+def _num(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def compare_table(joined: list, runs: list, loose: bool) -> Table:
+    """Per joined configuration: each run's figures, then the ratio of each later run to the first."""
+    from edgeprof.analysis.compare import COMPARED, ratio
+
+    title = "compare: " + " vs ".join(r.label for r in runs) + (" (LOOSE join: workloads may differ)" if loose else "")
+    table = Table(title=title, header_style="bold")
+    for column in ("model", "quant", "backend", "B/P/G", "metric", *[r.label for r in runs],
+                   *[f"{r.label} / {runs[0].label}" for r in runs[1:]]):
+        table.add_column(column, justify="left" if column in ("model", "quant", "backend", "metric") else "right")
+    for item in joined:
+        ident = item.identity
+        head = [_short_model(str(ident["model"])), str(ident["quant"]), str(ident["backend"]),
+                f"{ident['batch']}/{ident['prompt_tokens']}/{ident['gen_tokens']}"]
+        shown = [(col, label) for col, label, _ in COMPARED
+                 if any(row is not None and not math.isnan(row.get(col, math.nan)) for row in item.by_run)]
+        for index, (column, label) in enumerate(shown):
+            values = [None if row is None else row.get(column) for row in item.by_run]
+            cells = [_num(v) for v in values] + [
+                "-" if math.isnan(r := ratio(v, values[0])) else f"{r:.2f}x" for v in values[1:]]
+            table.add_row(*(head if index == 0 else [""] * 4), label, *cells)
+        if any(item.predicted):
+            cells = [f"{p['decode_tps']:.3g} ({p['decode_bound']})" if p else "-" for p in item.predicted]
+            table.add_row("", "", "", "", "predicted decode t/s", *cells, *[""] * (len(runs) - 1))
+        table.add_section()
+    return table

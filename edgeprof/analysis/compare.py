@@ -1,0 +1,125 @@
+"""Join runs from different devices on the configuration id and set their figures side by side.
+
+A strict join uses `config_id` (model + quantization + backend + workload), so only identical work is
+paired. `loose=True` joins on model, quantization, backend, batch, prompt and generated lengths only
+(ignoring KV type, sampler, context), and every row says it was paired loosely. Emulated and real runs
+are paired only with a label on the emulated side, never silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeprof.errors import ConfigError
+from edgeprof.results.records import read_records
+from edgeprof.results.summary import summarize
+
+# (summary column, label, higher is better) for the side-by-side figures and their ratios.
+COMPARED = (
+    ("decode_tps_mean", "decode t/s", True),
+    ("prefill_tps_mean", "prefill t/s", True),
+    ("ttft_ms_mean", "TTFT ms", False),
+    ("j_per_token_decode_mean", "J/token decode", False),
+    ("tokens_per_j_decode_mean", "tokens/J decode", True),
+    ("peak_rss_mb_mean", "peak RSS MB", False),
+    ("nvml_gpu0_mem_used_mb_peak_mean", "GPU mem MB", False),
+)
+LOOSE_KEY = ("model", "quant", "backend", "batch", "prompt_tokens", "gen_tokens")
+
+
+@dataclass
+class Run:
+    path: Path
+    manifest: dict
+    rows: list[dict]
+
+    @property
+    def label(self) -> str:
+        device = self.manifest.get("device", {})
+        name = device.get("profile", "?")
+        return f"{name} (emulated)" if device.get("emulated") else name
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.manifest.get("device", {}).get("emulated"))
+
+
+@dataclass
+class Joined:
+    key: str
+    identity: dict  # model, quant, backend, batch, prompt, gen
+    by_run: list[dict | None]  # one summary row per run (None where the run lacks it)
+    predicted: list[dict | None] = field(default_factory=list)
+
+
+def load_run(path: Path) -> Run:
+    """A run directory: its manifest and per-configuration summary rows (from records.jsonl)."""
+    manifest_path = path / "manifest.json"
+    if not manifest_path.exists():
+        raise ConfigError(f"{path}: not a run directory (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError:
+        raise ConfigError(f"{manifest_path}: not readable JSON") from None
+    rows = [r for r in summarize(read_records(path / "records.jsonl")) if r["status"] == "ok"]
+    return Run(path, manifest, rows)
+
+
+def _key(row: dict, loose: bool) -> str:
+    return "|".join(str(row[k]) for k in LOOSE_KEY) if loose else row["config_id"]
+
+
+def join(runs: list[Run], loose: bool = False) -> list[Joined]:
+    """Rows present in at least two runs, in the first run's order, then the others'."""
+    keyed = [{_key(row, loose): row for row in run.rows} for run in runs]
+    order: list[str] = []
+    for table in keyed:
+        order += [k for k in table if k not in order]
+    joined = []
+    for key in order:
+        present = [table.get(key) for table in keyed]
+        if sum(row is not None for row in present) < 2:
+            continue
+        first = next(row for row in present if row is not None)
+        identity = {k: first[k] for k in LOOSE_KEY}
+        joined.append(Joined(key, identity, present))
+    return joined
+
+
+def ratio(value: float | None, base: float | None) -> float:
+    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
+        return math.nan
+    return value / base
+
+
+def add_predictions(joined: list[Joined], runs: list[Run]) -> None:
+    """Roofline decode t/s and TTFT for each run's device, where the model is a preset and the quant GGUF."""
+    from edgeprof.analysis.ceilings import device_ceilings
+    from edgeprof.analysis.roofline import predict
+    from edgeprof.calibrate import load_calibration
+    from edgeprof.devices import get_profile
+    from edgeprof.errors import EdgeprofError
+    from edgeprof.export.gguf_export import gguf_quant
+    from edgeprof.quant import kv_bytes_per_element
+    from edgeprof.source import resolve
+
+    for item in joined:
+        item.predicted = []
+        for run, row in zip(runs, item.by_run):
+            try:
+                if row is None or row["backend"] != "llama.cpp" or not str(row["model"]).startswith("synth:"):
+                    raise EdgeprofError("no prediction")
+                source = resolve(str(row["model"]).split("@")[0])
+                quant = gguf_quant(str(row["quant"]))
+                profile = get_profile(run.manifest["device"]["profile"])
+                on_gpu = bool(profile.data.get("accelerator")) and row["gpu_layers"] != 0
+                ceilings = device_ceilings(profile, quant, on_gpu, load_calibration(profile.name))
+                p = predict(source.architecture, quant, ceilings, row["batch"], row["prompt_tokens"],
+                            row["gen_tokens"], kv_bytes_per_element(row["kv_type"]))
+                item.predicted.append({"decode_tps": p.decode_tps, "ttft_ms": p.ttft_s * 1e3,
+                                       "decode_bound": p.bound("decode")})
+            except (EdgeprofError, KeyError):
+                item.predicted.append(None)

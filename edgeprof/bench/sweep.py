@@ -1,0 +1,112 @@
+"""A sweep: what to run (models x quants x backends x hyperparameters) and how, as one serialisable spec.
+
+`edgeprof run` builds a spec from its options, `edgeprof sweep FILE.yaml` from a file; both store it in
+the run's manifest, so `--resume RUN_DIR` can rebuild exactly the same configurations and skip those
+already finished. A configuration counts as finished when all its repetitions are recorded or it ended
+in a terminal status (failed, oom, timeout, skipped); the partial records of one interrupted mid-way are
+dropped before it runs again, so a resumed run holds the same records as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from edgeprof.config import Hyperparameters
+from edgeprof.errors import ConfigError
+from edgeprof.results.records import read_records
+
+TERMINAL = ("failed", "oom", "timeout", "skipped")
+_HP_FIELDS = {f.name for f in fields(Hyperparameters)}
+# Friendly YAML names for Hyperparameters fields.
+_HP_ALIASES = {"prompt": "prompt_tokens", "gen": "gen_tokens", "ngl": "gpu_layers"}
+
+
+@dataclass
+class SweepSpec:
+    """Everything needed to expand and run a sweep; stored verbatim in manifest.json."""
+
+    models: list[str]
+    quants: list[str] = field(default_factory=lambda: ["q4_k_m"])
+    backends: list[str] = field(default_factory=lambda: ["llama.cpp"])
+    grid: dict[str, list] = field(default_factory=dict)  # Hyperparameters field -> values
+    repetitions: int = 3
+    warmup: int = 1
+    timeout_s: float = 900.0
+    device: str = ""
+    emulate: bool = False
+    fidelity: bool = True
+    profile_ops: bool = False
+    sample_hz: float = 10.0
+    idle_s: float = 3.0
+    name: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SweepSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown sweep setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+
+def load_sweep_file(path: Path) -> SweepSpec:
+    """A sweep YAML: models, quants, backends, hyperparameters (lists), and run settings."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the sweep file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or "models" not in data:
+        raise ConfigError(f"{path}: a sweep file needs at least `models:` (a list of model specs)")
+    grid: dict[str, list] = {}
+    for key, values in (data.pop("hyperparameters", None) or {}).items():
+        name = _HP_ALIASES.get(key, key)
+        if name not in _HP_FIELDS:
+            raise ConfigError(f"{path}: unknown hyperparameter {key!r} (known: {', '.join(sorted(_HP_FIELDS))})")
+        grid[name] = values if isinstance(values, list) else [values]
+    for key in ("models", "quants", "backends"):
+        if key in data and not isinstance(data[key], list):
+            data[key] = [data[key]]
+    data.setdefault("name", path.stem)
+    try:
+        return SweepSpec.from_dict({**data, "grid": grid})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def finished_run_keys(records: list[dict], repetitions: int) -> set[str]:
+    """Run keys whose configuration is complete: every repetition recorded, or a terminal status."""
+    done: dict[str, int] = {}
+    terminal: set[str] = set()
+    for record in records:
+        if record["status"] == "ok":
+            done[record["run_key"]] = done.get(record["run_key"], 0) + 1
+        elif record["status"] in TERMINAL:
+            terminal.add(record["run_key"])
+    return terminal | {key for key, count in done.items() if count >= repetitions}
+
+
+def prune_unfinished(records_path: Path, repetitions: int) -> tuple[set[str], int]:
+    """Drop the records of configurations interrupted mid-way (rewritten atomically); return the finished
+    run keys and how many records were dropped."""
+    records = read_records(records_path)
+    finished = finished_run_keys(records, repetitions)
+    kept = [r for r in records if r["run_key"] in finished]
+    if len(kept) != len(records) or records_path.exists():
+        tmp = records_path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as f:
+            for record in kept:
+                f.write(json.dumps(record, sort_keys=True, allow_nan=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(records_path)
+    return finished, len(records) - len(kept)

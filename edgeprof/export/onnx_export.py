@@ -1,0 +1,306 @@
+"""`export_onnx(source, quant)`: HF -> ONNX through optimum, then ONNX Runtime's own quantizers, all cached.
+
+The fp32 parent comes from optimum's `text-generation-with-past` exporter (inputs `input_ids`,
+`attention_mask`, `position_ids`, `past_key_values.*`; outputs `logits`, `present.*`). One edit follows:
+the language-model head is applied to the last position only, as llama.cpp does, so prefill does not
+spend a [batch, prompt, vocab] matmul and buffer on logits nobody reads. Variants are then made from the
+fp32 parent with ONNX Runtime's tools: dynamic int8 (weights int8, activations quantized per call),
+4-bit weight-only `MatMulNBits` (block size 32 unless named, e.g. `int4-b128`) and fp16.
+
+Each variant is a folder optimum can also load (`model.onnx`, `model.onnx.data`, `config.json`), so the
+benchmark against optimum's own generate loop uses exactly the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgeprof import __version__
+from edgeprof.errors import ArtifactError, BackendUnavailableError, QuantError
+from edgeprof.export.artifacts import Artifact, artifact_path, describe_files, sha256_of
+from edgeprof.source import ModelSource
+
+Progress = Callable[[str, int, int], None]
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+_HF_SIDE_FILES = ("config.json", "generation_config.json")
+# Model metadata saying past_key_values.* and present.* may be bound to one preallocated buffer.
+KV_CACHE_METADATA = "edgeprof.kv_cache"
+EXPORT_INSTALL_HINT = "pip install 'edgeprof[export]' (optimum-onnx, transformers, torch)"
+
+
+@dataclass(frozen=True)
+class OnnxQuant:
+    """An ONNX variant: how its weights are stored."""
+
+    name: str
+    description: str
+    block_size: int = 0  # MatMulNBits block size (int4 only)
+
+
+_INT4_NAME = re.compile(r"^int4(?:-b(\d+))?$")
+ONNX_QUANTS = {
+    "fp32": OnnxQuant("fp32", "float32 weights (optimum export)"),
+    "fp16": OnnxQuant("fp16", "float16 weights and activations (onnxruntime.transformers.float16)"),
+    "int8": OnnxQuant("int8", "dynamic quantization: int8 weights, activations quantized per call"),
+    "int4": OnnxQuant("int4", "4-bit weight-only MatMulNBits, symmetric, block 32, int8 compute", 32),
+}
+# Names users may carry over from GGUF for the same storage.
+ONNX_ALIASES = {"f32": "fp32", "f16": "fp16"}
+
+
+def onnx_quant(name: str) -> OnnxQuant:
+    """Look up an ONNX variant (`int4-b64` picks a block size) or raise a `QuantError`."""
+    key = ONNX_ALIASES.get(name.lower(), name.lower())
+    if key in ONNX_QUANTS:
+        return ONNX_QUANTS[key]
+    match = _INT4_NAME.match(key)
+    if match:
+        block = int(match.group(1))
+        if block < 16 or block & (block - 1):
+            raise QuantError(f"{name}: MatMulNBits block size must be a power of two >= 16")
+        return OnnxQuant(key, f"4-bit weight-only MatMulNBits, symmetric, block {block}, int8 compute", block)
+    raise QuantError(f"unknown ONNX quantization {name!r} (offered: fp32, fp16, int8, int4, int4-b<block>)")
+
+
+def require_exporter() -> None:
+    """The export extra is optional; say exactly what to install when it is missing."""
+    try:
+        import optimum.exporters.onnx  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError(f"ONNX export needs the export extra ({exc.name} is missing): "
+                                      f"{EXPORT_INSTALL_HINT}") from None
+
+
+def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None = None) -> Artifact:
+    """Return a cached ONNX artifact of `source` at `quant_name`, making it (and its fp32 parent) if needed."""
+    from edgeprof.export.gguf_export import source_key
+
+    quant = onnx_quant(quant_name)
+    if source.kind == "onnx":
+        return existing_onnx(source)
+    folder = source.hf_folder()
+    final = artifact_path(source_key(source, folder), source.name, "onnx", quant.name, file_name=MODEL_FILE)
+    cached = Artifact.read_sidecar(final)
+    if cached:
+        return cached
+    exporter = f"edgeprof-{__version__}/"
+    step = f"onnx {quant.name}"
+    if progress:
+        progress(step, 0, 1)
+    work = final.parent.with_name(final.parent.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        if quant.name == "fp32":
+            _export_fp32(folder, work)
+            exporter += "optimum-onnx+gqa+last-token-lm-head"
+        else:
+            parent = export_onnx(source, "fp32", progress)
+            with _quiet():
+                _quantize(Path(parent.path), work, quant)
+            for name in _HF_SIDE_FILES:
+                if (Path(parent.path).parent / name).exists():
+                    shutil.copy2(Path(parent.path).parent / name, work / name)
+            exporter += f"onnxruntime-quantization:{quant.name}"
+        shutil.rmtree(final.parent, ignore_errors=True)
+        work.rename(final.parent)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if progress:
+        progress(step, 1, 1)
+    return describe_files(final, payload_files(final), "onnx", quant.name, source.name, exporter)
+
+
+def payload_files(model_file: Path) -> list[Path]:
+    """The files that make up an ONNX model: the graph and its external-data file, if any."""
+    data = model_file.with_name(DATA_FILE)
+    return [model_file, data] if data.exists() else [model_file]
+
+
+def existing_onnx(source: ModelSource) -> Artifact:
+    """A user's ONNX file, checked and described (hashed once; the memo lives in our cache, not beside it)."""
+    path = source.path
+    check_onnx(path)
+    files = [path] + [path.parent / name for name in external_data_files(path)]
+    stamp = ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    memo = artifact_path(stamp, source.name, "onnx", "memo").with_suffix(".json")
+    try:
+        return Artifact(**json.loads(memo.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    artifact = Artifact(path=str(path), format="onnx", quant="as-is", source=source.name,
+                        bytes=sum(f.stat().st_size for f in files), sha256=sha256_of(*files),
+                        exporter="user-supplied", created="")
+    memo.write_text(json.dumps(asdict(artifact)))
+    return artifact
+
+
+def onnx_parent_quant(quant_name: str) -> str | None:
+    """The variant a quantized one was made from (fp32), or None for the parent itself."""
+    return None if onnx_quant(quant_name).name == "fp32" else "fp32"
+
+
+def external_data_files(model_file: Path) -> list[str]:
+    """Names of the external-data files a model refers to (read without loading any weights)."""
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    names = set()
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                names.add(entry.value)
+    return sorted(names)
+
+
+def check_onnx(path: Path) -> None:
+    """One-line errors for a file that is not ONNX, lacks its external data or has no KV-cache I/O."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for garbage
+        raise ArtifactError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
+    missing = [name for name in external_data_files(path) if not (path.parent / name).exists()]
+    if missing:
+        raise ArtifactError(f"{path}: external data file {missing[0]} is missing (it must lie beside the model)")
+    inputs = {i.name for i in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
+    if "input_ids" not in inputs or "logits" not in outputs:
+        raise ArtifactError(f"{path}: not a causal LM export (needs an input_ids input and a logits output)")
+    if not any(name.startswith("past_key_values.") for name in inputs) or not any(
+            name.startswith("present.") for name in outputs):
+        raise ArtifactError(f"{path}: the model has no KV-cache inputs/outputs (past_key_values.*/present.*); "
+                            "export it with task text-generation-with-past")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """optimum, torch.onnx and the quantizers are chatty (tracer warnings, advice); keep it off the terminal."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+# -- fp32 export -------------------------------------------------------------------------------
+def _export_fp32(hf_folder: Path, work: Path) -> None:
+    require_exporter()
+    from optimum.exporters.onnx import main_export
+
+    raw = work / "optimum"
+    with _quiet():
+        main_export(str(hf_folder), output=str(raw), task="text-generation-with-past", device="cpu",
+                    do_validation=False)
+    _rewrite(raw / MODEL_FILE, work / MODEL_FILE, hf_folder)
+    for name in _HF_SIDE_FILES:
+        if (raw / name).exists():
+            shutil.copy2(raw / name, work / name)
+    shutil.rmtree(raw)
+
+
+def _rewrite(src: Path, dst: Path, hf_folder: Path) -> None:
+    """Fused attention with an in-place KV cache, the LM head on the last position only, and all weights
+    in one external-data file."""
+    import onnx
+    from onnx import helper
+
+    from edgeprof.export.onnx_gqa import fuse_group_query_attention
+
+    model = onnx.load(str(src))  # with weights, so they are re-saved into DATA_FILE
+    fuse_group_query_attention(model, json.loads((hf_folder / "config.json").read_text()), hf_folder)
+    _last_token_head(model, src)
+    helper.set_model_props(model, {KV_CACHE_METADATA: "shared-buffer"})
+    _save(model, dst)
+
+
+def _last_token_head(model, src: Path) -> None:
+    """Apply the LM head to the last position only: prefill then never builds [batch, prompt, vocab]."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    head = next((n for n in graph.node if "logits" in n.output), None)
+    if head is None:
+        raise ArtifactError(f"{src}: the exported graph has no node producing logits")
+    hidden = head.input[0]
+    consts = {"edgeprof_last_start": -1, "edgeprof_last_end": 2**62, "edgeprof_last_axis": 1}
+    for name, value in consts.items():
+        graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [1], [value]))
+    sliced = hidden + "_last_token"
+    index = list(graph.node).index(head)
+    graph.node.insert(index, helper.make_node("Slice", [hidden, *consts], [sliced], name="/edgeprof/last_token"))
+    head.input[0] = sliced
+    logits = next(o for o in graph.output if o.name == "logits")
+    logits.type.tensor_type.shape.dim[1].ClearField("dim_param")
+    logits.type.tensor_type.shape.dim[1].dim_value = 1
+
+
+def _save(model, dst: Path) -> None:
+    import onnx
+
+    onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=DATA_FILE, size_threshold=1024)
+
+
+# -- quantized variants ------------------------------------------------------------------------
+def _quantize(parent: Path, work: Path, quant: OnnxQuant) -> None:
+    dst = work / MODEL_FILE
+    if quant.name == "int8":
+        from onnx import TensorProto
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # Weight matmuls only (MatMulConstBOnly): attention's activation x activation products stay float,
+        # as in llama.cpp, so int8 here means what users expect: int8 weights.
+        quantize_dynamic(str(parent), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         use_external_data_format=True, extra_options={"MatMulConstBOnly": True,
+                                                                    # GQA's outputs carry no inferred type
+                                                                    "DefaultTensorType": TensorProto.FLOAT})
+        _rename_external_data(dst)
+        return
+    import onnx
+
+    model = onnx.load(str(parent))
+    if quant.name == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    else:
+        try:
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+        except ImportError as exc:
+            raise BackendUnavailableError(f"int4 needs onnx-ir ({exc}): {EXPORT_INSTALL_HINT}") from None
+        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=quant.block_size, is_symmetric=True,
+                                         accuracy_level=4)
+        quantizer.process()
+        model = quantizer.model.model
+    _save(model, dst)
+
+
+def _rename_external_data(model_file: Path) -> None:
+    """quantize_dynamic names its data file after the model; store it under the common DATA_FILE name."""
+    import onnx
+
+    names = external_data_files(model_file)
+    if names == [DATA_FILE]:
+        return
+    model = onnx.load(str(model_file))
+    for name in names:
+        (model_file.parent / name).unlink(missing_ok=True)
+    _save(model, model_file)
