@@ -159,7 +159,7 @@ def compare(
     predicted: bool = typer.Option(True, "--predicted/--no-predicted", help="Add the roofline prediction per device."),
 ) -> None:
     """Set runs side by side, joined on identical configurations, with ratios to the first run."""
-    from edgeprof.analysis.compare import COMPARED, add_predictions, join, load_run, ratio
+    from edgeprof.analysis.compare import COMPARED, add_predictions, disambiguate, join, load_run, ratio
     from edgeprof.results.formats import to_csv, to_json, to_markdown
     from edgeprof.results.tables import compare_table
 
@@ -168,6 +168,7 @@ def compare(
     if fmt not in ("table", "md", "csv", "json"):
         raise ConfigError(f"unknown format {fmt!r} for compare (table, md, csv, json)")
     loaded = [load_run(path) for path in runs]
+    disambiguate(loaded)
     if len({r.emulated for r in loaded}) > 1:
         err_console.print("note: emulated and real runs are compared; emulated columns are labelled (emulated) — "
                           "emulation matches cores and memory, not bandwidth, clocks or power")
@@ -296,7 +297,8 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
         manifest.setdefault("resumed", []).append({"command": sys.argv, "finished_before": len(finished),
                                                    "partial_records_dropped": dropped})
         err_console.print(f"resuming {resume_dir}: {len(finished)} configurations already finished"
-                          + (f", {dropped} records of an interrupted one dropped" if dropped else ""))
+                          + (f", {dropped} partial record(s) of an interrupted configuration dropped" if dropped else ""),
+                          soft_wrap=True, highlight=False)
     else:
         run_dir = create_run_dir(out)
         manifest = base_manifest(run_dir.run_id, device_info)
@@ -357,7 +359,8 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
         err_console.print(f"[red]{row['model']} {row['quant']}: {row['status']}[/red]: {row['error']}", highlight=False)
     console.print(f"run directory: {run_dir.path}")
     if interrupted:
-        err_console.print(f"interrupted; continue with: edgeprof sweep --resume {run_dir.path}")
+        err_console.print(f"interrupted; continue with: edgeprof sweep --resume {run_dir.path}", soft_wrap=True,
+                          highlight=False)
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)  # measured configurations are kept; the exit code tells scripts that some failed

@@ -35,11 +35,12 @@ class Run:
     path: Path
     manifest: dict
     rows: list[dict]
+    suffix: str = ""  # set by `disambiguate` when two runs share a device
 
     @property
     def label(self) -> str:
         device = self.manifest.get("device", {})
-        name = device.get("profile", "?")
+        name = device.get("profile", "?") + self.suffix
         return f"{name} (emulated)" if device.get("emulated") else name
 
     @property
@@ -53,6 +54,14 @@ class Joined:
     identity: dict  # model, quant, backend, batch, prompt, gen
     by_run: list[dict | None]  # one summary row per run (None where the run lacks it)
     predicted: list[dict | None] = field(default_factory=list)
+
+
+def disambiguate(runs: list[Run]) -> None:
+    """Runs from the same device get their run id in the label, so columns stay apart."""
+    labels = [r.label for r in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.suffix = f" {run.manifest.get('run_id', run.path.name)}"
 
 
 def load_run(path: Path) -> Run:

@@ -167,10 +167,11 @@ def compare_table(joined: list, runs: list, loose: bool) -> Table:
     """Per joined configuration: each run's figures, then the ratio of each later run to the first."""
     from edgeprof.analysis.compare import COMPARED, ratio
 
-    title = "compare: " + " vs ".join(r.label for r in runs) + (" (LOOSE join: workloads may differ)" if loose else "")
+    letters = [chr(ord("A") + i) for i in range(len(runs))]
+    title = "compare: " + ", ".join(f"{letter} = {r.label}" for letter, r in zip(letters, runs)) + (
+        " (LOOSE join: workloads may differ)" if loose else "")
     table = Table(title=title, header_style="bold")
-    for column in ("model", "quant", "backend", "B/P/G", "metric", *[r.label for r in runs],
-                   *[f"{r.label} / {runs[0].label}" for r in runs[1:]]):
+    for column in ("model", "quant", "backend", "B/P/G", "metric", *letters, *[f"{x}/A" for x in letters[1:]]):
         table.add_column(column, justify="left" if column in ("model", "quant", "backend", "metric") else "right")
     for item in joined:
         ident = item.identity
