@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--gen", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gpu-layers", type=int, default=0, help="non-zero: run and predict on the GPU")
     parser.add_argument("--run", type=Path, help="an existing run directory instead of measuring")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -50,12 +51,14 @@ def main() -> None:
     if not calibration:
         sys.exit(f"no calibration for {profile.name}: run `edgeprof calibrate` first")
     quant = GGUF_QUANTS[args.quant]
-    ceilings = device_ceilings(profile, quant, on_gpu=False, calibration=calibration)
+    on_gpu = args.gpu_layers != 0
+    ceilings = device_ceilings(profile, quant, on_gpu=on_gpu, calibration=calibration)
     batches = [int(b) for b in args.batch.split(",")]
     if args.run:
         rows = summarize(read_records(args.run / "records.jsonl"))
     else:
-        grid = {"batch": batches, "prompt_tokens": [args.prompt], "gen_tokens": [args.gen], "threads": [args.threads]}
+        grid = {"batch": batches, "prompt_tokens": [args.prompt], "gen_tokens": [args.gen], "threads": [args.threads],
+                "gpu_layers": [args.gpu_layers]}
         configs = expand([f"synth:{p}" for p in args.presets.split(",")], [args.quant], ["llama.cpp"], grid)
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = create_run_dir(Path(tmp))
@@ -70,8 +73,9 @@ def main() -> None:
         table.append({"model": row["model"], "batch": row["batch"],
                       "decode_tps_measured": row["decode_tps_mean"], "decode_tps_predicted": p.decode_tps,
                       "ttft_ms_measured": row["ttft_ms_mean"], "ttft_ms_predicted": p.ttft_s * 1e3})
-    print(f"ceilings: {ceilings.source}; quant {args.quant}, prompt {args.prompt}, gen {args.gen}, "
-          f"{args.threads} threads\n")
+    print(f"{profile.name} {'GPU' if on_gpu else 'CPU'} ceilings: {ceilings.source} ({ceilings.flops_per_s / 1e12:.3g} "
+          f"TFLOP/s, {ceilings.bytes_per_s / 1e9:.4g} GB/s, {ceilings.kernel_overhead_s * 1e6:.3g} us/kernel); quant "
+          f"{args.quant}, prompt {args.prompt}, gen {args.gen}, {args.threads} threads\n")
     print("| model | batch | decode t/s measured | predicted | ratio | TTFT ms measured | predicted | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     decode_ok = ttft_ok = 0
@@ -86,6 +90,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"command": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                        "device": profile.name, "on_gpu": on_gpu, "ceilings_source": ceilings.source,
                                         "calibration": calibration, "rows": table}, indent=2))
 
 

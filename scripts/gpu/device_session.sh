@@ -2,7 +2,8 @@
 # What edgeprof runs on the lent GPU machine (no package registry there). The command that calls it
 # carries .gpu/ (trimmed llama.cpp source and the llama_cpp Python package from the same sdist as this
 # machine's llama-cpp-python, plus wheels); see scripts/gpu/README.md for how .gpu/ is made.
-#   scripts/gpu/device_session.sh STAGE...   stages: setup build nvml run overhead parity
+#   scripts/gpu/device_session.sh STAGE...
+#   stages: setup prep build nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/edgeprof-out}
@@ -24,6 +25,7 @@ for stage in "$@"; do
       start=$(date +%s)
       bash scripts/gpu/build_llama_cpp_cuda.sh .gpu/llama.cpp "$BUILD" 90 || { tail -30 "$BUILD.build.log"; exit 1; }
       log "build took $(( $(date +%s) - start )) s"
+      touch /tmp/lcpp-cuda.done
       python3 -c 'import llama_cpp; print("gpu offload:", llama_cpp.llama_supports_gpu_offload())' ;;
     nvml)
       python3 -m pytest -q -m gpu -s tests/test_nvml_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/nvml_test.log" ;;
@@ -36,6 +38,54 @@ for stage in "$@"; do
     overhead)
       python3 scripts/bench_sampler_overhead.py --model synth:llama-3.2-1b --quant q4_k_m --gpu-layers -1 \
         --gen 256 --rounds 4 --out "$OUT/sampler_overhead_gpu.json" 2>&1 | tee "$OUT/overhead.log" ;;
+    prep)  # make the parity table's GGUF files in the background while the build runs (detached)
+      # f16 needs no llama.cpp; q4_k_m uses its quantizer, so it waits for the build's marker.
+      setsid nohup python3 -c '
+import time
+from pathlib import Path
+from edgeprof.source import resolve
+from edgeprof.export.gguf_export import export_gguf
+names = ("smollm2-135m", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b")
+for name in names:
+    export_gguf(resolve("synth:" + name), "f16")
+    print("f16", name, time.strftime("%X"), flush=True)
+while not Path("/tmp/lcpp-cuda.done").exists():
+    time.sleep(2)
+for name in names:
+    export_gguf(resolve("synth:" + name), "q4_k_m", threads=12)
+    Path("/tmp/prep-" + name + ".done").touch()
+    print("ready", name, time.strftime("%X"), flush=True)
+' > /tmp/prep.log 2>&1 < /dev/null &
+      log "prep started" ;;
+    prep-status)
+      cat /tmp/prep.log; ls -la /tmp/prep-*.done 2>/dev/null; df -h /tmp | tail -1 ;;
+    parity-table)  # PARITY_MODELS="smollm2-135m llama-3.2-1b ..." (each waits for its prep marker)
+      for m in ${PARITY_MODELS:-smollm2-135m llama-3.2-1b llama-3.2-3b llama-3.1-8b}; do
+        while [ ! -e /tmp/prep-$m.done ]; do sleep 5; done
+        python3 scripts/bench_vs_llama_bench.py --model synth:$m --quants q4_k_m,f16 --pairs 512:128 --threads 16 \
+          --gpu-layers 99 --rounds 3 --reps 2 --llama-bench "$BUILD/bin/llama-bench" \
+          --out "$OUT/parity_$m.json" 2>&1 | tail -3 | tee -a "$OUT/parity_table.log"
+      done ;;
+    batched)
+      python3 scripts/bench_vs_batched_bench.py --model synth:llama-3.2-1b --quant q4_k_m --gpu-layers 99 \
+        --batches 1,2,4,8,16,32,64,128 --prompt 128 --gen 128 --rounds 2 \
+        --batched-bench "$BUILD/bin/llama-batched-bench" --out "$OUT/batched_bench.json" 2>&1 | tee "$OUT/batched.log" ;;
+    sweeps)  # SWEEPS="batch prompt quant threads"
+      for s in ${SWEEPS:-batch prompt quant threads}; do
+        python3 -m edgeprof sweep scripts/sweeps/$s.yaml -o /tmp/gpu-sweeps/$s 2>&1 | tail -40 \
+          | tee -a "$OUT/sweeps.log"
+      done
+      tar czf "$OUT/gpu_sweeps.tar.gz" -C /tmp gpu-sweeps ;;
+    ortrow)  # ONNX Runtime (CPU provider, 16 cores) beside llama.cpp on the server's CPU
+      python3 -m edgeprof sweep scripts/sweeps/backends.yaml -o /tmp/gpu-ort 2>&1 | tail -40 \
+        | tee "$OUT/ortrow.log"
+      tar czf "$OUT/gpu_ort.tar.gz" -C /tmp gpu-ort ;;
+    roofline)
+      python3 -m edgeprof calibrate --no-llama 2>&1 | tail -20 | tee "$OUT/calibrate.log"
+      cp ~/.config/edgeprof/calibration/*.json "$OUT/" 2>/dev/null
+      python3 scripts/validate_roofline.py --presets smollm2-135m,llama-3.2-1b,llama-3.2-3b --batch 1,2,4,8,16 \
+        --prompt 128 --gen 32 --threads 16 --gpu-layers -1 --out "$OUT/roofline_validation_gpu.json" 2>&1 \
+        | tee "$OUT/roofline.log" ;;
     parity)
       python3 scripts/bench_vs_llama_bench.py --model synth:llama-3.2-1b --quants q4_k_m,f16 --pairs 512:128 \
         --threads 16 --gpu-layers 99 --rounds 6 --llama-bench "$BUILD/bin/llama-bench" \
