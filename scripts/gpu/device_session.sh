@@ -47,7 +47,10 @@ from edgeprof.source import resolve
 from edgeprof.export.gguf_export import export_gguf
 names = ("smollm2-135m", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b")
 for name in names:
-    export_gguf(resolve("synth:" + name), "f16")
+    source = resolve("synth:" + name)
+    export_gguf(source, "f16")
+    # the f16 GGUF is the parent of every quantization; the checkpoint is not needed again (disk is 64 GB)
+    (source.hf_folder() / "model.safetensors").unlink(missing_ok=True)
     print("f16", name, time.strftime("%X"), flush=True)
 while not Path("/tmp/lcpp-cuda.done").exists():
     time.sleep(2)
