@@ -232,6 +232,20 @@ def results(
         console.print(f"wrote {out}")
 
 
+@app.command()
+@user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories (an edge run and a server run, say)."),
+    out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for report.html and the PNGs."),
+) -> None:
+    """Write one self-contained HTML report (inline CSS and images) with its figures as PNGs."""
+    from edgeprof.analysis.report import write_report
+    from edgeprof.paths import ensure_writable_dir
+
+    ensure_writable_dir(out, "report folder")
+    console.print(f"report: {write_report(runs, out)}")
+
+
 def _read_manifest(run_dir: Path) -> dict:
     import json
 

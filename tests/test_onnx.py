@@ -193,3 +193,17 @@ def test_export_cli_writes_loadable_onnx_folders(tmp_path):
         check_onnx(folder / "model.onnx")
     sidecar = json.loads((tmp_path / "int8" / "model.onnx.json").read_text())
     assert sidecar["format"] == "onnx" and sidecar["quant"] == "int8" and sidecar["bytes"] > 0
+
+
+def test_an_exporter_crash_is_a_failed_record_not_a_lost_sweep(tmp_path, tiny_source):
+    import shutil
+
+    broken = tmp_path / "broken-checkpoint"
+    shutil.copytree(tiny_source.hf_folder(), broken)
+    (broken / "model.safetensors").unlink()  # optimum raises its own OSError for this
+    result = edgeprof("run", "-m", str(broken), "--backend", "onnxruntime", "-q", "fp32", "-r", "1", "--warmup", "0",
+                      "--sample-hz", "0", "-o", str(tmp_path / "runs"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    (record,) = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    assert record["status"] == "failed" and "export failed" in record["error"]

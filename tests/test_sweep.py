@@ -159,3 +159,13 @@ def test_results_formats_and_llama_bench_json(uninterrupted, tmp_path):
     for entry in entries:
         assert {"model_filename", "n_threads", "n_gpu_layers", "avg_ts", "stddev_ts", "avg_ns", "samples_ts"} <= set(entry)
         assert entry["avg_ts"] > 0 and len(entry["samples_ns"]) == 2
+
+
+def test_report_is_self_contained_html_with_figures(uninterrupted, tmp_path):
+    result = edgeprof("report", str(uninterrupted), "-o", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3  # batch, memory and operator-share figures at least
+    assert "http://" not in page and "https://" not in page and "<link" not in page  # nothing fetched
+    assert (tmp_path / "report" / "decode_vs_batch.png").stat().st_size > 1000
+    assert "No data for this figure" in page  # no power sensor here: said, not drawn

@@ -81,6 +81,9 @@ class Runner:
             parent = self._parent(config)
         except EdgeprofError as exc:
             return [self._record(config, None, None, "failed", error=str(exc), started=started)]
+        except Exception as exc:  # noqa: BLE001 - an exporter's own failure (optimum, torch) fails this config only
+            message = f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return [self._record(config, None, None, "failed", error=message, started=started)]
         self.artifacts[artifact.path] = artifact.__dict__
         return self._run_child(config, artifact, parent, started)
 
