@@ -66,8 +66,9 @@ def _bars(labels: list[str], values: list[float], ylabel: str, title: str):
     if not labels:
         return None
     plt, fig, ax = _figure()
+    fig.set_size_inches(10, 4 + 0.06 * max(len(label) for label in labels))  # room for the long labels
     ax.bar(range(len(labels)), values, color="#4c78a8")
-    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=75, ha="right", fontsize=6)
     ax.set(ylabel=ylabel, title=title)
     fig.tight_layout()
     return fig
