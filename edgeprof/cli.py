@@ -159,7 +159,7 @@ def compare(
     predicted: bool = typer.Option(True, "--predicted/--no-predicted", help="Add the roofline prediction per device."),
 ) -> None:
     """Set runs side by side, joined on identical configurations, with ratios to the first run."""
-    from edgeprof.analysis.compare import COMPARED, add_predictions, disambiguate, join, load_run, ratio
+    from edgeprof.analysis.compare import add_predictions, disambiguate, flat_rows, join, load_run
     from edgeprof.results.formats import to_csv, to_json, to_markdown
     from edgeprof.results.tables import compare_table
 
@@ -181,20 +181,7 @@ def compare(
     if fmt == "table":
         console.print(compare_table(joined, loaded, loose))
         return
-    flat = []
-    for item in joined:
-        row = {**item.identity, "config_key": item.key, "loose": loose}
-        for run, measured in zip(loaded, item.by_run):
-            for column, _, _ in COMPARED:
-                row[f"{run.label}:{column}"] = None if measured is None else measured.get(column)
-        for run, measured in zip(loaded[1:], item.by_run[1:]):
-            for column, _, _ in COMPARED:
-                base = item.by_run[0].get(column) if item.by_run[0] else None
-                row[f"{run.label}/{loaded[0].label}:{column}"] = ratio(
-                    None if measured is None else measured.get(column), base)
-        for run, pred in zip(loaded, item.predicted or [None] * len(loaded)):
-            row[f"{run.label}:predicted_decode_tps"] = pred["decode_tps"] if pred else None
-        flat.append(row)
+    flat = flat_rows(joined, loaded, loose)
     text = {"md": lambda: to_markdown(flat, tuple(flat[0])), "csv": lambda: to_csv(flat),
             "json": lambda: to_json(flat)}[fmt]()
     sys.stdout.write(text)

@@ -104,8 +104,9 @@ def ratio(value: float | None, base: float | None) -> float:
     return value / base
 
 
-def add_predictions(joined: list[Joined], runs: list[Run]) -> None:
-    """Roofline decode t/s and TTFT for each run's device, where the model is a preset and the quant GGUF."""
+def predict_row(run: Run, row: dict):
+    """The roofline `Prediction` for one summary row on its run's device, or None where there is none
+    (not a synth preset, not llama.cpp, or a device without figures or calibration)."""
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import predict
     from edgeprof.calibrate import load_calibration
@@ -115,20 +116,45 @@ def add_predictions(joined: list[Joined], runs: list[Run]) -> None:
     from edgeprof.quant import kv_bytes_per_element
     from edgeprof.source import resolve
 
+    if row["backend"] != "llama.cpp" or not str(row["model"]).startswith("synth:"):
+        return None
+    try:
+        source = resolve(str(row["model"]).split("@")[0])
+        quant = gguf_quant(str(row["quant"]))
+        profile = get_profile(run.manifest["device"]["profile"])
+        on_gpu = bool(profile.data.get("accelerator")) and row["gpu_layers"] != 0
+        ceilings = device_ceilings(profile, quant, on_gpu, load_calibration(profile.name))
+        return predict(source.architecture, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
+                       kv_bytes_per_element(row["kv_type"]))
+    except (EdgeprofError, KeyError):
+        return None
+
+
+def add_predictions(joined: list[Joined], runs: list[Run]) -> None:
+    """Roofline decode t/s and TTFT for each run's device, where the model is a preset and the quant GGUF."""
     for item in joined:
         item.predicted = []
         for run, row in zip(runs, item.by_run):
-            try:
-                if row is None or row["backend"] != "llama.cpp" or not str(row["model"]).startswith("synth:"):
-                    raise EdgeprofError("no prediction")
-                source = resolve(str(row["model"]).split("@")[0])
-                quant = gguf_quant(str(row["quant"]))
-                profile = get_profile(run.manifest["device"]["profile"])
-                on_gpu = bool(profile.data.get("accelerator")) and row["gpu_layers"] != 0
-                ceilings = device_ceilings(profile, quant, on_gpu, load_calibration(profile.name))
-                p = predict(source.architecture, quant, ceilings, row["batch"], row["prompt_tokens"],
-                            row["gen_tokens"], kv_bytes_per_element(row["kv_type"]))
-                item.predicted.append({"decode_tps": p.decode_tps, "ttft_ms": p.ttft_s * 1e3,
-                                       "decode_bound": p.bound("decode")})
-            except (EdgeprofError, KeyError):
-                item.predicted.append(None)
+            p = predict_row(run, row) if row is not None else None
+            item.predicted.append(None if p is None else {
+                "decode_tps": p.decode_tps, "ttft_ms": p.ttft_s * 1e3, "decode_bound": p.bound("decode")})
+
+
+def flat_rows(joined: list[Joined], runs: list[Run], loose: bool) -> list[dict]:
+    """One flat dict per joined configuration (each run's figures, ratios to the first, predictions),
+    for the md/csv/json outputs."""
+    flat = []
+    for item in joined:
+        row = {**item.identity, "config_key": item.key, "loose": loose}
+        for run, measured in zip(runs, item.by_run):
+            for column, _, _ in COMPARED:
+                row[f"{run.label}:{column}"] = None if measured is None else measured.get(column)
+        base = item.by_run[0]
+        for run, measured in zip(runs[1:], item.by_run[1:]):
+            for column, _, _ in COMPARED:
+                row[f"{run.label}/{runs[0].label}:{column}"] = ratio(
+                    None if measured is None else measured.get(column), base.get(column) if base else None)
+        for run, pred in zip(runs, item.predicted or [None] * len(runs)):
+            row[f"{run.label}:predicted_decode_tps"] = pred["decode_tps"] if pred else None
+        flat.append(row)
+    return flat

@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from edgeprof.analysis.compare import Run, disambiguate, load_run
+from edgeprof.analysis.compare import Run, disambiguate, load_run, predict_row
 from edgeprof.results.formats import to_markdown
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -163,25 +163,10 @@ def _op_shares(runs: list[Run]):
 
 
 def _predicted_shares(run: Run, row: dict) -> dict | None:
-    from edgeprof.analysis.ceilings import device_ceilings
-    from edgeprof.analysis.roofline import predict
-    from edgeprof.calibrate import load_calibration
-    from edgeprof.devices import get_profile
-    from edgeprof.errors import EdgeprofError
-    from edgeprof.export.gguf_export import gguf_quant
-    from edgeprof.source import resolve
-
-    if row["backend"] != "llama.cpp" or not str(row["model"]).startswith("synth:") or row["batch"] != 1:
+    if row["batch"] != 1:
         return None
-    try:
-        source = resolve(str(row["model"]).split("@")[0])
-        quant = gguf_quant(str(row["quant"]))
-        profile = get_profile(run.manifest["device"]["profile"])
-        on_gpu = bool(profile.data.get("accelerator")) and row["gpu_layers"] != 0
-        ceilings = device_ceilings(profile, quant, on_gpu, load_calibration(profile.name))
-        return predict(source.architecture, quant, ceilings, 1, row["prompt_tokens"], row["gen_tokens"]).shares("decode")
-    except (EdgeprofError, KeyError):
-        return None
+    prediction = predict_row(run, row)
+    return prediction.shares("decode") if prediction else None
 
 
 def write_report(run_paths: list[Path], out: Path) -> Path:

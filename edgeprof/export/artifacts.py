@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,3 +97,20 @@ def artifact_path(source_key: str, source_name: str, fmt: str, quant: str, file_
 def partial_path(final: Path) -> Path:
     """A sibling path to write into before an atomic rename, so a killed export leaves no half file."""
     return final.with_name(final.name + f".partial-{os.getpid()}")
+
+
+def user_file_artifact(files: list[Path], source_name: str, fmt: str, quant_of: Callable[[], str]) -> Artifact:
+    """Describe a user's model file (`files[0]`, plus any data files) once: the hash and quantization
+    (`quant_of`, called only on a miss) are remembered in our cache, keyed by path, size and mtime, never
+    written beside the user's file."""
+    stamp = ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    memo = artifact_path(stamp, source_name, fmt, "memo").with_suffix(".json")
+    try:
+        return Artifact(**json.loads(memo.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    artifact = Artifact(path=str(files[0]), format=fmt, quant=quant_of(), source=source_name,
+                        bytes=sum(f.stat().st_size for f in files), sha256=sha256_of(*files),
+                        exporter="user-supplied", created="")
+    memo.write_text(json.dumps(asdict(artifact)))
+    return artifact

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgeprof import __version__
 from edgeprof.errors import QuantError
-from edgeprof.export.artifacts import Artifact, artifact_path, describe, partial_path, sha256_of
+from edgeprof.export.artifacts import Artifact, artifact_path, describe, partial_path, user_file_artifact
 from edgeprof.export.gguf_check import check_gguf
 from edgeprof.export.gguf_convert import convert_hf_to_gguf
 from edgeprof.quant import GGUF_QUANTS, GgufQuant
@@ -98,20 +98,9 @@ def quantize_gguf(src: Path, dst: Path, quant: GgufQuant, threads: int | None = 
 
 def _existing_gguf(source: ModelSource) -> Artifact:
     """Describe a user's GGUF file (validated, hashed once and remembered in the cache)."""
-    path = source.path
-    metadata = check_gguf(path)
-    stat = path.stat()
-    memo = artifact_path(f"{path}:{stat.st_size}:{stat.st_mtime_ns}", source.name, "gguf", "memo").with_suffix(".json")
-    try:
-        return Artifact(**json.loads(memo.read_text()))
-    except (OSError, ValueError, TypeError):
-        pass
-    file_type = metadata.get("general.file_type")
-    quant = _file_type_name(file_type)
-    artifact = Artifact(path=str(path), format="gguf", quant=quant, source=source.name, bytes=stat.st_size,
-                        sha256=sha256_of(path), exporter="user-supplied", created="")
-    memo.write_text(json.dumps(artifact.__dict__))
-    return artifact
+    metadata = check_gguf(source.path)
+    return user_file_artifact([source.path], source.name, "gguf",
+                              lambda: _file_type_name(metadata.get("general.file_type")))
 
 
 def _file_type_name(file_type: int | None) -> str:

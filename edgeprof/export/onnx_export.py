@@ -21,12 +21,12 @@ import re
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprof import __version__
 from edgeprof.errors import ArtifactError, BackendUnavailableError, QuantError
-from edgeprof.export.artifacts import Artifact, artifact_path, describe_files, sha256_of
+from edgeprof.export.artifacts import Artifact, artifact_path, describe_files, user_file_artifact
 from edgeprof.source import ModelSource
 
 Progress = Callable[[str, int, int], None]
@@ -134,17 +134,7 @@ def existing_onnx(source: ModelSource) -> Artifact:
     path = source.path
     check_onnx(path)
     files = [path] + [path.parent / name for name in external_data_files(path)]
-    stamp = ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    memo = artifact_path(stamp, source.name, "onnx", "memo").with_suffix(".json")
-    try:
-        return Artifact(**json.loads(memo.read_text()))
-    except (OSError, ValueError, TypeError):
-        pass
-    artifact = Artifact(path=str(path), format="onnx", quant="as-is", source=source.name,
-                        bytes=sum(f.stat().st_size for f in files), sha256=sha256_of(*files),
-                        exporter="user-supplied", created="")
-    memo.write_text(json.dumps(asdict(artifact)))
-    return artifact
+    return user_file_artifact(files, source.name, "onnx", lambda: "as-is")
 
 
 def onnx_parent_quant(quant_name: str) -> str | None:
