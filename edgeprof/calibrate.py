@@ -4,18 +4,25 @@
   large array operations), best of several trials, bytes counted as the arrays actually read and written;
 - fp32 matrix multiply: numpy/BLAS on 2048x2048 operands, best of several;
 - int8 matrix multiply: numpy has no int8 GEMM, so it is reported unavailable rather than estimated;
-- on a host with a CUDA GPU and torch, the GPU's copy bandwidth and bf16/fp32 matmul rates too.
+- on a host with a CUDA GPU and torch, the GPU's copy bandwidth and bf16/fp32 matmul rates too;
+- effective costs fitted from short real llama.cpp runs (`edgeprof.analysis.fit`): on the CPU always, and on
+  the GPU too where llama-cpp-python was built with GPU offload. These are what predictions use first.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgeprof.analysis.fit import (LLAMA_CUDA_MATVEC_MAX_BATCH, TERMS, Shape, fit_costs, fitted_ceilings,
+                                   predicted_times, shape_terms)
+from edgeprof.analysis.roofline import Ceilings
 from edgeprof.catalog import user_config_root
 from edgeprof.devices import HostFacts, host_facts
 
@@ -96,22 +103,32 @@ def gpu_ceilings() -> dict:
 
 
 LLAMA_QUANTS = ("q4_k_m", "q8_0", "f16")
-LLAMA_PRESET = "smollm2-135m"
-_SHORT, _LONG, _GEN, _BATCH = 64, 512, 64, 4
 
 
-def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, preset: str = LLAMA_PRESET,
-                          gpu_layers: int = 0) -> dict:
-    """Fit effective rates from short real llama.cpp runs (each in a worker process, via the runner).
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """Which real runs a fit needs. Each shape varies one quantity the others hold still: batch (matmul
+    FLOPs per weight byte; on a GPU also mat-vec vs tiled kernels), prompt (attention), sampler (the host's
+    argmax); and on a GPU two presets of different depth and width separate per-kernel cost from streaming."""
 
-    Per quantization, three runs (batch 1 at prompt 64 and 512, batch 4 at prompt 64; 64 decode steps)
-    fit decode as weight bytes / bandwidth + weight FLOPs / decode matmul rate + attention FLOPs / decode
-    attention rate (three equations, three unknowns), and prefill as weight FLOPs / matmul rate +
-    attention FLOPs / prefill attention rate (from the two batch-1 prompts).
-    """
+    kind: str  # "cpu" or "gpu": which terms are fitted (`fit.TERMS`)
+    presets: tuple[str, ...]
+    shapes: tuple[Shape, ...]
+
+
+CPU_PLAN = CalibrationPlan("cpu", ("smollm2-135m",), (Shape(1, 64, 64), Shape(1, 512, 64), Shape(4, 64, 64)))
+GPU_PLAN = CalibrationPlan("gpu", ("smollm2-135m", "llama-3.2-1b"), (
+    Shape(1, 64, 64, "none"), Shape(1, 64, 64), Shape(1, 1024, 64, "none"), Shape(4, 64, 64, "none"),
+    Shape(8, 64, 64, "none"), Shape(16, 64, 64, "none"), Shape(16, 64, 64), Shape(16, 256, 64, "none")))
+
+
+def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, plan: CalibrationPlan = CPU_PLAN,
+                          gpu_layers: int = 0, repetitions: int = 3) -> dict:
+    """Fit effective costs (`edgeprof.analysis.fit`) from short real llama.cpp runs, each in a worker process
+    through the runner: every preset x shape x quant of `plan`, then per quant one fit of decode step time
+    and one of TTFT. Also records each run's measured and fitted figures, so the fit's residuals show."""
     import tempfile
 
-    from edgeprof.analysis.roofline import category_totals, phase_ops
     from edgeprof.bench.plan import expand
     from edgeprof.bench.runner import Runner, RunOptions
     from edgeprof.quant import GGUF_QUANTS
@@ -119,73 +136,59 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
     from edgeprof.results.rundir import create_run_dir
     from edgeprof.results.summary import summarize
 
-    common = {"gen_tokens": [_GEN], "threads": [threads], "gpu_layers": [gpu_layers]}
-    configs = expand([f"synth:{preset}"], list(quants), ["llama.cpp"],
-                     {"batch": [1], "prompt_tokens": [_SHORT, _LONG], **common})
-    configs += expand([f"synth:{preset}"], list(quants), ["llama.cpp"], {"batch": [_BATCH], "prompt_tokens": [_SHORT],
-                                                                       **common})
+    models = [f"synth:{preset}" for preset in plan.presets]
+    configs = []
+    for shape in plan.shapes:
+        configs += expand(models, list(quants), ["llama.cpp"], {
+            "batch": [shape.batch], "prompt_tokens": [shape.prompt], "gen_tokens": [shape.gen],
+            "sampler": [shape.sampler], "threads": [threads], "gpu_layers": [gpu_layers]})
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = create_run_dir(Path(tmp))
-        Runner(run_dir, {"profile": "calibration"}, RunOptions(repetitions=3, warmup=1)).run(configs)
+        Runner(run_dir, {"profile": "calibration"}, RunOptions(repetitions=repetitions, warmup=1, fidelity=False)).run(configs)
         rows = summarize(read_records(run_dir.records_path))
-    arch = configs[0].source.architecture
-    weights, attention = ("projections", "ffn", "lm_head"), ("attention",)
-    rates: dict = {"preset": preset, "threads": threads}
+    archs = {f"synth:{preset}": config.source.architecture for preset in plan.presets for config in configs
+             if config.source.name == f"synth:{preset}"}
+    matvec = LLAMA_CUDA_MATVEC_MAX_BATCH if plan.kind == "gpu" else 0
+    rates: dict = {"presets": list(plan.presets), "threads": threads, "gpu_layers": gpu_layers}
     for quant in quants:
-        runs = {(r["batch"], r["prompt_tokens"]): r for r in rows if r["quant"] == quant and r["status"] == "ok"}
-        shapes = [(1, _SHORT), (1, _LONG), (_BATCH, _SHORT)]
-        if set(runs) != set(shapes):
-            rates[quant] = "unavailable: calibration runs failed"
-            continue
-        by_prompt = {p: runs[(1, p)] for p in (_SHORT, _LONG)}
         q = GGUF_QUANTS[quant]
-        prompts = (_SHORT, _LONG)
-        # decode step = weight bytes / bandwidth + weight FLOPs / decode matmul rate + attention FLOPs / rate
-        decode = [phase_ops(arch, q, b, 1, p + _GEN // 2) for b, p in shapes]
-        inv_bw, inv_decode_matmul, inv_attn_decode = _solve3(
-            [[category_totals(ops, weights)[1], category_totals(ops, weights)[0], category_totals(ops, attention)[0]]
-             for ops in decode],
-            [runs[shape]["batch"] / runs[shape]["decode_tps_mean"] for shape in shapes])
-        # prefill(P) = weight-matmul FLOPs(P) / matmul rate + attention FLOPs(P) / prefill attention rate
-        prefill = [phase_ops(arch, q, 1, p, p) for p in prompts]
-        inv_matmul, inv_attn_prefill = _solve2(
-            [[category_totals(ops, weights)[0], category_totals(ops, attention)[0]] for ops in prefill],
-            [by_prompt[p]["ttft_ms_mean"] / 1e3 for p in prompts])
-        rates[quant] = {"weight_gbps": 1 / inv_bw / 1e9, "matmul_tflops": 1 / inv_matmul / 1e12,
-                        "decode_matmul_tflops": _rate(inv_decode_matmul) / 1e12,
-                        "decode_attention_tflops": _rate(inv_attn_decode) / 1e12,
-                        "prefill_attention_tflops": _rate(inv_attn_prefill) / 1e12,
-                        "measured": {f"b{b}_p{p}": {"decode_tps": runs[(b, p)]["decode_tps_mean"],
-                                                     "ttft_ms": runs[(b, p)]["ttft_ms_mean"]} for b, p in shapes}}
+        runs = {(r["model"], r["batch"], r["prompt_tokens"], r["sampler"]): r for r in rows
+                if r["quant"] == quant and r["status"] == "ok"}
+        cases = [(model, shape) for model in models for shape in plan.shapes]
+        missing = [f"{model} {shape.label}" for model, shape in cases
+                   if (model, shape.batch, shape.prompt, shape.sampler) not in runs]
+        if missing:
+            rates[quant] = f"unavailable: calibration runs failed ({', '.join(missing[:3])})"
+            continue
+        samples: dict[str, list] = {"decode": [], "prefill": []}
+        for model, shape in cases:
+            run = runs[(model, shape.batch, shape.prompt, shape.sampler)]
+            terms = shape_terms(archs[model], q, shape, matvec)
+            samples["decode"].append((terms["decode"], shape.batch / run["decode_tps_mean"]))
+            samples["prefill"].append((terms["prefill"], run["ttft_ms_mean"] / 1e3))
+        fit = {phase: fit_costs(samples[phase], TERMS[plan.kind][phase]) for phase in ("decode", "prefill")}
+        fit["matvec_max_batch"] = matvec
+        # unbounded base roofs: the fit's own prediction, so `measured` shows its residuals
+        ceilings = fitted_ceilings(fit, Ceilings(math.inf, math.inf, 0.0, "fit"), "fit")
+        measured = {}
+        for model, shape in cases:
+            run = runs[(model, shape.batch, shape.prompt, shape.sampler)]
+            ttft, step = predicted_times(archs[model], q, ceilings, shape)
+            measured[f"{model.removeprefix('synth:')}_{shape.label}"] = {
+                "decode_tps": run["decode_tps_mean"], "ttft_ms": run["ttft_ms_mean"],
+                "decode_tps_fit": shape.batch / step, "ttft_ms_fit": ttft * 1e3}
+        rates[quant] = {**fit, "measured": measured}
     return rates
 
 
-def _solve2(rows: list[list[float]], times: list[float]) -> tuple[float, float]:
-    """Seconds per unit of (first, second) quantity from two runs; a non-positive second term (noise
-    when the second quantity barely differs) is dropped and the first refitted alone."""
-    first, second = np.linalg.solve(np.asarray(rows, dtype=np.float64), np.asarray(times, dtype=np.float64))
-    if second <= 0 or first <= 0:
-        return times[0] / rows[0][0], 0.0
-    return float(first), float(second)
+def _llama_has_gpu() -> bool:
+    """Whether this llama-cpp-python build can offload to a GPU (a CPU-only wheel cannot fit the GPU terms)."""
+    try:
+        from edgeprof.backends.llamacpp_lib import load_llama_cpp
 
-
-def _solve3(rows: list[list[float]], times: list[float]) -> tuple[float, float, float]:
-    """Seconds per (weight byte, weight FLOP, attention FLOP) from three decode runs. Noise can make a
-    term non-positive; then that term is dropped and the others refitted by least squares."""
-    a, t = np.asarray(rows, dtype=np.float64), np.asarray(times, dtype=np.float64)
-    keep = [0, 1, 2]
-    while True:
-        solution = np.linalg.lstsq(a[:, keep], t, rcond=None)[0]
-        if (solution > 0).all() or len(keep) == 1:
-            result = [0.0, 0.0, 0.0]
-            for index, value in zip(keep, solution):
-                result[index] = max(float(value), 0.0)
-            return result[0], result[1], result[2]
-        keep = [k for k, v in zip(keep, solution) if v > 0] or [0]
-
-
-def _rate(seconds_per_unit: float) -> float:
-    return 1 / seconds_per_unit if seconds_per_unit > 0 else float("inf")
+        return bool(load_llama_cpp().llama_supports_gpu_offload())
+    except Exception:  # noqa: BLE001 - no usable llama.cpp: no GPU fit, said by its absence
+        return False
 
 
 def calibrate(profile_name: str, threads: int | None = None, facts: HostFacts | None = None,
@@ -203,6 +206,8 @@ def calibrate(profile_name: str, threads: int | None = None, facts: HostFacts | 
         result.update(gpu_ceilings())
     if with_llama:
         result["llama_cpp_cpu"] = llama_effective_rates(threads)
+        if with_gpu and result.get("gpu_bandwidth_gbps") and _llama_has_gpu():
+            result["llama_cpp_gpu"] = llama_effective_rates(threads, plan=GPU_PLAN, gpu_layers=-1)
     path = calibration_path(profile_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

@@ -566,9 +566,12 @@ def calibrate_command(
     threads: int = typer.Option(0, "--threads", "-t", help="Threads for the bandwidth test; 0 = physical cores."),
     gpu: bool = typer.Option(True, "--gpu/--no-gpu", help="Also measure the GPU (needs torch with CUDA)."),
     llama: bool = typer.Option(True, "--llama/--no-llama",
-                               help="Also fit effective rates from short llama.cpp runs (about a minute on 2 cores)."),
+                               help="Also fit effective costs from short llama.cpp runs (a few minutes on 2 cores; "
+                                    "on a GPU build, the GPU's too)."),
 ) -> None:
     """Measure this host's memory bandwidth and matmul rates; the predictor then uses them."""
+    from edgeprof.analysis.fit import describe
+    from edgeprof.calibrate import LLAMA_QUANTS as LLAMA_FIT_QUANTS
     from edgeprof.calibrate import calibrate
     from edgeprof.devices import detect_profile, host_facts
 
@@ -583,13 +586,12 @@ def calibrate_command(
                       f"bf16 {result['gpu_tflops']['bf16']:.0f} TFLOP/s, fp32 {result['gpu_tflops']['fp32']:.1f} TFLOP/s")
     else:
         console.print(f"GPU: {result.get('gpu', 'not measured')}")
-    for quant, fitted in (result.get("llama_cpp_cpu") or {}).items():
-        if isinstance(fitted, dict):
-            console.print(f"llama.cpp {quant}: weights {fitted['weight_gbps']:.1f} GB/s, matmul "
-                          f"{fitted['matmul_tflops'] * 1e3:.0f} (decode {fitted['decode_matmul_tflops'] * 1e3:.0f}) "
-                          f"GFLOP/s, attention decode "
-                          f"{fitted['decode_attention_tflops'] * 1e3:.1f} / prefill "
-                          f"{fitted['prefill_attention_tflops'] * 1e3:.1f} GFLOP/s")
+    for kind in ("cpu", "gpu"):
+        fits = result.get(f"llama_cpp_{kind}") or {}
+        for quant in LLAMA_FIT_QUANTS:
+            if quant in fits:
+                text = describe(fits[quant]) if isinstance(fits[quant], dict) else fits[quant]
+                console.print(f"llama.cpp {kind.upper()} {quant} ({', '.join(fits['presets'])}): {text}")
     console.print(f"saved: {result['path']}")
 
 
@@ -603,6 +605,7 @@ def predict(
     prompt: int = typer.Option(512, "--prompt", "-p", min=1),
     gen: int = typer.Option(128, "--gen", "-n", min=1),
     kv_type: str = typer.Option("f16", "--kv-type"),
+    sampler: str = typer.Option("greedy", "--sampler", help="greedy (the host reads every logit) or none."),
     cpu: bool = typer.Option(False, "--cpu", help="Predict for the CPU even where the device has a GPU."),
 ) -> None:
     """Predict TTFT, decode speed, each operator's share and bound, and whether the model fits."""
@@ -628,8 +631,9 @@ def predict(
     ceilings = device_ceilings(profile, q, on_gpu, load_calibration(profile.name))
     predictions, fits = [], []
     for b in _ints(batch, "batch"):
-        hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type).validate()
-        predictions.append(roofline_predict(source.architecture, q, ceilings, b, prompt, gen, kv_bytes_per_element(kv_type)))
+        hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type, sampler=sampler).validate()
+        predictions.append(roofline_predict(source.architecture, q, ceilings, b, prompt, gen, kv_bytes_per_element(kv_type),
+                                            sampler, hp.n_ubatch))
         fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
     knee = compute_bound_batch(source.architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
     title = (f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: "

@@ -2,11 +2,13 @@
 
 Measures each preset x batch on this host through the real runner (or reads an existing run directory
 with --run), predicts the same configurations with this host's calibration (`edgeprof calibrate`), and
-prints predicted / measured. The calibration is fitted on SmolLM2-135M at batch 1, so the other presets
-and every batch > 1 are out-of-sample.
+prints predicted / measured. The CPU fit sees only SmolLM2-135M (batch 1 and 4), the GPU fit SmolLM2-135M
+and Llama-3.2-1B (batch 1, 4, 16 at prompts 64-1024); the table marks the presets a fit saw.
 
     python scripts/validate_roofline.py --presets smollm2-135m,smollm2-360m,qwen2.5-0.5b --batch 1,2,4,8,16 \
         --out results/roofline_validation_cpu.json
+    python scripts/validate_roofline.py --presets smollm2-135m,llama-3.2-1b,llama-3.2-3b,llama-3.1-8b \
+        --threads 16 --gpu-layers -1 --out results/gpu-h100/session3/roofline_validation_gpu.json
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp_lib.load_llama_cpp
 
 from edgeprof.analysis.ceilings import device_ceilings  # noqa: E402
+from edgeprof.analysis.fit import describe  # noqa: E402
 from edgeprof.analysis.roofline import predict  # noqa: E402
 from edgeprof.bench.plan import expand  # noqa: E402
 from edgeprof.bench.runner import Runner, RunOptions  # noqa: E402
@@ -40,6 +43,8 @@ def main() -> None:
     parser.add_argument("--batch", default="1,2,4,8,16")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--gen", type=int, default=32)
+    parser.add_argument("--sampler", default="greedy", choices=("greedy", "none"))
+    parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gpu-layers", type=int, default=0, help="non-zero: run and predict on the GPU")
     parser.add_argument("--run", type=Path, help="an existing run directory instead of measuring")
@@ -53,29 +58,33 @@ def main() -> None:
     quant = GGUF_QUANTS[args.quant]
     on_gpu = args.gpu_layers != 0
     ceilings = device_ceilings(profile, quant, on_gpu=on_gpu, calibration=calibration)
+    fits = calibration.get(f"llama_cpp_{'gpu' if on_gpu else 'cpu'}") or {}
+    fitted = fits.get("presets") or ([fits["preset"]] if "preset" in fits else [])
     batches = [int(b) for b in args.batch.split(",")]
     if args.run:
         rows = summarize(read_records(args.run / "records.jsonl"))
     else:
         grid = {"batch": batches, "prompt_tokens": [args.prompt], "gen_tokens": [args.gen], "threads": [args.threads],
-                "gpu_layers": [args.gpu_layers]}
+                "gpu_layers": [args.gpu_layers], "sampler": [args.sampler]}
         configs = expand([f"synth:{p}" for p in args.presets.split(",")], [args.quant], ["llama.cpp"], grid)
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = create_run_dir(Path(tmp))
-            Runner(run_dir, {"profile": profile.name}, RunOptions(repetitions=2, warmup=1)).run(configs)
+            Runner(run_dir, {"profile": profile.name}, RunOptions(repetitions=args.reps, warmup=1, fidelity=False)).run(configs)
             rows = summarize(read_records(run_dir.records_path))
     table = []
     for row in rows:
         if row["status"] != "ok":
             continue
         arch = get_preset(row["model"].removeprefix("synth:")).architecture
-        p = predict(arch, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"])
-        table.append({"model": row["model"], "batch": row["batch"],
+        p = predict(arch, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
+                    sampler=row["sampler"], ubatch=int(row["n_ubatch"]))
+        table.append({"model": row["model"], "batch": row["batch"], "in_fit": row["model"].removeprefix("synth:") in fitted,
                       "decode_tps_measured": row["decode_tps_mean"], "decode_tps_predicted": p.decode_tps,
                       "ttft_ms_measured": row["ttft_ms_mean"], "ttft_ms_predicted": p.ttft_s * 1e3})
-    print(f"{profile.name} {'GPU' if on_gpu else 'CPU'} ceilings: {ceilings.source} ({ceilings.flops_per_s / 1e12:.3g} "
-          f"TFLOP/s, {ceilings.bytes_per_s / 1e9:.4g} GB/s, {ceilings.kernel_overhead_s * 1e6:.3g} us/kernel); quant "
-          f"{args.quant}, prompt {args.prompt}, gen {args.gen}, {args.threads} threads\n")
+    fit = fits.get(args.quant)
+    print(f"{profile.name} {'GPU' if on_gpu else 'CPU'} ceilings: {ceilings.source}; quant {args.quant}, prompt "
+          f"{args.prompt}, gen {args.gen}, sampler {args.sampler}, {args.threads} threads")
+    print(f"fit on {', '.join(fitted) or 'nothing'}: {describe(fit) if isinstance(fit, dict) else fit}\n")
     print("| model | batch | decode t/s measured | predicted | ratio | TTFT ms measured | predicted | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     decode_ok = ttft_ok = 0
@@ -84,7 +93,7 @@ def main() -> None:
         t = r["ttft_ms_predicted"] / r["ttft_ms_measured"]
         decode_ok += abs(d - 1) <= 0.25
         ttft_ok += abs(t - 1) <= 0.35
-        print(f"| {r['model']} | {r['batch']} | {r['decode_tps_measured']:.1f} | {r['decode_tps_predicted']:.1f} | "
+        print(f"| {r['model']}{' (in fit)' if r['in_fit'] else ''} | {r['batch']} | {r['decode_tps_measured']:.1f} | {r['decode_tps_predicted']:.1f} | "
               f"{d:.2f} | {r['ttft_ms_measured']:.0f} | {r['ttft_ms_predicted']:.0f} | {t:.2f} |")
     print(f"\ndecode within 25 %: {decode_ok}/{len(table)}; TTFT within 35 %: {ttft_ok}/{len(table)}")
     if args.out:

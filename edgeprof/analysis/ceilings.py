@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgeprof.analysis.fit import fitted_ceilings, legacy_cpu_fit
 from edgeprof.analysis.roofline import Ceilings
 from edgeprof.devices import DeviceProfile
 from edgeprof.errors import CatalogError
@@ -41,20 +42,13 @@ def device_ceilings(profile: DeviceProfile, quant: GgufQuant, on_gpu: bool, cali
         source = "datasheet"
         if calibration.get("memory_bandwidth_gbps"):
             peak, bandwidth, source = calibration["cpu_tflops_fp32"], calibration["memory_bandwidth_gbps"], "calibrated"
-        fitted = (calibration.get("llama_cpp_cpu") or {}).get(quant.name)
-        if isinstance(fitted, dict):
-            weight_rates = (fitted["matmul_tflops"] * 1e12, fitted["weight_gbps"] * 1e9)
-            decode_rates = (fitted.get("decode_matmul_tflops", fitted["matmul_tflops"]) * 1e12,
-                            fitted["weight_gbps"] * 1e9, True)
-            # The attention fits already include reading the KV cache, so their byte rate is unbounded.
-            by_category = {"projections": weight_rates, "ffn": weight_rates, "lm_head": weight_rates,
-                           "decode:projections": decode_rates, "decode:ffn": decode_rates,
-                           "decode:lm_head": decode_rates,
-                           "decode:attention": (fitted["decode_attention_tflops"] * 1e12, float("inf")),
-                           "prefill:attention": (fitted["prefill_attention_tflops"] * 1e12, float("inf"))}
-            # The fits include per-node costs, so no separate kernel overhead is added.
-            return Ceilings(float(peak) * 1e12, float(bandwidth) * 1e9, 0.0, "calibrated with llama.cpp", by_category)
     if not peak or not bandwidth:
         raise CatalogError(f"{profile.name} has no {'GPU' if on_gpu else 'CPU'} compute or bandwidth figures; run "
                            f"`edgeprof calibrate` on it, or add them to its YAML")
-    return Ceilings(float(peak) * 1e12, float(bandwidth) * 1e9, overhead, source)
+    base = Ceilings(float(peak) * 1e12, float(bandwidth) * 1e9, overhead, source)
+    fit = (calibration.get(f"llama_cpp_{kind}") or {}).get(quant.name)
+    if isinstance(fit, dict):
+        if "decode" not in fit:
+            fit = legacy_cpu_fit(fit)
+        return fitted_ceilings(fit, base, "calibrated with llama.cpp")
+    return base

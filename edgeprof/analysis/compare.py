@@ -125,7 +125,8 @@ def predict_row(run: Run, row: dict):
         on_gpu = bool(profile.data.get("accelerator")) and row["gpu_layers"] != 0
         ceilings = device_ceilings(profile, quant, on_gpu, load_calibration(profile.name))
         return predict(source.architecture, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
-                       kv_bytes_per_element(row["kv_type"]))
+                       kv_bytes_per_element(row["kv_type"]), row.get("sampler") or "greedy",
+                       int(row.get("n_ubatch") or 512))
     except (EdgeprofError, KeyError):
         return None
 

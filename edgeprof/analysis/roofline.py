@@ -2,6 +2,10 @@
 (batch B, prompt P) and for one decode step (batch B, context c), and time = max(FLOPs / peak,
 bytes / bandwidth) + kernels x per-kernel overhead.
 
+A phase runs in `calls` llama_decode passes (prefill splits B x P tokens into micro-batches of n_ubatch): each
+pass relaunches every kernel and re-reads the weights. Greedy sampling adds a host-side op that reads each
+sequence's logits once (on a GPU, an argmax over 128k logits per sequence is a visible share of a 1 ms step).
+
 Weight bytes follow llama.cpp's real per-tensor storage (`quant.gguf_tensor_type`, block formats incl.
 scales), so q4_k_m's q6_k tensors are counted as such. Activations are f32 and the KV cache is the
 chosen KV type. llama.cpp computes logits only for each sequence's last prompt token, so lm_head in
@@ -15,7 +19,8 @@ from dataclasses import dataclass, field
 from edgeprof.architecture import Architecture
 from edgeprof.quant import GGML_BLOCKS, GgufQuant, gguf_tensor_type
 
-CATEGORIES = ("projections", "attention", "ffn", "norms", "embedding", "lm_head")
+CATEGORIES = ("projections", "attention", "ffn", "norms", "embedding", "lm_head", "sampling")
+WEIGHT_CATEGORIES = ("projections", "ffn", "lm_head")
 _ACT = 4  # bytes per activation element (f32)
 
 
@@ -34,6 +39,10 @@ class Op:
     def bytes(self) -> float:
         return self.weight_bytes + self.other_bytes
 
+    @property
+    def is_weight_matmul(self) -> bool:
+        return self.category in WEIGHT_CATEGORIES and self.weight_bytes > 0
+
 
 @dataclass(frozen=True)
 class Ceilings:
@@ -49,16 +58,34 @@ class Ceilings:
     kernel_overhead_s: float
     source: str  # "datasheet", "calibrated", ...
     by_category: dict = field(default_factory=dict, compare=False)
+    # Per-kernel overhead by phase ("prefill", "decode") where a fit found them to differ, and the extra cost of
+    # a weight-matmul kernel in decode once the batch exceeds the backend's mat-vec limit ("decode:tiled"):
+    # llama.cpp's CUDA backend multiplies up to 8 columns with mat-vec kernels and switches to tiled ones above.
+    overhead_by_phase: dict = field(default_factory=dict, compare=False)
+    matvec_max_batch: int = 0
 
-    def rates(self, category: str, phase: str = "") -> tuple[float, float, bool]:
-        """(FLOP/s, B/s, additive) for an operator category, a phase-specific fit ("decode:ffn") first.
+    def kernel_overhead(self, phase: str, op: Op, tokens_per_call: int) -> float:
+        """Seconds per kernel of `op` in `phase` when each call carries `tokens_per_call` tokens."""
+        seconds = self.overhead_by_phase.get(phase, self.kernel_overhead_s)
+        if self.tiled(op, tokens_per_call):
+            seconds += self.overhead_by_phase.get(f"{phase}:tiled", 0.0)
+        return seconds
+
+    def tiled(self, op: Op, tokens_per_call: int) -> bool:
+        """Whether `op` runs as a tiled matmul (a weight matmul above the mat-vec limit)."""
+        return op.is_weight_matmul and bool(self.matvec_max_batch) and tokens_per_call > self.matvec_max_batch
+
+    def rates(self, category: str, phase: str = "", tiled: bool = False) -> tuple[float, float, bool]:
+        """(FLOP/s, B/s, additive) for an operator category, a phase-specific fit ("decode:ffn") first, and
+        for a tiled matmul its own fit ("decode:tiled:ffn") before that.
 
         `additive` means compute and memory time add up instead of overlapping (the max of the two): a
         small CPU decoding a few sequences dequantises and multiplies while it streams, and a fitted
         additive model follows its measured batch curve where the max of two roofs does not.
         """
-        rates = self.by_category.get(f"{phase}:{category}") or self.by_category.get(
-            category, (self.flops_per_s, self.bytes_per_s))
+        rates = ((tiled and self.by_category.get(f"{phase}:tiled:{category}")) or
+                 self.by_category.get(f"{phase}:{category}") or
+                 self.by_category.get(category, (self.flops_per_s, self.bytes_per_s)))
         return (rates[0], rates[1], bool(rates[2]) if len(rates) > 2 else False)
 
 
@@ -92,16 +119,17 @@ def _weight_bytes(arch: Architecture, quant: GgufQuant, role: str, rows: int, co
 
 
 def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int, context: int,
-              kv_bytes: float = 2.0) -> list[Op]:
+              kv_bytes: float = 2.0, calls: int = 1, greedy: bool = False) -> list[Op]:
     """Operators of one phase: `new_tokens` per sequence (P for prefill, 1 for a decode step) attending over
-    `context` positions (P for prefill, c for decode). All figures summed over layers."""
+    `context` positions (P for prefill, c for decode), in `calls` passes; with `greedy`, the host's argmax
+    over each sequence's logits. All figures summed over layers."""
     L, H, I, V = arch.num_layers, arch.hidden_size, arch.intermediate_size, arch.vocab_size
     q, kv, heads, hd = arch.q_dim, arch.kv_dim, arch.num_heads, arch.head_dim
     T = batch * new_tokens  # tokens through the projections
 
     def matmul(name: str, category: str, role: str, rows: int, cols: int) -> Op:
         weights = _weight_bytes(arch, quant, role, rows, cols)
-        return Op(name, category, 2.0 * T * rows * cols * L, weights, _ACT * T * (rows + cols) * L, L)
+        return Op(name, category, 2.0 * T * rows * cols * L, weights * calls, _ACT * T * (rows + cols) * L, L * calls)
 
     # Attention over the causal context: prefill sums 1..P per sequence, decode reads c positions.
     if new_tokens == context:
@@ -114,33 +142,41 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
     lm_role = "output"
     lm_weights = GGML_BLOCKS[gguf_tensor_type(quant, lm_role, -1, L, H)]
     lm_bytes = V * H / lm_weights[0] * lm_weights[1]
-    return [
-        Op("embedding", "embedding", 0.0, T * H * 2.0, T * H * _ACT, 1),
-        Op("attn_norm", "norms", 4.0 * T * H * L, H * 4.0 * L, 2 * _ACT * T * H * L, L),
+    n = calls  # every pass launches each kernel once
+    ops = [
+        Op("embedding", "embedding", 0.0, T * H * 2.0, T * H * _ACT, n),
+        Op("attn_norm", "norms", 4.0 * T * H * L, H * 4.0 * L, 2 * _ACT * T * H * L, L * n),
         matmul("q_proj", "projections", "q", q, H),
         matmul("k_proj", "projections", "k", kv, H),
         matmul("v_proj", "projections", "attn_v", kv, H),
-        Op("rotary", "attention", 6.0 * T * (q + kv) * L, 0.0, 2 * _ACT * T * (q + kv) * L, 2 * L),
-        Op("attn_scores", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2 + kv_write, L),
-        Op("softmax", "attention", 5.0 * pairs * heads * L, 0.0, 2 * _ACT * pairs * heads * L / max(new_tokens, 1), L),
-        Op("attn_v", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2, L),
+        Op("rotary", "attention", 6.0 * T * (q + kv) * L, 0.0, 2 * _ACT * T * (q + kv) * L, 2 * L * n),
+        Op("attn_scores", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2 + kv_write, L * n),
+        Op("softmax", "attention", 5.0 * pairs * heads * L, 0.0, 2 * _ACT * pairs * heads * L / max(new_tokens, 1),
+           L * n),
+        Op("attn_v", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2, L * n),
         matmul("o_proj", "projections", "o", H, q),
-        Op("ffn_norm", "norms", 4.0 * T * H * L, H * 4.0 * L, 2 * _ACT * T * H * L, L),
+        Op("ffn_norm", "norms", 4.0 * T * H * L, H * 4.0 * L, 2 * _ACT * T * H * L, L * n),
         matmul("ffn_gate", "ffn", "gate", I, H),
         matmul("ffn_up", "ffn", "up", I, H),
-        Op("ffn_act", "ffn", 5.0 * T * I * L, 0.0, 3 * _ACT * T * I * L, L),
+        Op("ffn_act", "ffn", 5.0 * T * I * L, 0.0, 3 * _ACT * T * I * L, L * n),
         matmul("ffn_down", "ffn", "ffn_down", H, I),
-        Op("output_norm", "norms", 4.0 * out_rows * H, H * 4.0, 2 * _ACT * out_rows * H, 1),
-        Op("lm_head", "lm_head", 2.0 * out_rows * H * V, lm_bytes, _ACT * out_rows * (H + V), 1),
+        Op("output_norm", "norms", 4.0 * out_rows * H, H * 4.0, 2 * _ACT * out_rows * H, n),
+        # the head runs only in passes that end a sequence: at most one per sequence
+        Op("lm_head", "lm_head", 2.0 * out_rows * H * V, lm_bytes * min(calls, out_rows), _ACT * out_rows * (H + V),
+           min(calls, out_rows)),
     ]
+    if greedy:  # the host reads each sequence's logits once (an argmax: one compare per logit)
+        ops.append(Op("sampling", "sampling", float(out_rows * V), 0.0, _ACT * out_rows * V, 0))
+    return ops
 
 
-def time_ops(ops: list[Op], ceilings: Ceilings, phase: str = "") -> list[OpTime]:
+def time_ops(ops: list[Op], ceilings: Ceilings, phase: str = "", tokens_per_call: int = 1) -> list[OpTime]:
+    """Each op's compute, memory and overhead time; `tokens_per_call` picks mat-vec or tiled matmul kernels."""
     timed = []
     for op in ops:
-        flops_per_s, bytes_per_s, additive = ceilings.rates(op.category, phase)
-        timed.append(OpTime(op, op.flops / flops_per_s, op.bytes / bytes_per_s, op.kernels * ceilings.kernel_overhead_s,
-                            additive))
+        flops_per_s, bytes_per_s, additive = ceilings.rates(op.category, phase, ceilings.tiled(op, tokens_per_call))
+        overhead = op.kernels * ceilings.kernel_overhead(phase, op, tokens_per_call)
+        timed.append(OpTime(op, op.flops / flops_per_s, op.bytes / bytes_per_s, overhead, additive))
     return timed
 
 
@@ -183,16 +219,21 @@ class Prediction:
         return max(totals, key=totals.get)
 
 
+def prefill_calls(batch: int, prompt: int, ubatch: int) -> int:
+    """llama_decode passes for a prefill of batch x prompt tokens in micro-batches of `ubatch` tokens."""
+    return -(-batch * prompt // max(ubatch, 1))
+
+
 def predict(arch: Architecture, quant: GgufQuant, ceilings: Ceilings, batch: int, prompt: int, gen: int,
-            kv_bytes: float = 2.0) -> Prediction:
-    prefill = time_ops(phase_ops(arch, quant, batch, prompt, prompt, kv_bytes), ceilings, "prefill")
+            kv_bytes: float = 2.0, sampler: str = "greedy", ubatch: int = 512) -> Prediction:
+    greedy = sampler == "greedy"
+    calls = prefill_calls(batch, prompt, ubatch)
+    prefill = time_ops(phase_ops(arch, quant, batch, prompt, prompt, kv_bytes, calls, greedy), ceilings, "prefill",
+                       min(batch * prompt, ubatch))
     context = prompt + max(gen, 1) // 2
-    decode = time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings, "decode")
+    decode = time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes, 1, greedy), ceilings, "decode", batch)
     return Prediction(batch, prompt, gen, sum(t.seconds for t in prefill), sum(t.seconds for t in decode),
                       prefill, decode)
-
-
-WEIGHT_CATEGORIES = ("projections", "ffn", "lm_head")
 
 
 def compute_bound_batch(arch: Architecture, quant: GgufQuant, ceilings: Ceilings, context: int,
@@ -202,7 +243,7 @@ def compute_bound_batch(arch: Architecture, quant: GgufQuant, ceilings: Ceilings
     does not amortise over the batch and stays memory-bound at any batch, so it is left out here."""
     batch = 1
     while batch <= limit:
-        times = [t for t in time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings, "decode")
+        times = [t for t in time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes), ceilings, "decode", batch)
                  if t.op.category in WEIGHT_CATEGORIES]
         if sum(t.compute_s for t in times) > sum(t.memory_s for t in times):
             return batch

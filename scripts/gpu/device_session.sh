@@ -4,6 +4,7 @@
 # machine's llama-cpp-python, plus wheels); see scripts/gpu/README.md for how .gpu/ is made.
 #   scripts/gpu/device_session.sh STAGE...
 #   stages: setup prep build nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
+#           calibrate roofline-long
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/edgeprof-out}
@@ -45,7 +46,8 @@ import time
 from pathlib import Path
 from edgeprof.source import resolve
 from edgeprof.export.gguf_export import export_gguf
-names = ("smollm2-135m", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b")
+import os
+names = os.environ.get("PREP_MODELS", "smollm2-135m llama-3.2-1b llama-3.2-3b llama-3.1-8b").split()
 for name in names:
     source = resolve("synth:" + name)
     export_gguf(source, "f16")
@@ -83,12 +85,23 @@ for name in names:
       python3 -m edgeprof sweep scripts/sweeps/backends.yaml -o /tmp/gpu-ort 2>&1 | tail -40 \
         | tee "$OUT/ortrow.log"
       tar czf "$OUT/gpu_ort.tar.gz" -C /tmp gpu-ort ;;
-    roofline)
-      python3 -m edgeprof calibrate --no-llama 2>&1 | tail -20 | tee "$OUT/calibrate.log"
-      cp ~/.config/edgeprof/calibration/*.json "$OUT/" 2>/dev/null
-      python3 scripts/validate_roofline.py --presets smollm2-135m,llama-3.2-1b,llama-3.2-3b --batch 1,2,4,8,16 \
-        --prompt 128 --gen 32 --threads 16 --gpu-layers -1 --out "$OUT/roofline_validation_gpu.json" 2>&1 \
-        | tee "$OUT/roofline.log" ;;
+    calibrate)  # copy/matmul ceilings and the llama.cpp fits (CPU and GPU), once prep's GGUF files are done
+      [ -e /tmp/lcpp-cuda.done ] || { log "no llama.cpp build on this machine: run setup prep build first"; exit 3; }
+      for m in ${PREP_MODELS:-smollm2-135m llama-3.2-1b llama-3.2-3b llama-3.1-8b}; do
+        while [ ! -e /tmp/prep-$m.done ]; do sleep 5; done
+      done
+      start=$(date +%s)
+      python3 -m edgeprof calibrate 2>&1 | tail -20 | tee "$OUT/calibrate.log"
+      log "calibrate took $(( $(date +%s) - start )) s"
+      cp ~/.config/edgeprof/calibration/*.json "$OUT/" 2>/dev/null ;;
+    roofline)  # predictions beside measured runs, with the calibration above
+      python3 scripts/validate_roofline.py --presets ${ROOFLINE_PRESETS:-smollm2-135m,llama-3.2-1b,llama-3.2-3b,llama-3.1-8b} \
+        --batch 1,2,4,8,16 --prompt ${ROOFLINE_PROMPT:-128} --gen 32 --threads 16 --gpu-layers -1 --reps 3 \
+        --out "$OUT/roofline_validation_gpu.json" 2>&1 | tee "$OUT/roofline.log" ;;
+    roofline-long)  # the same presets at a longer prompt, predicted with the calibration above
+      python3 scripts/validate_roofline.py --presets ${ROOFLINE_PRESETS:-smollm2-135m,llama-3.2-1b,llama-3.2-3b,llama-3.1-8b} \
+        --batch 1,2,4,8,16 --prompt 512 --gen 64 --threads 16 --gpu-layers -1 --reps 3 \
+        --out "$OUT/roofline_validation_gpu_p512.json" 2>&1 | tee "$OUT/roofline_p512.log" ;;
     parity)
       python3 scripts/bench_vs_llama_bench.py --model synth:llama-3.2-1b --quants q4_k_m,f16 --pairs 512:128 \
         --threads 16 --gpu-layers 99 --rounds 6 --llama-bench "$BUILD/bin/llama-bench" \

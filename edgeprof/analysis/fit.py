@@ -1,0 +1,172 @@
+"""Effective costs fitted from short real runs: the roofline's own quantities, each with a measured price.
+
+Datasheet ceilings miss what dominates small models. On a small CPU, k-quant matrix-vector products are
+bounded by dequantisation; on a server GPU, a 1B model's decode step is mostly kernel launches, the switch
+from mat-vec to tiled matmul kernels above batch 8, and the host's argmax over 128k logits per sequence.
+So `edgeprof calibrate` times a few real llama.cpp configurations and fits each phase's time as a sum of
+terms the roofline already counts, each times a non-negative cost in seconds per unit:
+
+    kernels          every kernel launched (all ops, every llama_decode pass)   -> s per kernel
+    tiled_kernels    decode's weight-matmul kernels when the batch is above the mat-vec limit -> extra s each
+    weight_bytes     bytes of the weight matmuls (weights and their activations) -> s/B (1 / streaming rate)
+    weight_flops     FLOPs of the weight matmuls (mat-vec kernels in decode)     -> s/FLOP (1 / matmul rate)
+    tiled_flops      decode's weight-matmul FLOPs above the mat-vec limit        -> s/FLOP (1 / tiled rate)
+    attention_flops  FLOPs of rotary, scores, softmax and attention x V          -> s/FLOP
+    logit_bytes      logits the host reads to sample greedily                    -> s/B
+
+Which terms a fit uses depends on the device kind (`TERMS`): a CPU has no launch cost to speak of, and its
+three runs fix three costs exactly. The fitted costs become `Ceilings` (`fitted_ceilings`), so a prediction
+is the same sum, op by op, with shares and bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeprof.analysis.roofline import (WEIGHT_CATEGORIES, Ceilings, Op, phase_ops, predict, prefill_calls,
+                                        time_ops)
+from edgeprof.architecture import Architecture
+from edgeprof.quant import GgufQuant
+
+TERMS = {
+    "cpu": {"decode": ("weight_bytes", "weight_flops", "attention_flops"),
+            "prefill": ("weight_flops", "attention_flops")},
+    "gpu": {"decode": ("kernels", "tiled_kernels", "weight_bytes", "weight_flops", "tiled_flops", "attention_flops",
+                       "logit_bytes"),
+            "prefill": ("kernels", "weight_flops", "attention_flops", "logit_bytes")},
+}
+# llama.cpp's CUDA backend uses mat-vec kernels up to this many columns (MMVQ_MAX_BATCH_SIZE in mmvq.cuh).
+LLAMA_CUDA_MATVEC_MAX_BATCH = 8
+UBATCH = 512  # Hyperparameters.n_ubatch: prefill's tokens per llama_decode pass
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One calibration run's workload."""
+
+    batch: int
+    prompt: int
+    gen: int
+    sampler: str = "greedy"
+
+    @property
+    def label(self) -> str:
+        return f"b{self.batch}_p{self.prompt}_{self.sampler}"
+
+
+def op_terms(ops: list[Op], tokens_per_call: int, matvec_max_batch: int) -> dict[str, float]:
+    """The fit's quantities for one phase's ops (see the module docstring); norms and the embedding lookup
+    count only through their kernels."""
+    weights = [op for op in ops if op.category in WEIGHT_CATEGORIES]
+    tiled = bool(matvec_max_batch) and tokens_per_call > matvec_max_batch
+    tiled_ops = [op for op in weights if tiled and op.is_weight_matmul]
+    return {
+        "kernels": float(sum(op.kernels for op in ops)),
+        "tiled_kernels": float(sum(op.kernels for op in tiled_ops)),
+        "weight_bytes": sum(op.bytes for op in weights),
+        "weight_flops": sum(op.flops for op in weights if all(op is not t for t in tiled_ops)),
+        "tiled_flops": sum(op.flops for op in tiled_ops),
+        "attention_flops": sum(op.flops for op in ops if op.category == "attention"),
+        "logit_bytes": sum(op.bytes for op in ops if op.category == "sampling"),
+    }
+
+
+def shape_terms(arch: Architecture, quant: GgufQuant, shape: Shape, matvec_max_batch: int = 0,
+                kv_bytes: float = 2.0) -> dict[str, dict[str, float]]:
+    """Per phase, the fit's quantities for `shape`, built exactly as `roofline.predict` builds its ops."""
+    greedy = shape.sampler == "greedy"
+    calls = prefill_calls(shape.batch, shape.prompt, UBATCH)
+    prefill = phase_ops(arch, quant, shape.batch, shape.prompt, shape.prompt, kv_bytes, calls, greedy)
+    decode = phase_ops(arch, quant, shape.batch, 1, shape.prompt + max(shape.gen, 1) // 2, kv_bytes, 1, greedy)
+    return {"prefill": op_terms(prefill, min(shape.batch * shape.prompt, UBATCH), 0),
+            "decode": op_terms(decode, shape.batch, matvec_max_batch)}
+
+
+def fit_costs(samples: list[tuple[dict[str, float], float]], names: tuple[str, ...]) -> dict[str, float]:
+    """Non-negative seconds per unit of each term in `names`, least squares relative to each run's time.
+
+    Relative, because runs range from a millisecond to seconds and each should count alike. A term whose
+    best cost comes out negative (noise, or a quantity the runs barely vary) is dropped and the rest refitted.
+    """
+    a = np.array([[terms[n] for n in names] for terms, _ in samples], dtype=np.float64)
+    t = np.array([seconds for _, seconds in samples], dtype=np.float64)
+    a, ones = a / t[:, None], np.ones(len(t))
+    keep = [i for i in range(len(names)) if a[:, i].any()]
+    while keep:
+        solution = np.linalg.lstsq(a[:, keep], ones, rcond=None)[0]
+        if (solution >= 0).all():
+            break
+        keep = [k for k, v in zip(keep, solution) if v > 0]
+    costs = dict.fromkeys(names, 0.0)
+    for index, value in zip(keep, solution if keep else []):
+        costs[names[index]] = float(value)
+    return costs
+
+
+def _rate(cost: float) -> float:
+    return 1.0 / cost if cost > 0 else float("inf")
+
+
+def fitted_ceilings(fit: dict, base: Ceilings, source: str) -> Ceilings:
+    """Ceilings whose rates and overheads are a fit's costs (`fit` holds "decode" and "prefill" cost maps and
+    "matvec_max_batch"); norms and the embedding keep `base`'s roofs.
+
+    In each phase the weight matmuls stream and compute one after the other (additive), exactly as fitted,
+    so a prediction is the fit's own sum: a term a phase's fit leaves out costs nothing there.
+    """
+    decode, prefill = fit["decode"], fit["prefill"]
+    by_category: dict[str, tuple] = {}
+    for category in WEIGHT_CATEGORIES:
+        for phase, costs in (("decode", decode), ("prefill", prefill)):
+            streaming = _rate(costs.get("weight_bytes", 0.0))
+            by_category[f"{phase}:{category}"] = (_rate(costs.get("weight_flops", 0.0)), streaming, True)
+            if "tiled_flops" in costs:
+                by_category[f"{phase}:tiled:{category}"] = (_rate(costs["tiled_flops"]), streaming, True)
+    for phase, costs in (("decode", decode), ("prefill", prefill)):
+        # attention's fit already includes reading the KV cache, so its byte rate is unbounded
+        by_category[f"{phase}:attention"] = (_rate(costs.get("attention_flops", 0.0)), float("inf"))
+        if "logit_bytes" in costs:  # else sampling keeps the base roofs (a CPU's fit absorbs its small cost)
+            by_category[f"{phase}:sampling"] = (float("inf"), _rate(costs["logit_bytes"]))
+    overheads = {"decode": decode.get("kernels", 0.0), "prefill": prefill.get("kernels", 0.0),
+                 "decode:tiled": decode.get("tiled_kernels", 0.0)}
+    return Ceilings(base.flops_per_s, base.bytes_per_s, base.kernel_overhead_s, source, by_category, overheads,
+                    int(fit.get("matvec_max_batch", 0)))
+
+
+def predicted_times(arch: Architecture, quant: GgufQuant, ceilings: Ceilings, shape: Shape) -> tuple[float, float]:
+    """(TTFT s, decode step s) the fitted ceilings give for `shape` (used to report the fit's own residuals)."""
+    p = predict(arch, quant, ceilings, shape.batch, shape.prompt, shape.gen, sampler=shape.sampler, ubatch=UBATCH)
+    return p.ttft_s, p.decode_step_s
+
+
+def legacy_cpu_fit(old: dict) -> dict:
+    """A fit stored by an earlier edgeprof (named rates for the CPU's three costs) in today's cost form."""
+    return {"decode": {"weight_bytes": 1 / (old["weight_gbps"] * 1e9),
+                       "weight_flops": 1 / (old.get("decode_matmul_tflops", old["matmul_tflops"]) * 1e12),
+                       "attention_flops": 1 / (old["decode_attention_tflops"] * 1e12)},
+            "prefill": {"weight_flops": 1 / (old["matmul_tflops"] * 1e12),
+                        "attention_flops": 1 / (old["prefill_attention_tflops"] * 1e12)},
+            "matvec_max_batch": 0}
+
+
+def describe(fit: dict) -> str:
+    """One line of a fit's costs in the units people quote (us per kernel, GB/s, TFLOP/s)."""
+    if "decode" not in fit:
+        fit = legacy_cpu_fit(fit)
+    parts = []
+    for phase in ("decode", "prefill"):
+        costs = fit[phase]
+        items = []
+        for name, value in costs.items():
+            if name in ("kernels", "tiled_kernels"):
+                items.append(f"{'tiled +' if name == 'tiled_kernels' else ''}{value * 1e6:.2g} us/kernel")
+            elif name in ("weight_bytes", "logit_bytes"):
+                label = "weights" if name == "weight_bytes" else "logits"
+                items.append(f"{label} {_rate(value) / 1e9:.3g} GB/s")
+            else:
+                label = {"weight_flops": "matmul", "tiled_flops": "tiled matmul"}.get(name, "attention")
+                items.append(f"{label} {_rate(value) / 1e12:.3g} TFLOP/s")
+        parts.append(f"{phase}: " + ", ".join(items))
+    return "; ".join(parts)
