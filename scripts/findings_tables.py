@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=Path, required=True, help="folder with <sweep>/<run id>/ from the CPU host")
     parser.add_argument("--gpu", type=Path, required=True, help="the same from the H100 host")
     parser.add_argument("--h100-calibration", type=Path,
-                        default=Path("results/gpu-h100/session2/h100-sxm.json"))
+                        default=Path("results/gpu-h100/session3/h100-sxm.json"))
     args = parser.parse_args()
     print("### predicted decode-step shares, Llama-3.2-1B q4_k_m, batch 1\n\n" + shares_table(args.h100_calibration))
     for sweep in ("batch", "prompt", "quant"):
