@@ -636,8 +636,9 @@ def predict(
                                             sampler, hp.n_ubatch))
         fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
     knee = compute_bound_batch(source.architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
-    title = (f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: "
-             f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s)")
+    roofs = ("costs fitted from real runs" if ceilings.by_category else
+             f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s")
+    title = f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: {roofs})"
     for table in prediction_tables(predictions, fits, profile.memory_gb, title):
         console.print(table)
     console.print(f"decode's weight matmuls turn compute-bound at batch {knee}; attention over the KV cache stays "

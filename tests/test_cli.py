@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,17 @@ def test_calibrate_stores_a_local_profile(isolated_env):
     data = json.loads(stored.read_text())
     assert data["memory_bandwidth_gbps"] > 0 and data["cpu_tflops_fp32"] > 0
     assert data["cpu_int8"].startswith("unavailable")
+
+
+def test_predict_on_a_gpu_uses_its_llama_cpp_fit(isolated_env):
+    """The committed H100 calibration (fitted from real runs) makes batch-1 decode overhead-bound."""
+    stored = Path(isolated_env["config"]) / "calibration" / "h100-sxm.json"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    committed = Path(__file__).parent.parent / "results" / "gpu-h100" / "session3" / "h100-sxm.json"
+    stored.write_text(committed.read_text())
+    result = edgeprof("predict", "--model", "synth:llama-3.2-1b", "--device", "h100-sxm", "--batch", "1,16",
+                      "--prompt", "128", "--gen", "32")
+    assert result.returncode == 0, result.stderr
+    assert "calibrated with llama.cpp" in result.stdout
+    summary = [line for line in result.stdout.splitlines() if re.match(r"│\s+1 │", line)]
+    assert summary and "overhead" in summary[0]

@@ -165,8 +165,16 @@ def _op_shares(runs: list[Run]):
 def _predicted_shares(run: Run, row: dict) -> dict | None:
     if row["batch"] != 1:
         return None
+    from edgeprof.backends.ort_profile import OP_CATEGORIES
+
     prediction = predict_row(run, row)
-    return prediction.shares("decode") if prediction else None
+    if not prediction:
+        return None
+    shares: dict[str, float] = {}
+    for category, share in prediction.shares("decode").items():  # e.g. the host's sampling: "other"
+        key = category if category in OP_CATEGORIES else "other"
+        shares[key] = shares.get(key, 0.0) + share
+    return shares
 
 
 def write_report(run_paths: list[Path], out: Path) -> Path:
