@@ -577,7 +577,7 @@ def calibrate_command(
 
     facts = host_facts()
     profile = detect_profile(facts)
-    err_console.print(f"calibrating {profile.name} (about a minute)…")
+    err_console.print(f"calibrating {profile.name} ({'a few minutes: real llama.cpp runs' if llama else 'about a minute'})…")
     result = calibrate(profile.name, threads or None, facts, with_gpu=gpu, with_llama=llama)
     console.print(f"memory bandwidth (triad, {result['threads']} threads): {result['memory_bandwidth_gbps']:.1f} GB/s")
     console.print(f"CPU fp32 matmul: {result['cpu_tflops_fp32'] * 1e3:.1f} GFLOP/s; int8: {result['cpu_int8']}")
