@@ -47,20 +47,19 @@ def threads_table(run_dir: Path, label: str) -> str:
     return "\n".join(lines)
 
 
-def shares_table(h100_calibration: Path) -> str:
+def shares_table(h100_calibration: Path, cpu_validation: Path) -> str:
     """Roofline decode-step shares by operator category as the prompt grows, on each side (calibrated)."""
     import json
 
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import CATEGORIES, predict
-    from edgeprof.calibrate import load_calibration
     from edgeprof.devices import get_profile
     from edgeprof.export.gguf_export import gguf_quant
     from edgeprof.presets import get_preset
 
     arch, quant = get_preset("llama-3.2-1b").architecture, gguf_quant("q4_k_m")
-    sides = [("CPU host", device_ceilings(get_profile("generic-x86-64"), quant, False,
-                                          load_calibration("generic-x86-64"))),
+    cpu_calibration = json.loads(cpu_validation.read_text())["calibration"]  # the committed one, not this host's
+    sides = [("CPU host", device_ceilings(get_profile("generic-x86-64"), quant, False, cpu_calibration)),
              ("H100", device_ceilings(get_profile("h100-sxm"), quant, True, json.loads(h100_calibration.read_text())))]
     lines = ["| side | prompt | " + " | ".join(CATEGORIES) + " | bound |", "|" + "---|" * (len(CATEGORIES) + 3)]
     for label, ceilings in sides:
@@ -78,8 +77,10 @@ def main() -> None:
     parser.add_argument("--gpu", type=Path, required=True, help="the same from the H100 host")
     parser.add_argument("--h100-calibration", type=Path,
                         default=Path("results/gpu-h100/session3/h100-sxm.json"))
+    parser.add_argument("--cpu-calibration", type=Path, default=Path("results/roofline_validation_cpu.json"),
+                        help="a validate_roofline.py JSON whose calibration the CPU rows use")
     args = parser.parse_args()
-    print("### predicted decode-step shares, Llama-3.2-1B q4_k_m, batch 1\n\n" + shares_table(args.h100_calibration))
+    print("### predicted decode-step shares, Llama-3.2-1B q4_k_m, batch 1\n\n" + shares_table(args.h100_calibration, args.cpu_calibration))
     for sweep in ("batch", "prompt", "quant"):
         cpu_runs, gpu_runs = sorted((args.cpu / sweep).glob("*/")), sorted((args.gpu / sweep).glob("*/"))
         if cpu_runs and gpu_runs:
