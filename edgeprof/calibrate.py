@@ -131,6 +131,7 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
 
     from edgeprof.bench.plan import expand
     from edgeprof.bench.runner import Runner, RunOptions
+    from edgeprof.presets import get_preset
     from edgeprof.quant import GGUF_QUANTS
     from edgeprof.results.records import read_records
     from edgeprof.results.rundir import create_run_dir
@@ -146,8 +147,7 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
         run_dir = create_run_dir(Path(tmp))
         Runner(run_dir, {"profile": "calibration"}, RunOptions(repetitions=repetitions, warmup=1, fidelity=False)).run(configs)
         rows = summarize(read_records(run_dir.records_path))
-    archs = {f"synth:{preset}": config.source.architecture for preset in plan.presets for config in configs
-             if config.source.name == f"synth:{preset}"}
+    archs = {f"synth:{preset}": get_preset(preset).architecture for preset in plan.presets}
     matvec = LLAMA_CUDA_MATVEC_MAX_BATCH if plan.kind == "gpu" else 0
     rates: dict = {"presets": list(plan.presets), "threads": threads, "gpu_layers": gpu_layers}
     for quant in quants:
@@ -184,9 +184,9 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
 def _llama_has_gpu() -> bool:
     """Whether this llama-cpp-python build can offload to a GPU (a CPU-only wheel cannot fit the GPU terms)."""
     try:
-        from edgeprof.backends.llamacpp_lib import load_llama_cpp
+        from edgeprof.backends.llamacpp_lib import build_info
 
-        return bool(load_llama_cpp().llama_supports_gpu_offload())
+        return build_info()["gpu_offload"]
     except Exception:  # noqa: BLE001 - no usable llama.cpp: no GPU fit, said by its absence
         return False
 

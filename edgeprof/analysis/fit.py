@@ -25,8 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeprof.analysis.roofline import (WEIGHT_CATEGORIES, Ceilings, Op, phase_ops, predict, prefill_calls,
-                                        time_ops)
+from edgeprof.analysis.roofline import WEIGHT_CATEGORIES, Ceilings, Op, predict, runs_tiled, workload_ops
 from edgeprof.architecture import Architecture
 from edgeprof.quant import GgufQuant
 
@@ -60,14 +59,13 @@ def op_terms(ops: list[Op], tokens_per_call: int, matvec_max_batch: int) -> dict
     """The fit's quantities for one phase's ops (see the module docstring); norms and the embedding lookup
     count only through their kernels."""
     weights = [op for op in ops if op.category in WEIGHT_CATEGORIES]
-    tiled = bool(matvec_max_batch) and tokens_per_call > matvec_max_batch
-    tiled_ops = [op for op in weights if tiled and op.is_weight_matmul]
+    tiled = [runs_tiled(op, tokens_per_call, matvec_max_batch) for op in weights]
     return {
         "kernels": float(sum(op.kernels for op in ops)),
-        "tiled_kernels": float(sum(op.kernels for op in tiled_ops)),
+        "tiled_kernels": float(sum(op.kernels for op, t in zip(weights, tiled) if t)),
         "weight_bytes": sum(op.bytes for op in weights),
-        "weight_flops": sum(op.flops for op in weights if all(op is not t for t in tiled_ops)),
-        "tiled_flops": sum(op.flops for op in tiled_ops),
+        "weight_flops": sum(op.flops for op, t in zip(weights, tiled) if not t),
+        "tiled_flops": sum(op.flops for op, t in zip(weights, tiled) if t),
         "attention_flops": sum(op.flops for op in ops if op.category == "attention"),
         "logit_bytes": sum(op.bytes for op in ops if op.category == "sampling"),
     }
@@ -75,13 +73,11 @@ def op_terms(ops: list[Op], tokens_per_call: int, matvec_max_batch: int) -> dict
 
 def shape_terms(arch: Architecture, quant: GgufQuant, shape: Shape, matvec_max_batch: int = 0,
                 kv_bytes: float = 2.0) -> dict[str, dict[str, float]]:
-    """Per phase, the fit's quantities for `shape`, built exactly as `roofline.predict` builds its ops."""
-    greedy = shape.sampler == "greedy"
-    calls = prefill_calls(shape.batch, shape.prompt, UBATCH)
-    prefill = phase_ops(arch, quant, shape.batch, shape.prompt, shape.prompt, kv_bytes, calls, greedy)
-    decode = phase_ops(arch, quant, shape.batch, 1, shape.prompt + max(shape.gen, 1) // 2, kv_bytes, 1, greedy)
-    return {"prefill": op_terms(prefill, min(shape.batch * shape.prompt, UBATCH), 0),
-            "decode": op_terms(decode, shape.batch, matvec_max_batch)}
+    """Per phase, the fit's quantities for `shape`, from the ops `roofline.predict` times (prefill's tiled
+    kernels are in its own per-kernel cost, so the mat-vec limit applies to decode only)."""
+    phases = workload_ops(arch, quant, shape.batch, shape.prompt, shape.gen, kv_bytes, shape.sampler, UBATCH)
+    return {phase: op_terms(ops, tokens_per_call, matvec_max_batch if phase == "decode" else 0)
+            for phase, (ops, tokens_per_call) in phases.items()}
 
 
 def fit_costs(samples: list[tuple[dict[str, float], float]], names: tuple[str, ...]) -> dict[str, float]:
@@ -118,13 +114,12 @@ def fitted_ceilings(fit: dict, base: Ceilings, source: str) -> Ceilings:
     """
     decode, prefill = fit["decode"], fit["prefill"]
     by_category: dict[str, tuple] = {}
-    for category in WEIGHT_CATEGORIES:
-        for phase, costs in (("decode", decode), ("prefill", prefill)):
-            streaming = _rate(costs.get("weight_bytes", 0.0))
+    for phase, costs in (("decode", decode), ("prefill", prefill)):
+        streaming = _rate(costs.get("weight_bytes", 0.0))
+        for category in WEIGHT_CATEGORIES:
             by_category[f"{phase}:{category}"] = (_rate(costs.get("weight_flops", 0.0)), streaming, True)
             if "tiled_flops" in costs:
                 by_category[f"{phase}:tiled:{category}"] = (_rate(costs["tiled_flops"]), streaming, True)
-    for phase, costs in (("decode", decode), ("prefill", prefill)):
         # attention's fit already includes reading the KV cache, so its byte rate is unbounded
         by_category[f"{phase}:attention"] = (_rate(costs.get("attention_flops", 0.0)), float("inf"))
         if "logit_bytes" in costs:  # else sampling keeps the base roofs (a CPU's fit absorbs its small cost)

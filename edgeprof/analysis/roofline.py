@@ -44,6 +44,12 @@ class Op:
         return self.category in WEIGHT_CATEGORIES and self.weight_bytes > 0
 
 
+def runs_tiled(op: Op, tokens_per_call: int, matvec_max_batch: int) -> bool:
+    """Whether `op` runs as a tiled matmul: a weight matmul whose call carries more columns than the backend's
+    mat-vec kernels take (0: no such limit)."""
+    return op.is_weight_matmul and bool(matvec_max_batch) and tokens_per_call > matvec_max_batch
+
+
 @dataclass(frozen=True)
 class Ceilings:
     """What the hardware can do: peak matmul rate (FLOP/s), memory bandwidth (B/s), per-kernel overhead (s).
@@ -72,8 +78,7 @@ class Ceilings:
         return seconds
 
     def tiled(self, op: Op, tokens_per_call: int) -> bool:
-        """Whether `op` runs as a tiled matmul (a weight matmul above the mat-vec limit)."""
-        return op.is_weight_matmul and bool(self.matvec_max_batch) and tokens_per_call > self.matvec_max_batch
+        return runs_tiled(op, tokens_per_call, self.matvec_max_batch)
 
     def rates(self, category: str, phase: str = "", tiled: bool = False) -> tuple[float, float, bool]:
         """(FLOP/s, B/s, additive) for an operator category, a phase-specific fit ("decode:ffn") first, and
@@ -224,14 +229,21 @@ def prefill_calls(batch: int, prompt: int, ubatch: int) -> int:
     return -(-batch * prompt // max(ubatch, 1))
 
 
+def workload_ops(arch: Architecture, quant: GgufQuant, batch: int, prompt: int, gen: int, kv_bytes: float = 2.0,
+                 sampler: str = "greedy", ubatch: int = 512) -> dict[str, tuple[list[Op], int]]:
+    """Per phase, its ops and the tokens each llama_decode call carries: prefill in micro-batches of `ubatch`,
+    and one decode step at the mean decode context (prompt + gen/2). Predictions and fits both start here."""
+    greedy = sampler == "greedy"
+    prefill = phase_ops(arch, quant, batch, prompt, prompt, kv_bytes, prefill_calls(batch, prompt, ubatch), greedy)
+    decode = phase_ops(arch, quant, batch, 1, prompt + max(gen, 1) // 2, kv_bytes, 1, greedy)
+    return {"prefill": (prefill, min(batch * prompt, ubatch)), "decode": (decode, batch)}
+
+
 def predict(arch: Architecture, quant: GgufQuant, ceilings: Ceilings, batch: int, prompt: int, gen: int,
             kv_bytes: float = 2.0, sampler: str = "greedy", ubatch: int = 512) -> Prediction:
-    greedy = sampler == "greedy"
-    calls = prefill_calls(batch, prompt, ubatch)
-    prefill = time_ops(phase_ops(arch, quant, batch, prompt, prompt, kv_bytes, calls, greedy), ceilings, "prefill",
-                       min(batch * prompt, ubatch))
-    context = prompt + max(gen, 1) // 2
-    decode = time_ops(phase_ops(arch, quant, batch, 1, context, kv_bytes, 1, greedy), ceilings, "decode", batch)
+    timed = {phase: time_ops(ops, ceilings, phase, tokens_per_call) for phase, (ops, tokens_per_call)
+             in workload_ops(arch, quant, batch, prompt, gen, kv_bytes, sampler, ubatch).items()}
+    prefill, decode = timed["prefill"], timed["decode"]
     return Prediction(batch, prompt, gen, sum(t.seconds for t in prefill), sum(t.seconds for t in decode),
                       prefill, decode)
 
