@@ -106,6 +106,11 @@ def run(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
     sample_hz: float = typer.Option(10.0, "--sample-hz", help="Sensor sampling rate; 0 turns sampling off."),
     idle_s: float = typer.Option(3.0, "--idle-s", min=0, help="Seconds of idle baseline before the first run."),
+    energy_window: float = typer.Option(2.0, "--energy-window", min=0,
+                                        help="Energy: after the timed repetitions, hold prefill and decode at steady "
+                                             "state for one window per repetition of at least this many seconds (longer "
+                                             "where the power sensor needs it); 0 = energy from the timed phases only, "
+                                             "unresolved where they are too short for the sensor."),
 ) -> None:
     """Run models on this machine and record speed, memory, energy and temperature for every configuration."""
     from edgeprof.bench.sweep import SweepSpec
@@ -119,7 +124,8 @@ def run(
     }
     spec = SweepSpec(models=_strs(model), quants=_strs(quant), backends=_strs(backend), grid=grid,
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
-                     fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s)
+                     fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
+                     energy_window_s=energy_window)
     _execute(spec, out)
 
 
@@ -312,7 +318,8 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     run_dir.write_manifest(manifest)
 
     runner_options = RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
-                                cpu_affinity=affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops)
+                                cpu_affinity=affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
+                                energy_window_s=spec.energy_window_s)
     interrupted = False
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=False) as progress:

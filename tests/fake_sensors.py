@@ -16,7 +16,8 @@ class NVMLError(Exception):
 
 
 class FakeNvml:
-    """Enough of pynvml for NvmlSensor: one GPU drawing `power_w`; `supported=False` acts like a Jetson."""
+    """Enough of pynvml for NvmlSensor: one GPU drawing `power_w`; `supported=False` acts like a Jetson.
+    No field values (as nvidia-ml-py before them): power comes from the 1 s averaged power usage."""
 
     NVML_TEMPERATURE_GPU = 0
     NVML_CLOCK_SM = 1
@@ -68,16 +69,18 @@ class FakeNvml:
 
 
 class ConstantPowerSensor:
-    """A board-scope power sensor that always reads `watts`, plus a temperature that rises per read."""
+    """A board-scope power sensor that reads `watts` (alternating by 1 µW, as a real sensor is never
+    perfectly still: a reading that never changes counts as stale), plus a temperature that rises per read."""
 
     name = "constant"
 
-    def __init__(self, watts: float = 10.0):
+    def __init__(self, watts: float = 10.0, period_s: float | None = None):
         from edgeprof.sensors.base import Metric
 
         self.watts = watts
         self.reads = 0
-        self._metrics = [Metric("constant.power_w", "W", "power_w", "board", "board"),
+        self._metrics = [Metric("constant.power_w", "W", "power_w", "board", "board", period_s=period_s,
+                                period_note="test"),
                          Metric("constant.temp_c", "C", "temp_c")]
 
     def probe(self):
@@ -90,6 +93,6 @@ class ConstantPowerSensor:
 
     def read(self):
         self.reads += 1
-        return {"constant.power_w": self.watts, "constant.temp_c": 40.0 + self.reads * 0.01}
+        return {"constant.power_w": self.watts + 1e-6 * (self.reads % 2), "constant.temp_c": 40.0 + self.reads * 0.01}
 
     def close(self): ...

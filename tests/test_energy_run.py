@@ -13,36 +13,62 @@ from edgeprof.sensors.session import SensorSession
 from fake_sensors import ConstantPowerSensor
 
 
-def test_constant_power_gives_power_times_phase_duration(tmp_path):
+def _run_with(tmp_path, sensor, options, hz=200, idle_s=0.3, gen=256):
     run_dir = create_run_dir(tmp_path)
-    sensor = ConstantPowerSensor(watts=10.0)
-    session = SensorSession([sensor], [SensorState("constant", Availability(True), sensor.metrics())], hz=200,
-                            idle_s=0.3, samples_path=run_dir.path / "samples.csv")
+    session = SensorSession([sensor], [SensorState("constant", Availability(True), sensor.metrics())], hz=hz,
+                            idle_s=idle_s, samples_path=run_dir.path / "samples.csv")
     session.start()
     configs = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"],
-                     {"batch": [1], "prompt_tokens": [64], "gen_tokens": [256], "threads": [2]})
+                     {"batch": [1], "prompt_tokens": [64], "gen_tokens": [gen], "threads": [2]})
     try:
-        Runner(run_dir, {"profile": "test"}, RunOptions(repetitions=2, warmup=1), sensors=session).run(configs)
+        Runner(run_dir, {"profile": "test"}, options, sensors=session).run(configs)
     finally:
         session.close()
-    records = read_records(run_dir.records_path)
+    return run_dir, read_records(run_dir.records_path)
+
+
+def test_energy_comes_from_steady_windows_one_per_repetition(tmp_path):
+    # a sensor with a 0.2 s period: each window must be >= 3 periods, so the 0.1 s asked for becomes 0.6 s,
+    # far longer than 16 decode steps of the tiny model, so the worker holds each phase in a steady pass
+    run_dir, records = _run_with(tmp_path, ConstantPowerSensor(watts=10.0, period_s=0.2),
+                                 RunOptions(repetitions=2, warmup=1, energy_window_s=0.1), gen=16)
     assert [r["status"] for r in records] == ["ok", "ok"]
+    windows = []
     for record in records:
         m = record["metrics"]
-        assert m["energy_decode_j"] == pytest.approx(10.0 * m["decode_ms"] / 1e3, rel=1e-6)
-        assert m["energy_prefill_j"] == pytest.approx(10.0 * m["prefill_ms"] / 1e3, rel=1e-6)
-        assert m["j_per_token_decode"] == pytest.approx(m["energy_decode_j"] / 256)
-        assert m["idle_power_w"] == pytest.approx(10.0)
+        for phase in ("prefill", "decode"):
+            assert m[f"energy_{phase}_window_s"] >= 0.6
+            assert m[f"power_{phase}_w_mean"] == pytest.approx(10.0, rel=1e-6)
+            tokens = m[f"energy_{phase}_window_tokens"]
+            assert m[f"j_per_token_{phase}"] == pytest.approx(10.0 * m[f"energy_{phase}_window_s"] / tokens, rel=1e-6)
+        # the repetition's own energy: its tokens at the steady J/token
+        assert m["energy_decode_j"] == pytest.approx(m["j_per_token_decode"] * 16)
         assert m["energy_per_request_j"] == pytest.approx(m["energy_prefill_j"] + m["energy_decode_j"])
-        assert m["energy_decode_above_idle_j"] == pytest.approx(0.0, abs=1e-9)
+        assert m["idle_power_w"] == pytest.approx(10.0, rel=1e-6)
+        assert m["energy_decode_above_idle_j"] == pytest.approx(0.0, abs=1e-6)
         assert m["temp_c_start"] <= m["temp_c_max"] and m["temp_sensor"] == "constant.temp_c"
         assert record["sensors"]["energy"].startswith("board input")
+        assert "rewound to position 64 every 16 steps" in record["sensors"]["energy_window"]["decode"]
+        assert record["sensors"]["energy_window"]["prefill"].startswith("steady pass")
+        windows.append(m["energy_decode_window_s"])
     with open(run_dir.path / "samples.csv") as f:
         rows = list(csv.DictReader(f))
     phases = {row["phase"] for row in rows}
-    assert {"idle", "decode"} <= phases <= {"idle", "load", "warmup", "prefill", "decode", "between"}
-    assert all(float(row["constant.power_w"]) == 10.0 for row in rows)
+    assert {"idle", "energy-prefill", "energy-decode"} <= phases
+    assert phases <= {"idle", "load", "warmup", "prefill", "decode", "energy-prefill", "energy-decode", "between"}
+    assert all(float(row["constant.power_w"]) == pytest.approx(10.0) for row in rows)
     assert [float(r["t_s"]) for r in rows] == sorted(float(r["t_s"]) for r in rows)
+
+
+def test_without_an_energy_pass_short_timed_phases_are_unresolved(tmp_path):
+    # a 1 s sensor and no pass: the tiny model's timed phases last milliseconds, far under 3 s
+    _, records = _run_with(tmp_path, ConstantPowerSensor(watts=10.0, period_s=1.0),
+                           RunOptions(repetitions=1, warmup=0, energy_window_s=0), hz=20, idle_s=0.1)
+    (record,) = records
+    m = record["metrics"]
+    assert "j_per_token_decode" not in m and "energy_decode_j" not in m
+    assert "shorter than 3 periods (1 s)" in m["energy_decode_unresolved"]
+    assert m["idle_power_w"] == pytest.approx(10.0, rel=1e-6)  # the idle window grew to 3 periods
 
 
 def test_without_power_sensors_energy_is_unavailable_not_invented(tmp_path):

@@ -33,6 +33,10 @@ class BackendSession(Protocol):
     def reset(self) -> None:
         """Forget all sequences (clear the KV cache) so the next prefill starts fresh."""
 
+    def rewind(self, position: int) -> None:
+        """Forget every position >= `position` of every sequence, so decoding goes on from there (the
+        energy pass repeats the timed decode positions without prefilling again)."""
+
     def info(self) -> dict:
         """Facts about the loaded model and runtime for the record (sizes, devices, versions)."""
 

@@ -197,6 +197,10 @@ class LlamaCppSession:
         self._llama_cpp.llama_memory_clear(self._memory, True)
         self._step = 0
 
+    def rewind(self, position: int) -> None:
+        self._llama_cpp.llama_memory_seq_rm(self._memory, -1, position, -1)
+        self._step = position
+
     def info(self) -> dict:
         llama_cpp = self._llama_cpp
         facts = build_info()

@@ -109,6 +109,7 @@ class OnnxRuntimeSession:
         self._chosen = self._ids.reshape(-1)  # argmax writes here: the next step's input_ids
         self._binding = self.session.io_binding()
         self._past_values: list = []
+        self._prefill_values: list = []  # concat mode: the cache right after prefill, for rewind()
         self._length = 0
         self.prefill_logits = np.zeros((batch, self.n_vocab), dtype=np.float32)
         if self.shared_kv:  # one buffer per layer's K and V, for the session's lifetime
@@ -175,6 +176,7 @@ class OnnxRuntimeSession:
             self._bind_outputs(self._logits)  # fixed from here on: decode logits and the cache buffers
         else:
             self._keep_cache()
+            self._prefill_values = self._past_values
         self._bind_array("input_ids", self._ids)
         if self.has_positions:
             self._bind_array("position_ids", self._positions)
@@ -201,7 +203,19 @@ class OnnxRuntimeSession:
 
     def reset(self) -> None:
         self._past_values = []
+        self._prefill_values = []
         self._length = 0
+
+    def rewind(self, position: int) -> None:
+        """Shared buffer: the next step simply writes `position` again. Concat mode keeps each step's
+        cache as new values, so rewinding to the end of the prompt rebinds the prefill's own cache."""
+        if not self.shared_kv:
+            if not self._prefill_values or position != self._prefill_values[0].shape()[2]:
+                raise ValueError("concat-mode ONNX sessions rewind only to the end of the prompt")
+            self._past_values = self._prefill_values
+            for name, value in zip(self.past_names, self._past_values):
+                self._binding.bind_ortvalue_input(name, value)
+        self._length = position
 
     def info(self) -> dict:
         import onnxruntime as ort
@@ -213,6 +227,7 @@ class OnnxRuntimeSession:
 
     def close(self) -> None:
         self._past_values = []
+        self._prefill_values = []
         self._cache = []
         self._binding = None
         self.session = None

@@ -6,6 +6,7 @@ Only `perf_counter_ns` calls surround the backend's own work; nothing else runs 
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -55,9 +56,22 @@ def make_prompts(hp: Hyperparameters, n_vocab: int, seed: int = 0) -> np.ndarray
     return rng.integers(0, n_vocab, size=(hp.batch, hp.prompt_tokens), dtype=np.int32)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(status_path: str = "/proc/self/status") -> float:
+    """Peak resident memory of this process since it was exec'd, in MB (2**20 bytes).
+
+    Linux's VmHWM is reset by exec, so it is the worker's own. `ru_maxrss` is not: Linux carries it across
+    fork and exec, so a worker spawned by a parent that had loaded torch for an ONNX export reported the
+    parent's 2.9 GB instead of its own 220 MB. ru_maxrss remains the fallback where /proc is missing
+    (macOS reports it in bytes, Linux and the BSDs in KiB)."""
+    try:
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
 
 
 def run_repetition(session: BackendSession, prompts: np.ndarray, hp: Hyperparameters) -> RepetitionMetrics:

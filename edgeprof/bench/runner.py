@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeprof.bench.energy_pass import plan_energy_pass
 from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import config_id, run_key
 from edgeprof.errors import EdgeprofError
@@ -36,6 +37,7 @@ class RunOptions:
     cpu_affinity: tuple[int, ...] | None = None  # set when emulating a device with fewer cores
     fidelity: bool = True  # compare a quantized model's next-token distribution with its parent's
     profile_ops: bool = False  # ONNX Runtime: a profiled pass after the measured ones, time by operator
+    energy_window_s: float = 2.0  # shortest steady energy window per repetition; 0 = energy from timed phases only
 
 
 Notify = Callable[..., None]  # notify(event_name, **details); the CLI renders progress from it
@@ -132,6 +134,7 @@ class Runner:
             "warmup": self.options.warmup, "repetitions": self.options.repetitions, "seed": self.options.seed,
             "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
             "profile_ops": self.options.profile_ops,
+            "energy_pass": self._energy_pass_plan(),
             "fidelity": None if parent is None else {
                 "parent_path": parent.path, "parent_quant": parent.quant,
                 "cache": str(fidelity_cache_file(cache_root() / "fidelity", config.backend, artifact.sha256,
@@ -156,20 +159,25 @@ class Runner:
                     self.sensors.set_target(None)
         events = _read_events(events_path)
         loaded = next((e for e in events if e["event"] == "loaded"), {})
+        energy_pass = next((e for e in events if e["event"] == "energy_pass"), None)
         # Fidelity and the operator profile come once per configuration, after the repetitions.
         extras = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
         records = [
             self._record(config, artifact, e["index"], "ok",
                          metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
                                   "worker_cpus": (loaded.get("info") or {}).get("worker_cpus"),
-                                  **self._sensor_metrics(key, e, config.hp.batch), **extras},
-                         info=loaded.get("info"), started=started, finished=e.get("finished_at"))
+                                  **self._sensor_metrics(key, e, config.hp.batch, energy_pass), **extras},
+                         info=loaded.get("info"), started=started, finished=e.get("finished_at"),
+                         energy_window=_energy_methods(energy_pass))
             for e in events if e["event"] == "repetition"
         ]
         if self.sensors:
             for event in events:
                 if "phase" in event:
                     self.sensors.mark(key, *event["phase"])
+            for phase, found in (energy_pass or {}).get("phases", {}).items():
+                for t0, t1, _ in found["windows"]:
+                    self.sensors.mark(key, f"energy-{phase}", t0, t1)
             self.sensors.flush_samples(key)
         if len(records) == self.options.repetitions and child.returncode == 0:
             return records
@@ -178,19 +186,31 @@ class Runner:
                                     started=started))
         return records
 
-    def _sensor_metrics(self, key: str, event: dict, batch: int) -> dict:
-        """Energy, power, temperature and throttling of one repetition's prefill and decode windows."""
+    def _energy_pass_plan(self) -> dict | None:
+        """The steady windows the worker should hold, sized to this host's sensors (None: no energy sensor)."""
+        if not (self.sensors and self.sensors.plan.available):
+            return None
+        plan = plan_energy_pass(self.options.energy_window_s, self.sensors.plan.required_window_s,
+                                self.sensors.plan.period_s, self.options.repetitions)
+        return plan.to_dict() if plan else None
+
+    def _sensor_metrics(self, key: str, event: dict, batch: int, energy_pass: dict | None) -> dict:
+        """Energy, power, temperature and throttling of one repetition: conditions over its timed prefill
+        and decode, energy over the energy pass's window of the same index where there is one."""
         if not self.sensors:
             return {}
         windows = {phase: tuple(edges) for phase, edges in event["phases"].items()}
         for phase, (t0, t1) in windows.items():
             self.sensors.mark(key, phase, t0, t1)
         tokens = {"prefill": event["metrics"]["prompt_tokens_total"], "decode": event["metrics"]["decoded_tokens_total"]}
-        return self.sensors.repetition_metrics(windows, tokens, requests=batch)
+        energy_windows = {phase: found["windows"][min(event["index"], len(found["windows"]) - 1)]
+                          for phase, found in (energy_pass or {}).get("phases", {}).items() if found["windows"]}
+        return self.sensors.repetition_metrics(windows, tokens, requests=batch, energy_windows=energy_windows)
 
     def _record(self, config: BenchConfig, artifact: Artifact | None, repetition: int | None, status: str, *,
                 metrics: dict | None = None, error: str | None = None, info: dict | None = None,
-                started: float | None = None, finished: float | None = None) -> Record:
+                started: float | None = None, finished: float | None = None,
+                energy_window: dict | None = None) -> Record:
         cid, key = self._ids(config, artifact)
         arch = config.source.architecture
         model = {
@@ -205,7 +225,24 @@ class Runner:
         return Record(run_id=self.run_dir.run_id, config_id=cid, run_key=key, repetition=repetition, status=status,
                       backend=config.backend, model=model, hyperparameters=config.hp.to_dict(), device=self.device,
                       metrics=metrics or {}, error=error, started_at=started, finished_at=finished or time.time(),
-                      sensors={"energy": self.sensors.describe()["energy"]} if self.sensors else {"energy": "not sampled"})
+                      sensors=self._sensor_note(energy_window))
+
+    def _sensor_note(self, energy_window: dict | None) -> dict:
+        """How this record's energy was measured: the total's sources and the windows it came from."""
+        if not self.sensors:
+            return {"energy": "not sampled"}
+        note = {"energy": self.sensors.describe()["energy"]}
+        if self.sensors.plan.available:
+            note["energy_window"] = energy_window or {
+                "timed phases": "no energy pass (--energy-window 0): figures from the timed phases where "
+                                f"they are at least {self.sensors.plan.required_window_s:g} s"}
+        return note
+
+
+def _energy_methods(energy_pass: dict | None) -> dict | None:
+    if not energy_pass:
+        return None
+    return {phase: found["method"] for phase, found in energy_pass["phases"].items()}
 
 
 def _kill_group(child: subprocess.Popen) -> None:

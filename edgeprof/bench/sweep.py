@@ -41,6 +41,7 @@ class SweepSpec:
     profile_ops: bool = False
     sample_hz: float = 10.0
     idle_s: float = 3.0
+    energy_window_s: float = 2.0  # shortest steady energy window per repetition (0: timed phases only)
     name: str = ""
 
     def to_dict(self) -> dict:

@@ -49,10 +49,25 @@ def run_job(job: dict, events) -> int:
         for _ in range(job.get("warmup", 1)):
             run_repetition(session, prompts, hp)
         _emit(events, {"event": "warmup", "phase": ["warmup", warmup_start, time.perf_counter()]})
+        timed = []
         for index in range(job["repetitions"]):
             metrics = run_repetition(session, prompts, hp)
+            timed.append(metrics.phases())
             _emit(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
                            "phases": metrics.phases(), "finished_at": time.time()})
+        on_gpu = hp.gpu_layers != 0 if job["backend"] == "llama.cpp" else hp.provider != "cpu"
+        if on_gpu:
+            from edgeprof.sensors.nvml import process_gpu_memory_mb
+
+            own = process_gpu_memory_mb(os.getpid())
+            _emit(events, {"event": "extras", "metrics": {"gpu_mem_mb": own} if own is not None else
+                           {"gpu_mem_mb_unavailable": "NVML does not attribute GPU memory to this process here"}})
+        if job.get("energy_pass"):
+            from edgeprof.bench.energy_pass import EnergyPassPlan, run_energy_pass
+
+            plan = EnergyPassPlan(**job["energy_pass"])
+            _emit(events, {"event": "energy_pass", "plan": plan.to_dict(),
+                           "phases": run_energy_pass(session, prompts, hp, plan, timed)})
         if job.get("profile_ops") and job["backend"] == "onnxruntime":
             session.close()  # the profiled pass opens its own session; do not hold two copies of the weights
             extras = _extra(lambda: {"op_profile": _profile(job, hp, prompts)}, "op_profile")

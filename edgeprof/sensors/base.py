@@ -6,10 +6,17 @@ A metric whose read is expensive (`slow_read_ms`) is read less often than the sa
 sampling stays under 1 % of a core; energy per phase then prefers that domain's power readings.
 Energy and power metrics name a *domain* (what they measure: "gpu0", "cpu-package-0", "board", ...) and
 a *scope*: "board" domains measure the whole device, "component" domains a part of it.
+
+Every power and energy metric states its *period* (`period_s`): the time over which one reading can be
+trusted — the averaging window of a power reading, or how often the value changes, whichever is longer —
+and how that period is known (`period_note`: measured on this host, or documented). Energy is only
+reported over windows several periods long (see `energy.RESOLVE_PERIODS`); a shorter one is unresolved.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +29,8 @@ class Metric:
     domain: str = ""
     scope: str = "component"
     slow_read_ms: float | None = None  # set when a read costs so much that it is taken less often
+    period_s: float | None = None  # power/energy: seconds one reading spans (None: as fine as the sampler)
+    period_note: str = ""  # how period_s is known: "measured: ..." or "documented: ..."
 
 
 @dataclass(frozen=True)
@@ -72,3 +81,22 @@ def read_number(path, scale: float = 1.0) -> float:
 def read_text(path) -> str:
     with open(path) as f:
         return f.read().strip()
+
+
+def measure_change_interval_s(read: Callable[[], float], budget_s: float = 0.35,
+                              poll_s: float = 0.002) -> float | None:
+    """How often a reading's value changes, polled for at most `budget_s` seconds: the median interval
+    between changes, or None when it changed fewer than three times (then it updates more slowly than
+    the budget can show). Used at probe time, on an idle device, for power sources whose refresh period
+    the hardware does not publish."""
+    changes: list[float] = []
+    last = read()
+    end = time.perf_counter() + budget_s
+    while time.perf_counter() < end:
+        time.sleep(poll_s)
+        value = read()
+        if value != last:
+            changes.append(time.perf_counter())
+            last = value
+    gaps = sorted(b - a for a, b in zip(changes, changes[1:]))
+    return gaps[len(gaps) // 2] if len(gaps) >= 2 else None

@@ -2,7 +2,9 @@
 
 On battery, the power drawn from it is the whole machine's draw (board scope). On AC it measures
 charging instead, so it is reported only while the status is `Discharging`. `power_now` is µW; where it
-is missing, `current_now` (µA) x `voltage_now` (µV) gives the same.
+is missing, `current_now` (µA) x `voltage_now` (µV) gives the same. The kernel does not publish how
+often the fuel gauge refreshes these values (typically every few seconds), so `BATTERY_PERIOD_S` is
+assumed, and energy over a window in which the reading never changed is reported unresolved.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeprof.sensors.base import Availability, Metric, read_number, read_text
+
+
+BATTERY_PERIOD_S = 5.0
 
 
 class BatterySensor:
@@ -51,7 +56,10 @@ class BatterySensor:
             return None
 
     def metrics(self) -> list[Metric]:
-        return [Metric("battery.power_w", "W", "power_w", "battery", "board")] if self._battery else []
+        if not self._battery:
+            return []
+        return [Metric("battery.power_w", "W", "power_w", "battery", "board", period_s=BATTERY_PERIOD_S,
+                       period_note=f"documented: fuel gauges refresh every few seconds; {BATTERY_PERIOD_S:g} s assumed")]
 
     def read(self) -> dict[str, float]:
         power = self._power_w()

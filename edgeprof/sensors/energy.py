@@ -1,8 +1,20 @@
 """From samples to energy, power, temperature and throttling per phase window.
 
-- Counters beat integrated power: a domain with an energy counter uses it; otherwise its power samples
-  are integrated with the trapezoid rule. Either way a domain becomes a cumulative-joules series, and a
-  window's energy is the series interpolated at the window's edges, so windows need not align with ticks.
+Each energy or power metric has a period (`Metric.period_s`): how long one reading spans, because the
+hardware averages over it or refreshes no faster. A window shorter than `RESOLVE_PERIODS` periods of its
+source cannot be resolved: its energy is reported as unresolved with the reason, never as a number.
+(Measured on an H100: NVML's averaged power takes 1 s to follow a load step, so a 150 ms decode phase
+read from it came out at half its real energy.)
+
+- Each domain (a GPU, a CPU package, a board rail) may have several sources: an energy counter and a
+  power reading. The finest source that resolves the window is used.
+- A window's energy is its mean power times its length. The mean comes only from readings that lie
+  inside the window: a counter's slope between its first and last read inside, or the time-weighted
+  mean of power readings taken at least one period after the window opened (earlier ones still average
+  in what came before it). Nothing is interpolated across the window's edges, so a steady window sits
+  cleanly inside a longer steady stretch; `bench.energy_pass` makes such windows.
+- A power source whose readings never change across a window is stale (a dead tegrastats, a fuel gauge
+  slower than assumed) and resolves nothing.
 - The total avoids double counting: a board-scope domain (Jetson input rail, battery) measures the whole
   device and is used alone; otherwise GPUs, CPU packages and DRAM are summed; other rails only if
   nothing else exists (and the note says so).
@@ -11,7 +23,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,13 +31,29 @@ from edgeprof.sensors.base import Metric
 from edgeprof.sensors.nvml import throttle_names
 
 _SUMMED_PREFIXES = ("gpu", "cpu-", "dram-")
+RESOLVE_PERIODS = 3
+"""A window must span this many periods of its source: one for the lag of an averaging reading, two
+more so that the mean rests on more than one independent reading."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One way to measure a domain: a counter or a power reading, with its period (seconds)."""
+
+    metric: str
+    kind: str  # "counter" | "power"
+    period_s: float
+    note: str = ""
+
+    def describe(self) -> str:
+        return f"{self.metric} ({self.kind}, period {self.period_s:g} s{'; ' + self.note if self.note else ''})"
 
 
 @dataclass
 class EnergyPlan:
-    """Which metric gives each domain's energy, which domains make the total, and how."""
+    """Each domain's sources (finest first), which domains make the total, and how."""
 
-    domains: dict[str, tuple[str, str]]  # domain -> (metric name, "counter" | "power")
+    domains: dict[str, list[Source]]
     total: list[str]
     note: str
 
@@ -33,37 +61,43 @@ class EnergyPlan:
     def available(self) -> bool:
         return bool(self.total)
 
+    @property
+    def period_s(self) -> float:
+        """The coarsest of the total's domains, each at its finest source: what a window must resolve."""
+        return max((self.domains[d][0].period_s for d in self.total), default=0.0)
 
-def plan_energy(metrics: list[Metric]) -> EnergyPlan:
-    domains: dict[str, tuple[str, str]] = {}
+    @property
+    def required_window_s(self) -> float:
+        return RESOLVE_PERIODS * self.period_s
+
+    def describe(self) -> dict:
+        return {"total": self.note, "required_window_s": round(self.required_window_s, 4),
+                "sources": {d: [src.describe() for src in self.domains[d]] for d in self.total}}
+
+
+def plan_energy(metrics: list[Metric], sample_period_s: float = 0.1) -> EnergyPlan:
+    """Sources per domain; a source is no finer than the sampler's own period."""
+    domains: dict[str, list[Source]] = {}
     scopes: dict[str, str] = {}
-    slow: list[str] = []
-    powered = {m.domain for m in metrics if m.kind == "power_w"}
     for metric in metrics:
-        if metric.kind == "energy_j":
-            if metric.slow_read_ms and metric.domain in powered:
-                # Read too rarely to resolve short phases: this domain's power readings are integrated instead.
-                slow.append(f"{metric.name} costs {metric.slow_read_ms:g} ms a read, so it is sampled slowly")
-                continue
-            domains[metric.domain] = (metric.name, "counter")
-            scopes[metric.domain] = metric.scope
-    for metric in metrics:
-        if metric.kind == "power_w" and metric.domain not in domains:
-            domains[metric.domain] = (metric.name, "power")
-            scopes[metric.domain] = metric.scope
-    plan = _choose_total(domains, scopes)
-    if slow:
-        plan.note += " [" + "; ".join(slow) + "]"
-    return plan
+        if metric.kind not in ("energy_j", "power_w"):
+            continue
+        kind = "counter" if metric.kind == "energy_j" else "power"
+        period = max(metric.period_s or 0.0, sample_period_s)
+        domains.setdefault(metric.domain, []).append(Source(metric.name, kind, period, metric.period_note))
+        scopes[metric.domain] = metric.scope
+    for sources in domains.values():
+        sources.sort(key=lambda src: (src.period_s, src.kind != "counter"))  # finest first; a tie goes to a counter
+    return _choose_total(domains, scopes)
 
 
-def _choose_total(domains: dict[str, tuple[str, str]], scopes: dict[str, str]) -> EnergyPlan:
+def _choose_total(domains: dict[str, list[Source]], scopes: dict[str, str]) -> EnergyPlan:
     board = [d for d in domains if scopes[d] == "board"]
     if board:
-        return EnergyPlan(domains, board[:1], f"board input ({domains[board[0]][0]})")
+        return EnergyPlan(domains, board[:1], f"board input ({domains[board[0]][0].metric})")
     summed = [d for d in domains if d.startswith(_SUMMED_PREFIXES)]
     if summed:
-        return EnergyPlan(domains, summed, " + ".join(f"{domains[d][0]} ({domains[d][1]})" for d in summed))
+        return EnergyPlan(domains, summed, " + ".join(domains[d][0].metric for d in summed))
     if domains:
         return EnergyPlan(domains, list(domains), "sum of component rails (no whole-device measurement)")
     return EnergyPlan({}, [], "no power or energy sensor available")
@@ -77,69 +111,102 @@ def series(times: list[float], rows: list[dict[str, float]], metric: str) -> tup
     return np.asarray(t), np.asarray(v, dtype=np.float64)
 
 
-def cumulative_joules(t: np.ndarray, v: np.ndarray, source: str) -> np.ndarray:
-    """A counter is already cumulative; power is integrated sample to sample (trapezoid)."""
-    if source == "counter":
-        return v - v[0] if len(v) else v
-    if len(v) < 2:
-        return np.zeros_like(v)
-    return np.concatenate([[0.0], np.cumsum((v[1:] + v[:-1]) / 2 * np.diff(t))])
+@dataclass
+class WindowPower:
+    """Mean power over a window, or why it could not be resolved."""
+
+    mean_w: float | None
+    sources: list[str] = field(default_factory=list)
+    unresolved: str = ""
+    samples_w: list[float] = field(default_factory=list)  # total power through the window, for percentiles
 
 
 class EnergyCalculator:
-    """Energy and power over arbitrary windows for the planned total."""
+    """Mean power and energy over windows for the planned total, from readings inside each window."""
 
     def __init__(self, plan: EnergyPlan, times: list[float], rows: list[dict[str, float]]):
         self.plan = plan
-        self._curves = []
-        for domain in plan.total:
-            metric, source = plan.domains[domain]
-            t, v = series(times, rows, metric)
-            if len(t) >= 2:
-                self._curves.append((t, cumulative_joules(t, v, source)))
-        self._times = np.asarray(times)
+        self._series = {src.metric: series(times, rows, src.metric)
+                        for d in plan.total for src in plan.domains[d]}
+
+    def _source_power(self, src: Source, t0: float, t1: float) -> tuple[float, np.ndarray, np.ndarray] | str:
+        """(mean watts, times, watts) of one source inside [t0, t1], or the reason it says nothing there."""
+        t, v = self._series[src.metric]
+        start = t0 if src.kind == "counter" else t0 + src.period_s  # an averaging reading lags by its period
+        inside = (t >= start) & (t <= t1)
+        ti, vi = t[inside], v[inside]
+        reach = 2 * src.period_s  # readings come at least once a period; twice that allows for sampler jitter
+        if len(ti) < 2 or ti[0] > start + reach or ti[-1] < t1 - reach:
+            return f"{src.metric}'s readings do not cover the window (fewer than two, or a gap at an edge)"
+        if src.kind == "counter":
+            mean = float((vi[-1] - vi[0]) / (ti[-1] - ti[0]))
+            return mean, (ti[:-1] + ti[1:]) / 2, np.diff(vi) / np.diff(ti)
+        if np.all(vi == vi[0]):
+            return f"{src.metric} never changed inside the window (a stale source)"
+        return _time_weighted_mean(ti, vi), ti, vi
+
+    def window_power(self, t0: float, t1: float) -> WindowPower:
+        duration = t1 - t0
+        if not self.plan.available:
+            return WindowPower(None, unresolved=self.plan.note)
+        means, curves, used = [], [], []
+        for domain in self.plan.total:
+            reasons = []
+            for src in self.plan.domains[domain]:
+                if duration < RESOLVE_PERIODS * src.period_s:
+                    reasons.append(f"the {duration:.3g} s window is shorter than {RESOLVE_PERIODS} periods "
+                                   f"({src.period_s:g} s) of {src.metric}")
+                    continue
+                found = self._source_power(src, t0, t1)
+                if isinstance(found, str):
+                    reasons.append(found)
+                    continue
+                means.append(found[0])
+                curves.append(found[1:])
+                used.append(src.metric)
+                break
+            else:
+                return WindowPower(None, unresolved="; ".join(reasons) or f"no source for {domain}")
+        mean = sum(means)
+        grid = np.unique(np.concatenate([t for t, _ in curves]))
+        lo, hi = max(t[0] for t, _ in curves), min(t[-1] for t, _ in curves)
+        grid = grid[(grid >= lo) & (grid <= hi)]
+        samples = sum(np.interp(grid, t, w) for t, w in curves) if len(grid) else np.empty(0)
+        return WindowPower(mean, used, samples_w=list(np.atleast_1d(samples)))
 
     def energy_j(self, t0: float, t1: float) -> float | None:
-        """Joules in [t0, t1], or None when the samples do not cover the window."""
-        if not self._curves:
-            return None
-        total = 0.0
-        for t, joules in self._curves:
-            if t0 < t[0] or t1 > t[-1]:
-                return None
-            total += float(np.interp(t1, t, joules) - np.interp(t0, t, joules))
-        return total
+        """Joules in [t0, t1] (mean power x length), or None when the window is not resolved."""
+        power = self.window_power(t0, t1)
+        return None if power.mean_w is None else power.mean_w * (t1 - t0)
 
-    def power_samples_w(self, t0: float, t1: float) -> list[float]:
-        """Average power over each sampling interval inside the window (edges included)."""
-        inner = self._times[(self._times > t0) & (self._times < t1)]
-        edges = np.concatenate([[t0], inner, [t1]])
-        powers = []
-        for a, b in zip(edges[:-1], edges[1:]):
-            if b - a < 1e-6:
-                continue
-            e = self.energy_j(a, b)
-            if e is not None:
-                powers.append(e / (b - a))
-        return powers
+
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
+
+
+def _time_weighted_mean(t: np.ndarray, w: np.ndarray) -> float:
+    if len(t) < 2 or t[-1] <= t[0]:
+        return float(np.mean(w))
+    return float(_trapezoid(w, t) / (t[-1] - t[0]))
 
 
 def window_metrics(calc: EnergyCalculator, t0: float, t1: float, prefix: str, tokens: int,
-                   idle_power_w: float | None) -> dict[str, float]:
-    """Energy, J/token, power statistics and above-idle energy of one phase window."""
-    energy = calc.energy_j(t0, t1)
-    if energy is None:
-        return {}
+                   idle_power_w: float | None) -> dict:
+    """Energy, J/token, power statistics and above-idle energy of one phase window; an unresolved window
+    gives `energy_<prefix>_unresolved` with the reason instead of numbers."""
+    power = calc.window_power(t0, t1)
     duration = t1 - t0
-    out = {f"energy_{prefix}_j": energy, f"power_{prefix}_w_mean": energy / duration if duration > 0 else math.nan}
+    if power.mean_w is None:
+        return {f"energy_{prefix}_unresolved": power.unresolved}
+    energy = power.mean_w * duration
+    out: dict = {f"energy_{prefix}_j": energy, f"power_{prefix}_w_mean": power.mean_w,
+                 f"energy_{prefix}_window_s": duration}
     if tokens:
         out[f"j_per_token_{prefix}"] = energy / tokens
         out[f"tokens_per_j_{prefix}"] = tokens / energy if energy > 0 else math.nan
-    powers = calc.power_samples_w(t0, t1)
-    if powers:
-        p25, p50, p75 = np.percentile(powers, [25, 50, 75])
+    if len(power.samples_w):
+        p25, p50, p75 = np.percentile(power.samples_w, [25, 50, 75])
         out.update({f"power_{prefix}_w_p25": float(p25), f"power_{prefix}_w_p50": float(p50),
-                    f"power_{prefix}_w_p75": float(p75), f"power_{prefix}_w_peak": float(max(powers))})
+                    f"power_{prefix}_w_p75": float(p75), f"power_{prefix}_w_peak": float(max(power.samples_w))})
     if idle_power_w is not None:
         above = energy - idle_power_w * duration
         out[f"energy_{prefix}_above_idle_j"] = above

@@ -4,6 +4,8 @@ INA3221 layouts: newer L4T exposes hwmon channels (`in*_label`, `in*_input` mV, 
 `/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*`; older L4T exposes iio (`rail_name_N`, `in_power N_input`
 mW) under `/sys/bus/i2c/drivers/ina3221x/*/iio:device*`. The board's input rail (VDD_IN, or POM_5V_IN on
 the Nano) measures the whole module and is the board-scope domain; the other rails are parts of it.
+A rail's period is the hwmon driver's `update_interval` (ms) where it exists, else how often the value
+changes at probe; tegrastats' period is its own `--interval`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeprof.sensors.base import Availability, Metric, read_number, read_text
+from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s, read_number, read_text
 from edgeprof.sensors.tegrastats import BOARD_INPUT_RAILS, TegrastatsSample, parse_tegrastats_line
 
 
@@ -33,18 +35,32 @@ def jetson_model(root: str | Path = "/") -> str | None:
     return None
 
 
-def _rail_metric(rail: str) -> Metric:
-    if rail in BOARD_INPUT_RAILS:
-        return Metric(f"jetson.{rail}.power_w", "W", "power_w", "board", "board")
-    return Metric(f"jetson.{rail}.power_w", "W", "power_w", f"rail.{rail}")
+def _rail_metric(rail: str, period_s: float | None = None, period_note: str = "") -> Metric:
+    domain, scope = ("board", "board") if rail in BOARD_INPUT_RAILS else (f"rail.{rail}", "component")
+    return Metric(f"jetson.{rail}.power_w", "W", "power_w", domain, scope, period_s=period_s, period_note=period_note)
 
 
 class Ina3221Sensor:
     name = "ina3221"
 
-    def __init__(self, root: str | Path = "/sys/bus/i2c/drivers"):
+    def __init__(self, root: str | Path = "/sys/bus/i2c/drivers", period_budget_s: float = 0.35):
         self.root = Path(root)
+        self._period_budget_s = period_budget_s
         self._rails: dict[str, Callable[[], float]] = {}
+        self._period: tuple[float, str] = (1.0, "")
+
+    def _measure_period(self) -> tuple[float, str]:
+        """The chip's conversion interval where hwmon publishes it; else measured on the first rail."""
+        for interval_file in sorted(self.root.glob("ina3221*/*/hwmon/hwmon*/update_interval")):
+            try:
+                return read_number(interval_file, 1e-3), "documented by the driver: update_interval"
+            except (OSError, ValueError):
+                continue
+        read = next(iter(self._rails.values()))
+        changes = measure_change_interval_s(read, self._period_budget_s)
+        if changes:
+            return changes, f"measured: changes every {changes * 1e3:.0f} ms"
+        return 1.0, f"assumed 1 s: the value changed less than 3 times in {self._period_budget_s:g} s at probe"
 
     def _hwmon_rails(self) -> dict[str, Callable[[], float]]:
         rails = {}
@@ -82,12 +98,13 @@ class Ina3221Sensor:
         self._rails = rails
         if not rails:
             return Availability(False, "no readable INA3221 rails")
+        self._period = self._measure_period()
         board = [r for r in rails if r in BOARD_INPUT_RAILS]
         note = f"board input {board[0]}" if board else "no board input rail: only component rails (not the whole board)"
         return Availability(True, f"rails {', '.join(rails)}; {note}")
 
     def metrics(self) -> list[Metric]:
-        return [_rail_metric(rail) for rail in self._rails]
+        return [_rail_metric(rail, *self._period) for rail in self._rails]
 
     def read(self) -> dict[str, float]:
         values = {}
@@ -109,6 +126,7 @@ class TegrastatsSensor:
 
     def __init__(self, interval_ms: int = 100, command: list[str] | None = None):
         self.command = command or ["tegrastats", "--interval", str(interval_ms)]
+        self._interval_s = interval_ms / 1e3
         self._process: subprocess.Popen | None = None
         self._latest: TegrastatsSample | None = None
         self._first_line = threading.Event()
@@ -129,7 +147,8 @@ class TegrastatsSensor:
             self.close()
             return Availability(False, "tegrastats printed nothing within 3 s")
         sample = self._latest
-        self._metrics = [_rail_metric(rail) for rail in sample.rails_mw]
+        period_note = f"documented: tegrastats prints a line every {self._interval_s * 1e3:g} ms (--interval)"
+        self._metrics = [_rail_metric(rail, self._interval_s, period_note) for rail in sample.rails_mw]
         self._metrics += [Metric(f"tegrastats.{name}.temp_c", "C", "temp_c") for name in sample.temps_c]
         if sample.gpu_load_pct is not None:
             self._metrics.append(Metric("tegrastats.gpu.util_pct", "%", "util_pct"))

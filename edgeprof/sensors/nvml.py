@@ -4,6 +4,13 @@
 Availability is decided by real reads, not by `nvmlInit`: on Jetson, NVML initialises and lists the GPU
 but answers NotSupported to power, energy and temperature queries. Each metric is probed on its own and
 only the ones that answer are sampled.
+
+Power comes from the finest source the driver answers. `nvmlDeviceGetPowerUsage` is, on Ampere and later
+GPUs, an average over the last second (NVML's documentation; measured on an H100: it takes 1.05 s to
+reach 90 % of a load step, results/gpu-h100/nvml_power_probe.json), so a 150 ms phase read from it sits
+inside the ramp. The field `NVML_FI_DEV_POWER_INSTANT` (driver >= 530) is instantaneous power: on the
+same H100 it reached 90 % in 0.15 s and changes every 100 ms. Each source's refresh period is measured
+at probe time and recorded with the metric.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from edgeprof.sensors.base import Availability, Metric
+from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s
 
 THROTTLE_REASONS = {
     0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake",
@@ -33,6 +40,20 @@ def _load_pynvml():
 
 SLOW_READ_S = 1e-3
 SLOW_READ_INTERVAL_S = 2.0
+FIELD_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT in nvml.h (not in every nvidia-ml-py release)
+AVERAGED_POWER_S = 1.0  # nvmlDeviceGetPowerUsage's averaging window on Ampere and later (NVML docs)
+
+
+def _instant_power_reader(nvml, handle) -> Callable[[], float]:
+    field = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", FIELD_POWER_INSTANT)
+
+    def read() -> float:
+        (value,) = nvml.nvmlDeviceGetFieldValues(handle, [field])
+        if value.nvmlReturn != 0:  # NVML_SUCCESS
+            raise RuntimeError(f"NVML field {field} answered {value.nvmlReturn}")
+        return float(value.value.uiVal) / 1e3
+
+    return read
 
 
 def _fastest_read_s(read: Callable[[], float], tries: int = 3) -> float:
@@ -51,9 +72,10 @@ class NvmlSensor:
 
     name = "nvml"
 
-    def __init__(self, load_module: Callable = _load_pynvml, sample_hz: float = 10.0):
+    def __init__(self, load_module: Callable = _load_pynvml, sample_hz: float = 10.0, period_budget_s: float = 0.35):
         self._load_module = load_module
         self._sample_hz = sample_hz
+        self._period_budget_s = period_budget_s
         self._nvml = None
         self._readers: dict[str, tuple[Callable[[], float], Metric]] = {}
         self._every: dict[str, int] = {}
@@ -65,7 +87,7 @@ class NvmlSensor:
         reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
             nvml, "nvmlDeviceGetCurrentClocksThrottleReasons")
         return [
-            (Metric(f"{p}.power_w", "W", "power_w", domain), lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1e3),
+            *self._power_source(nvml, handle, p, domain),
             (Metric(f"{p}.energy_j", "J", "energy_j", domain),
              lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3),
             (Metric(f"{p}.temp_c", "C", "temp_c"),
@@ -78,6 +100,33 @@ class NvmlSensor:
             (Metric(f"{p}.mem_used_mb", "MB", "mem_mb"), lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20),
             (Metric(f"{p}.util_pct", "%", "util_pct"), lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
         ]
+
+    def _power_source(self, nvml, handle, prefix: str, domain: str) -> list[tuple[Metric, Callable[[], float]]]:
+        """The instantaneous power field where the driver answers it, else the 1 s averaged power usage;
+        either way with its refresh period measured here."""
+        instant = _instant_power_reader(nvml, handle)
+        try:
+            instant()
+        except Exception:  # noqa: BLE001 - older drivers, or nvidia-ml-py without field values
+            pass
+        else:
+            changes = measure_change_interval_s(instant, self._period_budget_s)
+            period, note = (changes, f"measured: the instantaneous power field changes every {changes * 1e3:.0f} ms") \
+                if changes else (self._period_budget_s, "measured: the instantaneous power field changed less than "
+                                                        f"3 times in {self._period_budget_s:g} s")
+            return [(Metric(f"{prefix}.power_w", "W", "power_w", domain, period_s=period, period_note=note), instant)]
+
+        def usage() -> float:
+            return nvml.nvmlDeviceGetPowerUsage(handle) / 1e3
+
+        try:
+            changes = measure_change_interval_s(usage, self._period_budget_s)
+        except Exception:  # noqa: BLE001 - NotSupported: the probe below drops the metric
+            changes = None
+        note = (f"documented: power usage is a {AVERAGED_POWER_S:g} s average on Ampere and later GPUs"
+                + (f"; measured: it changes every {changes * 1e3:.0f} ms" if changes else ""))
+        return [(Metric(f"{prefix}.power_w", "W", "power_w", domain, period_s=max(AVERAGED_POWER_S, changes or 0.0),
+                        period_note=note), usage)]
 
     def probe(self) -> Availability:
         try:
@@ -101,6 +150,10 @@ class NvmlSensor:
                 if cost_s > SLOW_READ_S:
                     self._every[metric.name] = max(1, math.ceil(SLOW_READ_INTERVAL_S * self._sample_hz))
                     metric = replace(metric, slow_read_ms=round(cost_s * 1e3, 2))
+                    if metric.kind in ("energy_j", "power_w"):
+                        metric = replace(metric, period_s=max(metric.period_s or 0.0, SLOW_READ_INTERVAL_S),
+                                         period_note=f"read every {SLOW_READ_INTERVAL_S:g} s: a read costs "
+                                                     f"{cost_s * 1e3:.1f} ms")
                 readers[metric.name] = (read, metric)
         self._readers = readers
         energy_like = [m for _, m in readers.values() if m.kind in ("power_w", "energy_j", "temp_c")]
@@ -152,8 +205,34 @@ class NvmlSensor:
 
 def nvml_gpu_names() -> list[str]:
     """Names of the NVIDIA GPUs NVML lists here ([] where NVML is absent or answers nothing)."""
-    sensor = NvmlSensor()
+    sensor = NvmlSensor(period_budget_s=0.0)  # names only: no need to time the power sources
     try:
         return sensor.gpu_names() if sensor.probe().available else []
     finally:
         sensor.close()
+
+
+def process_gpu_memory_mb(pid: int, load_module: Callable = _load_pynvml) -> float | None:
+    """GPU memory (MB) that NVML attributes to process `pid` on all GPUs, or None where NVML cannot say
+    (no NVIDIA driver, a Jetson, or a PID namespace that hides the process from the driver)."""
+    try:
+        nvml = load_module()
+        nvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no NVML here
+        return None
+    try:
+        total, seen = 0, False
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if process.pid == pid and process.usedGpuMemory is not None:
+                    total += process.usedGpuMemory
+                    seen = True
+        return total / 2**20 if seen else None
+    except Exception:  # noqa: BLE001 - NotSupported (Jetson) or a driver without per-process accounting
+        return None
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass

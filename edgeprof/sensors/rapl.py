@@ -16,6 +16,7 @@ from edgeprof.sensors.base import Availability, Metric, read_number, read_text
 
 FIX_PERMISSION = ("run as root, or allow reading once per boot: sudo chmod o+r /sys/class/powercap/intel-rapl:*/energy_uj "
                   "(or a udev rule: SUBSYSTEM==\"powercap\", ACTION==\"add\", RUN+=\"/bin/chmod o+r %S%p/energy_uj\")")
+RAPL_UPDATE_S = 1e-3
 
 
 @dataclass
@@ -83,7 +84,8 @@ class RaplSensor:
         return Availability(True, ", ".join(z.domain for z in readable))
 
     def metrics(self) -> list[Metric]:
-        return [Metric(f"rapl.{z.domain}.energy_j", "J", "energy_j", z.domain) for z in self._zones]
+        return [Metric(f"rapl.{z.domain}.energy_j", "J", "energy_j", z.domain, period_s=RAPL_UPDATE_S,
+                       period_note="documented: RAPL energy counters update about every 1 ms") for z in self._zones]
 
     def read(self) -> dict[str, float]:
         values = {}

@@ -1,8 +1,10 @@
 """Sensors for one run: probe, sample in the background, baseline idle power, and per-phase figures.
 
-The runner calls `start()` once (which also measures the idle baseline), points the process sensor at
-each worker, and after each configuration asks for each repetition's figures and appends that
-configuration's samples to samples.csv with a phase label per row.
+The runner calls `start()` once (which also measures the idle baseline, over a window the sensors can
+resolve), points the process sensor at each worker, and after each configuration asks for each
+repetition's figures and appends that configuration's samples to samples.csv with a phase label per row.
+Energy comes from the energy pass's steady windows where the worker ran one (`bench.energy_pass`), else
+from the timed phases, and is reported unresolved where the window is too short for the sensors.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ class SensorSession:
         self.idle_s = idle_s
         self.samples_path = samples_path
         self.metrics: list[Metric] = [m for s in sensors for m in s.metrics()]
-        self.plan = plan_energy(self.metrics)
+        self.plan = plan_energy(self.metrics, 1.0 / hz)
         self.sampler = Sampler(sensors, hz)
         self.idle_power_w: float | None = None
+        self.idle_unresolved = ""
         self.run_start = 0.0
         self._written = 0
         self._phases: list[tuple[str, str, float, float]] = []  # (run_key, phase, t0, t1)
@@ -38,13 +41,14 @@ class SensorSession:
         self.run_start = time.perf_counter()
         self.sampler.start()
         if self.idle_s > 0:
+            idle_s = max(self.idle_s, self.plan.required_window_s) if self.plan.available else self.idle_s
             t0 = time.perf_counter()
-            time.sleep(self.idle_s)
+            time.sleep(idle_s)
             t1 = time.perf_counter()
             self.sampler.sample_now()  # a sample after the window's end, so the window is covered
             self._phases.append(("", "idle", t0, t1))
-            energy = self._calculator().energy_j(t0, t1)
-            self.idle_power_w = energy / (t1 - t0) if energy is not None else None
+            idle = self._calculator().window_power(t0, t1)
+            self.idle_power_w, self.idle_unresolved = idle.mean_w, idle.unresolved
         if self.samples_path is not None:
             with open(self.samples_path, "w", newline="") as f:
                 csv.writer(f).writerow(["t_s", "run_key", "phase", *(m.name for m in self.metrics)])
@@ -70,15 +74,28 @@ class SensorSession:
         self._phases.append((run_key, phase, t0, t1))
 
     def repetition_metrics(self, windows: dict[str, tuple[float, float]], tokens: dict[str, int],
-                           requests: int = 1) -> dict:
+                           requests: int = 1, energy_windows: dict[str, tuple[float, float, int]] | None = None) -> dict:
         """Energy per phase (prefill, decode) and per request (one sequence of the batch), J/token, power
-        percentiles, temperatures, throttling, clocks."""
+        percentiles, temperatures, throttling, clocks.
+
+        `windows` are the repetition's timed phases (conditions come from them); `energy_windows`, where
+        the worker ran an energy pass, are that phase's steady windows [t0, t1, tokens]. J/token and the
+        power figures come from the energy window; `energy_<phase>_j` is this repetition's own tokens at
+        that J/token, so per-request energy stays the timed workload's."""
         self.sampler.sample_now()  # make sure a sample lies after the last window's end
         calc = self._calculator()
         times, rows = self.sampler.snapshot()
         out: dict = {}
-        for phase, (t0, t1) in windows.items():
-            out.update(window_metrics(calc, t0, t1, phase, tokens.get(phase, 0), self.idle_power_w))
+        for phase, (t0, t1) in windows.items() if self.plan.available else ():
+            e0, e1, e_tokens = (energy_windows or {}).get(phase) or (t0, t1, tokens.get(phase, 0))
+            figures = window_metrics(calc, e0, e1, phase, e_tokens, self.idle_power_w)
+            if f"j_per_token_{phase}" in figures:
+                own = tokens.get(phase, 0)
+                figures[f"energy_{phase}_j"] = figures[f"j_per_token_{phase}"] * own
+                figures[f"energy_{phase}_window_tokens"] = e_tokens
+                if f"j_per_token_{phase}_above_idle" in figures:
+                    figures[f"energy_{phase}_above_idle_j"] = figures[f"j_per_token_{phase}_above_idle"] * own
+            out.update(figures)
         if "energy_prefill_j" in out and "energy_decode_j" in out and requests:
             out["energy_per_request_j"] = (out["energy_prefill_j"] + out["energy_decode_j"]) / requests
         t0 = min(w[0] for w in windows.values())
@@ -93,7 +110,9 @@ class SensorSession:
         return {
             "sample_hz": self.hz,
             "energy": self.plan.note if self.plan.available else f"unavailable: {self.plan.note}",
+            "energy_plan": self.plan.describe() if self.plan.available else None,
             "idle_power_w": self.idle_power_w,
+            **({"idle_power_unresolved": self.idle_unresolved} if self.idle_unresolved and self.plan.available else {}),
             "sensors": {s.name: s.availability.describe() for s in self.states},
         }
 
