@@ -4,7 +4,7 @@
 # machine's llama-cpp-python, plus wheels); see scripts/gpu/README.md for how .gpu/ is made.
 #   scripts/gpu/device_session.sh STAGE...
 #   stages: setup prep build nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
-#           calibrate roofline-long
+#           calibrate roofline-long power-probe energy
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/edgeprof-out}
@@ -102,6 +102,16 @@ for name in names:
       python3 scripts/validate_roofline.py --presets ${ROOFLINE_PRESETS:-smollm2-135m,llama-3.2-1b,llama-3.2-3b,llama-3.1-8b} \
         --batch 1,2,4,8,16 --prompt 512 --gen 64 --threads 16 --gpu-layers -1 --reps 3 \
         --out "$OUT/roofline_validation_gpu_p512.json" 2>&1 | tee "$OUT/roofline_p512.log" ;;
+    power-probe)  # what each NVML power source means here: read cost, refresh interval, lag behind a load step
+      python3 scripts/gpu/probe_nvml_power.py --out "$OUT/nvml_power_probe.json" 2>&1 | tail -40 ;;
+    energy)  # edgeprof's default J/token against a sustained native reference (issue 12)
+      for m in ${PREP_MODELS:-smollm2-135m llama-3.2-1b}; do
+        while [ ! -e /tmp/prep-$m.done ]; do sleep 5; done
+      done
+      python3 scripts/validate_energy.py --batched-bench "$BUILD/bin/llama-batched-bench" \
+        --configs ${ENERGY_CONFIGS:-smollm2-135m:1,llama-3.2-1b:1,llama-3.2-1b:8} --runs-dir /tmp/energy-runs \
+        --out "$OUT/energy_validation.json" 2>&1 | tee "$OUT/energy_validation.log"
+      tar czf "$OUT/energy_runs.tar.gz" -C /tmp energy-runs ;;
     parity)
       python3 scripts/bench_vs_llama_bench.py --model synth:llama-3.2-1b --quants q4_k_m,f16 --pairs 512:128 \
         --threads 16 --gpu-layers 99 --rounds 6 --llama-bench "$BUILD/bin/llama-bench" \
