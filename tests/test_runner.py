@@ -38,6 +38,17 @@ def test_records_carry_every_setting_and_metric(tmp_path):
     assert len(rows) == 2 and all(r["repetitions"] == 2 for r in rows)
 
 
+def test_peak_rss_is_the_workers_own_not_the_parents(tmp_path):
+    """Linux carries ru_maxrss across fork and exec: a parent holding 1.2 GB made every worker report
+    1.2 GB. The tiny model's worker (Python, numpy, llama.cpp, a 1 MB model) stays far below 600 MB."""
+    ballast = np.ones(1200 * 2**20 // 8)  # touched: 1.2 GB resident in this (the parent) process
+    try:
+        (record,) = _run(tmp_path, expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], SMALL), repetitions=1)
+    finally:
+        del ballast
+    assert 20 < record["metrics"]["peak_rss_mb"] < 600
+
+
 def test_config_id_ignores_execution_settings_but_run_key_does_not(tmp_path):
     configs = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {**SMALL, "threads": [1, 2]})
     records = _run(tmp_path, configs, repetitions=1)
