@@ -87,9 +87,10 @@ def test_change_interval_is_measured():
         state["t0"] = state["t0"] or now
         return float(int((now - state["t0"]) / 0.02))
 
-    interval = measure_change_interval_s(every_20ms, budget_s=0.2, poll_s=0.001)
-    # polling every ~1 ms (more on a loaded host) can only add to a 20 ms interval, by about one poll
-    assert interval is not None and 0.018 <= interval <= 0.03
+    interval = measure_change_interval_s(every_20ms, budget_s=0.3, poll_s=0.001)
+    # A change is seen at the first poll after it: each measured gap is 20 ms give or take one poll's delay
+    # (1 ms asked, several on a loaded host); the median of ~14 gaps stays well inside [15, 40] ms.
+    assert interval is not None and 0.015 <= interval <= 0.04
     assert measure_change_interval_s(lambda: 1.0, budget_s=0.05) is None
 
 

@@ -46,6 +46,9 @@ def test_ort_fp32_matches_gguf_f32_logits_and_greedy_tokens(tiny_source, onnx_fp
     ort = open_session("onnxruntime", onnx_fp32.path, hp)
     try:
         assert ort.info()["kv_cache"] == "shared-buffer"  # the fused-attention export, cache updated in place
+        # Both f32 end to end; only the order of f32 accumulation differs (MLAS vs ggml kernels, each CPU's
+        # SIMD width): O(sqrt(K) * 2**-24) ~ 1e-6 (measured 7e-7). 1e-3 leaves room for any CPU's kernels.
+        # Greedy tokens can then differ only where a top-2 gap is below ~1e-6 of the logits' norm.
         assert _rel_err(ort.next_token_logits(prompts), gguf.next_token_logits(prompts)) < 1e-3
         ort_tokens, gguf_tokens = _greedy(ort, prompts, 32), _greedy(gguf, prompts, 32)
         assert ort_tokens.shape == (2, 33)

@@ -12,6 +12,19 @@ from reference_forward import ReferenceModel
 PROMPT_LEN = 40
 STEPS = 32
 
+# Numeric bounds, from the arithmetic rather than from one machine:
+# - All f32 (f32 KV cache, flash attention off): llama.cpp and the float64 reference differ only by f32
+#   rounding in dot products of length <= 256, in whatever order a CPU's SIMD width sums them:
+#   O(sqrt(K) * 2**-24) ~ 1e-6 per layer at the very worst. Measured 2.4e-7 to 2.8e-7 (Intel Xeon, AMD EPYC).
+F32_BOUND = 1e-5
+# - Defaults (f16 KV cache, flash attention on): CPU flash attention rounds Q, K and V to f16 and sums the
+#   softmax-weighted V in f16. With f16's unit roundoff u = 2**-11 = 4.9e-4, each layer's attention output
+#   carries about (3 + sqrt(n)) u of relative error for n <= 40 positions summed in any order, ~9u; the
+#   residual stream and the final norm stay f32, so the logits see a fraction of it. Measured 1.8u-2.1u
+#   (8.7e-4 and 9.7e-4 here; 1.004e-3 on a Zen 4 host, which failed the old 1e-3 bound). 8u leaves 4x.
+F16_UNIT_ROUNDOFF = 2.0 ** -11
+DEFAULT_BOUND = 8 * F16_UNIT_ROUNDOFF
+
 
 def _rel_err(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -40,22 +53,28 @@ def test_f32_logits_match_reference_exactly(model):
         logits = session.logits_of_last_decode(1)[0]
     finally:
         session.close()
-    assert _rel_err(logits, reference.logits(prompt)[-1]) < 1e-5
+    assert _rel_err(logits, reference.logits(prompt)[-1]) < F32_BOUND
 
 
-def test_default_settings_within_1e3_and_same_greedy_tokens(model):
+def test_default_settings_within_f16_rounding_and_greedy_tokens_the_reference_would_pick(model):
     artifact, reference, prompt = model
     session = _session(artifact)
     try:
         session.prefill(np.array([prompt], dtype=np.int32))
-        assert _rel_err(session.logits_of_last_decode(1)[0], reference.logits(prompt)[-1]) < 1e-3
+        assert _rel_err(session.logits_of_last_decode(1)[0], reference.logits(prompt)[-1]) < DEFAULT_BOUND
         tokens = [int(session.last_tokens()[0])]
         for _ in range(STEPS):
             session.decode_step()
             tokens.append(int(session.last_tokens()[0]))
     finally:
         session.close()
-    assert tokens == reference.greedy(prompt, STEPS)
+    # Teacher-forced along llama.cpp's own tokens: each must be the reference's argmax, or within what the
+    # error bound allows. Logits off by at most DEFAULT_BOUND * |r| (in norm) move any two entries apart
+    # by at most twice that, so only a top-2 gap below it may flip the choice on another CPU.
+    forced = reference.logits(prompt + tokens[:-1])[PROMPT_LEN - 1:]
+    for step, (chosen, ref) in enumerate(zip(tokens, forced)):
+        slack = 2 * DEFAULT_BOUND * float(np.linalg.norm(ref))
+        assert ref[chosen] >= ref.max() - slack, f"step {step}: token {chosen} is not the reference's choice"
 
 
 def test_batched_sequences_match_single_runs(tiny_gguf_f32):
