@@ -272,6 +272,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     from edgeprof.bench.runner import Runner, RunOptions
     from edgeprof.bench.sweep import prune_unfinished
     from edgeprof.devices import host_facts, resolve_device
+    from edgeprof.lifetime import Stopped, stop_signals
     from edgeprof.results.records import read_records
     from edgeprof.results.rundir import RunDir, base_manifest, create_run_dir
     from edgeprof.results.summary import summarize, write_summary_csv
@@ -320,7 +321,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     runner_options = RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
                                 cpu_affinity=affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
                                 energy_window_s=spec.energy_window_s)
-    interrupted = False
+    interrupted, exit_code = False, 130
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=False) as progress:
         overall = progress.add_task("configurations", total=len(configs))
@@ -339,9 +340,12 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
 
         runner = Runner(run_dir, device_info, runner_options, notify, sensors)
         try:
-            runner.run(configs, skip_run_keys=finished)
+            with stop_signals():  # SIGTERM/SIGHUP (a `timeout`, a closed SSH session) stop like Ctrl-C
+                runner.run(configs, skip_run_keys=finished)
         except KeyboardInterrupt:
             interrupted = True  # the configuration in flight was stopped and discarded; the rest is kept
+        except Stopped as stop:
+            interrupted, exit_code = True, stop.exit_code
         finally:
             if sensors:
                 sensors.close()
@@ -369,7 +373,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     if interrupted:
         err_console.print(f"interrupted; continue with: edgeprof sweep --resume {run_dir.path}", soft_wrap=True,
                           highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(exit_code)
     if failed:
         raise typer.Exit(1)  # measured configurations are kept; the exit code tells scripts that some failed
 

@@ -17,6 +17,7 @@ from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import config_id, run_key
 from edgeprof.errors import EdgeprofError
 from edgeprof.fidelity import cache_file as fidelity_cache_file
+from edgeprof.lifetime import child_env
 from edgeprof.export.artifacts import Artifact
 from edgeprof.export.gguf_export import export_gguf, gguf_parent_quant
 from edgeprof.export.onnx_export import export_onnx, onnx_parent_quant
@@ -143,7 +144,8 @@ class Runner:
         timed_out = False
         with open(stderr_path, "w") as stderr:
             child = subprocess.Popen([sys.executable, "-m", "edgeprof.bench.worker", str(job_path), str(events_path)],
-                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                     env=child_env())
             if self.sensors:
                 self.sensors.set_target(child.pid)
             try:
@@ -151,7 +153,7 @@ class Runner:
             except subprocess.TimeoutExpired:
                 timed_out = True
                 _kill_group(child)
-            except BaseException:  # Ctrl-C: stop the child, discard this configuration, re-raise
+            except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop the child, discard this configuration, re-raise
                 _kill_group(child)
                 raise
             finally:

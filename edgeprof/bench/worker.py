@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from edgeprof.errors import EdgeprofError
+from edgeprof.lifetime import die_with_parent
 
 EXIT_USER_ERROR = 3
 EXIT_CRASH = 4
@@ -103,6 +104,7 @@ def _fidelity(job: dict, hp) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()  # first: a worker must never outlive edgeprof (see edgeprof.lifetime)
     job = json.loads(Path(argv[0]).read_text())
     with open(argv[1], "a") as events:
         try:

@@ -15,6 +15,7 @@ from edgeprof.errors import QuantError
 from edgeprof.export.artifacts import Artifact, artifact_path, describe, partial_path, user_file_artifact
 from edgeprof.export.gguf_check import check_gguf
 from edgeprof.export.gguf_convert import convert_hf_to_gguf
+from edgeprof.lifetime import child_env
 from edgeprof.quant import GGUF_QUANTS, GgufQuant
 from edgeprof.source import ModelSource
 
@@ -86,7 +87,7 @@ def quantize_gguf(src: Path, dst: Path, quant: GgufQuant, threads: int | None = 
     command = [sys.executable, "-m", "edgeprof.export.quantize_worker", str(src), str(tmp), quant.name,
                str(threads or os.cpu_count() or 1)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, env=child_env())
         if result.returncode != 0:
             tail = " | ".join(line for line in result.stderr.strip().splitlines()[-3:] if line.strip())
             how = f"signal {-result.returncode}" if result.returncode < 0 else f"exit code {result.returncode}"

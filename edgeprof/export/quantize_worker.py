@@ -11,6 +11,9 @@ import sys
 
 
 def main(argv: list[str]) -> int:
+    from edgeprof.lifetime import die_with_parent
+
+    die_with_parent()
     src, dst, quant_name, threads = argv
     from edgeprof.backends.llamacpp_lib import LogCapture, load_llama_cpp
     from edgeprof.quant import GGUF_QUANTS

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from edgeprof.lifetime import pdeathsig_preexec
 from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s, read_number, read_text
 from edgeprof.sensors.tegrastats import BOARD_INPUT_RAILS, TegrastatsSample, parse_tegrastats_line
 
@@ -141,7 +142,8 @@ class TegrastatsSensor:
     def probe(self) -> Availability:
         if shutil.which(self.command[0]) is None:
             return Availability(False, f"{self.command[0]} not found (not a Jetson, or L4T tools not on PATH)")
-        self._process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                         preexec_fn=pdeathsig_preexec())  # no other thread runs yet: see probe_sensors
         threading.Thread(target=self._pump, daemon=True).start()
         if not self._first_line.wait(timeout=3.0) or self._latest is None:
             self.close()
