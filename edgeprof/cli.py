@@ -111,6 +111,9 @@ def run(
                                              "state for one window per repetition of at least this many seconds (longer "
                                              "where the power sensor needs it); 0 = energy from the timed phases only, "
                                              "unresolved where they are too short for the sensor."),
+    allow_long_context: bool = typer.Option(False, "--allow-long-context",
+                                            help="Run prompt + generated tokens past the model's trained context "
+                                                 "(refused otherwise)."),
 ) -> None:
     """Run models on this machine and record speed, memory, energy and temperature for every configuration."""
     from edgeprof.bench.sweep import SweepSpec
@@ -125,7 +128,7 @@ def run(
     spec = SweepSpec(models=_strs(model), quants=_strs(quant), backends=_strs(backend), grid=grid,
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
                      fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
-                     energy_window_s=energy_window)
+                     energy_window_s=energy_window, allow_long_context=allow_long_context)
     _execute(spec, out)
 
 
@@ -287,7 +290,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     profile = resolve_device(spec.device, facts, emulate=spec.emulate)
     gpu_names = nvml_gpu_names()
     grid = _resolve_auto_gpu_layers(spec.grid, bool(gpu_names) and not spec.emulate and _gpu_build())
-    configs = expand(spec.models, spec.quants, spec.backends, grid)
+    configs = expand(spec.models, spec.quants, spec.backends, grid, spec.allow_long_context)
     device_info = {"profile": profile.name, "kind": profile.kind, "emulated": spec.emulate, "host": facts.to_dict()}
     affinity = None
     if spec.emulate:
@@ -335,6 +338,9 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
                 progress.update(export_task, description=info["step"], completed=info["done"], total=info["total"])
             elif event == "config_started":
                 progress.update(overall, description=info["label"])
+            elif event == "config_progress":  # where the worker is: a repetition, a long warm-up prefill
+                done = f" {info['done']}/{info['total']} tokens" if info.get("total") else ""
+                progress.update(overall, description=f"{info['label']} · {info['step']}{done}")
             elif event in ("config_finished", "config_already_done"):
                 progress.advance(overall)
 

@@ -69,6 +69,8 @@ def _bad_inputs(tmp_path: Path, tiny_gguf_f32) -> list[tuple[list[str], str]]:
         (["run", "-m", "synth:nosuchmodel"], "unknown model preset"),
         (["run", "-m", "synth:tiny", "-q", "q9_9"], "unknown GGUF quantization"),
         (["run", "-m", "synth:tiny", "-p", "100", "-n", "100", "-c", "128"], "exceed the context"),
+        (["run", "-m", "synth:tiny", "-p", "100000"], "beyond the model's trained context of 2048"),
+        (["run", "-m", tiny_gguf_f32.path, "-p", "3000"], "beyond the model's trained context of 2048"),  # GGUF metadata
         (["run", "-m", "synth:tiny", "-b", "0"], "batch must be > 0"),
         (["run", "-m", "synth:tiny", "-b", "one"], "comma-separated integers"),
         (["run", "-m", "synth:tiny", "-o", str(a_file / "runs")], "cannot write the output folder"),

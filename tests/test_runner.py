@@ -117,3 +117,46 @@ def test_events_of_a_crashed_worker_keep_finished_repetitions(tmp_path):
     from edgeprof.bench.runner import _read_events
 
     assert len(_read_events(events)) == 1
+
+
+def test_long_context_is_refused_unless_asked_for():
+    with pytest.raises(ConfigError, match="--allow-long-context"):
+        expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {**SMALL, "prompt_tokens": [2000], "gen_tokens": [64]})
+    (config,) = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {**SMALL, "prompt_tokens": [2000], "gen_tokens": [64]},
+                       allow_long_context=True)
+    assert config.hp.context_per_sequence == 2064
+
+
+def test_progress_reaches_the_parent_while_the_worker_runs(tmp_path):
+    """The warm-up prefill reports its tokens (8 llama_decode calls of 128), each repetition its number."""
+    events = []
+    run_dir = create_run_dir(tmp_path)
+    configs = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"],
+                     {**SMALL, "prompt_tokens": [1024], "n_batch": [128], "n_ubatch": [128]})
+    Runner(run_dir, DEVICE, RunOptions(repetitions=2, warmup=1),
+           notify=lambda name, **info: events.append((name, info))).run(configs)
+    steps = [info for name, info in events if name == "config_progress"]  # what the 0.5 s polls caught
+    written = [json.loads(line) for line in next((run_dir.path / "jobs").glob("*.events.jsonl")).read_text().splitlines()]
+    progress = [e for e in written if e["event"] == "progress"]
+    assert {"step": "warm-up prefill", "done": 1024, "total": 1024} in [
+        {k: e[k] for k in ("step", "done", "total")} for e in progress]
+    assert [e["step"] for e in progress if e["step"].startswith("repetition")] == ["repetition 1/2", "repetition 2/2"]
+    assert all(info["label"] == configs[0].label for info in steps)
+
+
+def test_wait_relays_progress_and_ends_a_worker_past_its_timeout(tmp_path):
+    import subprocess
+    import sys
+
+    events_path = tmp_path / "events.jsonl"
+    events_path.write_text(json.dumps({"event": "progress", "step": "repetition 1/3", "done": None, "total": None})
+                           + "\n" + '{"event": "prog')  # a torn last line is left for the next poll
+    got = []
+    runner = Runner(create_run_dir(tmp_path), DEVICE, RunOptions(timeout_s=30),
+                    notify=lambda name, **info: got.append((name, info)))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.2)"], start_new_session=True)
+    assert runner._wait(child, events_path, "cfg")
+    assert got == [("config_progress", {"label": "cfg", "step": "repetition 1/3", "done": None, "total": None})]
+    short = Runner(create_run_dir(tmp_path / "b"), DEVICE, RunOptions(timeout_s=0.6))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    assert not short._wait(child, events_path, "cfg") and child.returncode == -signal.SIGKILL

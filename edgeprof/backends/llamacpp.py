@@ -8,6 +8,7 @@ choice is one `argmax` over a zero-copy view of only the logits llama.cpp alread
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 import numpy as np
 
@@ -94,6 +95,9 @@ class LlamaCppSession:
         self._logits = np.empty((0, 0), dtype=np.float32)
         self._logits_address = 0
         self._prefill_batches: list[tuple[_Batch, np.ndarray]] = []
+        # Called as (tokens done, tokens in all) after each llama_decode call of a prefill; the worker sets it
+        # only for untimed passes, so the timed prefill does no work beyond llama.cpp's own.
+        self.prefill_progress: Callable[[int, int], None] | None = None
         self._decode_batch = _Batch(llama_cpp, hp.batch)
         seqs = np.arange(hp.batch, dtype=np.int32)
         self._decode_batch.lay_out(seqs, np.zeros(hp.batch, dtype=np.int32), np.ones(hp.batch, dtype=np.int8))
@@ -125,6 +129,8 @@ class LlamaCppSession:
             self._decode(chunk.raw)
             if len(finished):
                 self._choose(finished)
+            if self.prefill_progress is not None:
+                self.prefill_progress(start, len(flat))
         self._step = prompt_len
         if not self._greedy:
             self._next[:] = prompts[:, -1]

@@ -7,6 +7,7 @@ Everything is validated here, before anything runs, so bad input fails fast with
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, replace
 
 from edgeprof.backends.base import BACKEND_FORMATS, canonical_backend
@@ -81,8 +82,36 @@ def _file_skip(source: ModelSource, backend: str) -> str:
     return f"{source.spec} is a {source.kind.upper()} file; {backend} reads {BACKEND_FORMATS[backend].upper()}"
 
 
+def trained_context(source: ModelSource, gguf_metadata: dict | None = None) -> int | None:
+    """Tokens per sequence the model was trained for: the HF config's max_position_embeddings (presets
+    and folders), the GGUF's `<arch>.context_length`, or an ONNX export's config.json; None if unknown."""
+    if source.architecture is not None:
+        return source.architecture.max_position_embeddings
+    if gguf_metadata is not None:
+        value = gguf_metadata.get(f"{gguf_metadata.get('general.architecture')}.context_length")
+        return int(value) if value else None
+    if source.kind == "onnx":
+        config = source.path.parent / "config.json"
+        try:
+            value = json.loads(config.read_text()).get("max_position_embeddings")
+        except (OSError, ValueError):
+            return None
+        return int(value) if value else None
+    return None
+
+
+def _check_context(source: ModelSource, trained: int | None, hp: Hyperparameters, allow_long_context: bool) -> None:
+    """Past its trained context a model's positions are out of distribution, and a typo such as
+    --prompt 100000 would run silently for minutes: refuse unless the user asked for it."""
+    if trained is None or allow_long_context or hp.context_per_sequence <= trained:
+        return
+    raise ConfigError(f"{source.spec}: prompt ({hp.prompt_tokens}) + generated ({hp.gen_tokens}) tokens need a "
+                      f"context of {hp.context_per_sequence}, beyond the model's trained context of {trained}; "
+                      "shorten them, or pass --allow-long-context to run past it")
+
+
 def expand(models: list[str], quants: list[str], backends: list[str],
-           grid: dict[str, list]) -> list[BenchConfig]:
+           grid: dict[str, list], allow_long_context: bool = False) -> list[BenchConfig]:
     """The validated cartesian product. `grid` maps Hyperparameters field names to lists of values.
 
     Combinations a backend cannot run (a GGUF quantization on ONNX Runtime, an ONNX file on llama.cpp)
@@ -91,11 +120,14 @@ def expand(models: list[str], quants: list[str], backends: list[str],
         raise ConfigError("no model given")
     backends = list(dict.fromkeys(canonical_backend(b) for b in backends))
     sources = [resolve(spec) for spec in dict.fromkeys(models)]
+    trained: dict[str, int | None] = {}
     for source in sources:
+        metadata = None
         if source.kind == "gguf":
-            check_gguf(source.path)  # a wrong or truncated file is the user's input: fail before running
+            metadata = check_gguf(source.path)  # a wrong or truncated file is the user's input: fail before running
         elif source.kind == "onnx":
             check_onnx(source.path)
+        trained[source.spec] = trained_context(source, metadata)
     _check_quants(list(dict.fromkeys(quants)), backends)
     keys = list(grid)
     if "llama.cpp" in backends and any(layers != 0 for layers in grid.get("gpu_layers", [0])):
@@ -110,6 +142,8 @@ def expand(models: list[str], quants: list[str], backends: list[str],
         hp = Hyperparameters(**dict(zip(keys, values))).validate()
         if hp.threads == 0:
             hp = replace(hp, threads=default_threads())
+        for source in sources:
+            _check_context(source, trained[source.spec], hp, allow_long_context)
         for source, backend in itertools.product(sources, backends):
             if source.is_file:  # a model file given directly is run as it is: its quantization is its own
                 configs.append(BenchConfig(source, "as-is", backend, hp, _file_skip(source, backend)))

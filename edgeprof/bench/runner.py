@@ -149,10 +149,7 @@ class Runner:
             if self.sensors:
                 self.sensors.set_target(child.pid)
             try:
-                child.wait(timeout=self.options.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(child)
+                timed_out = not self._wait(child, events_path, config.label)
             except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop the child, discard this configuration, re-raise
                 _kill_group(child)
                 raise
@@ -187,6 +184,23 @@ class Runner:
         records.append(self._record(config, artifact, None, status, error=error, info=loaded.get("info"),
                                     started=started))
         return records
+
+    def _wait(self, child: subprocess.Popen, events_path: Path, label: str, poll_s: float = 0.5) -> bool:
+        """Wait for the worker, passing its progress events on; False (and the worker ended) on timeout."""
+        deadline = time.monotonic() + self.options.timeout_s
+        tail = _EventTail(events_path)
+        while True:
+            try:
+                child.wait(timeout=min(poll_s, max(deadline - time.monotonic(), 0.0)))
+                return True
+            except subprocess.TimeoutExpired:
+                for event in tail.new_events():
+                    if event["event"] == "progress":
+                        self.notify("config_progress", label=label, step=event["step"], done=event.get("done"),
+                                    total=event.get("total"))
+                if time.monotonic() >= deadline:
+                    _kill_group(child)
+                    return False
 
     def _energy_pass_plan(self) -> dict | None:
         """The steady windows the worker should hold, sized to this host's sensors (None: no energy sensor)."""
@@ -253,6 +267,31 @@ def _kill_group(child: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     child.wait()
+
+
+class _EventTail:
+    """New whole lines of the worker's events file since the last call (a torn last line waits)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+
+    def new_events(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        complete = data[:data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        events = []
+        for line in complete.splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
 
 
 def _read_events(path: Path) -> list[dict]:

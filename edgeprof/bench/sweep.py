@@ -42,6 +42,7 @@ class SweepSpec:
     sample_hz: float = 10.0
     idle_s: float = 3.0
     energy_window_s: float = 2.0  # shortest steady energy window per repetition (0: timed phases only)
+    allow_long_context: bool = False  # run prompt + generated tokens past the model's trained context
     name: str = ""
 
     def to_dict(self) -> dict:

@@ -7,6 +7,7 @@ Events are appended and flushed one per line as they happen, so finished repetit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -48,10 +49,13 @@ def run_job(job: dict, events) -> int:
         prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))
         warmup_start = time.perf_counter()
         for _ in range(job.get("warmup", 1)):
-            run_repetition(session, prompts, hp)
+            _progress(events, "warm-up")
+            with _prefill_progress(session, events):  # untimed: a long prefill shows its tokens
+                run_repetition(session, prompts, hp)
         _emit(events, {"event": "warmup", "phase": ["warmup", warmup_start, time.perf_counter()]})
         timed = []
         for index in range(job["repetitions"]):
+            _progress(events, f"repetition {index + 1}/{job['repetitions']}")
             metrics = run_repetition(session, prompts, hp)
             timed.append(metrics.phases())
             _emit(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
@@ -67,6 +71,7 @@ def run_job(job: dict, events) -> int:
             from edgeprof.bench.energy_pass import EnergyPassPlan, run_energy_pass
 
             plan = EnergyPassPlan(**job["energy_pass"])
+            _progress(events, "energy pass")
             _emit(events, {"event": "energy_pass", "plan": plan.to_dict(),
                            "phases": run_energy_pass(session, prompts, hp, plan, timed)})
         if job.get("profile_ops") and job["backend"] == "onnxruntime":
@@ -78,6 +83,32 @@ def run_job(job: dict, events) -> int:
     if job.get("fidelity"):
         _emit(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
     return 0
+
+
+def _progress(events, step: str, done: int | None = None, total: int | None = None) -> None:
+    """Where the worker is, for the parent's progress display (written between timed regions only)."""
+    _emit(events, {"event": "progress", "step": step, "done": done, "total": total})
+
+
+@contextlib.contextmanager
+def _prefill_progress(session, events, every_s: float = 0.5):
+    """Report prefill tokens at most every `every_s` (and at the end) where the backend can tell them."""
+    if not hasattr(session, "prefill_progress"):
+        yield
+        return
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - last[0] >= every_s:
+            last[0] = now
+            _progress(events, "warm-up prefill", done, total)
+
+    session.prefill_progress = report
+    try:
+        yield
+    finally:
+        session.prefill_progress = None
 
 
 def _extra(compute, name: str) -> dict:
