@@ -85,7 +85,8 @@ def test_native_load_failure_is_a_failed_record_and_the_sweep_goes_on(tmp_path, 
 
 
 def test_timeout_becomes_a_timeout_record(tmp_path):
-    configs = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {**SMALL, "gen_tokens": [100000], "context": [0]})
+    configs = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {**SMALL, "gen_tokens": [100000], "context": [0]},
+                     allow_long_context=True)  # past the trained 2048 on purpose: a run that cannot finish in 3 s
     records = _run(tmp_path, configs, timeout_s=3)
     assert records[-1]["status"] == "timeout"
 

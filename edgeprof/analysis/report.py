@@ -116,7 +116,8 @@ def _power_trace(run: Run):
     plt, fig, ax = _figure()
     t = [float(r["t_s"]) for r in rows]
     ax.plot(t, [float(r[power] or "nan") for r in rows], lw=0.8, label=power)
-    colors = {"prefill": "#f58518", "decode": "#54a24b", "warmup": "#bbbbbb", "load": "#e0e0e0"}
+    colors = {"prefill": "#f58518", "decode": "#54a24b", "warmup": "#bbbbbb", "load": "#e0e0e0",
+              "energy-prefill": "#fdd0a2", "energy-decode": "#c7e9c0"}  # the steady energy passes, lighter
     start = 0
     for i in range(1, len(rows) + 1):
         if i == len(rows) or rows[i]["phase"] != rows[start]["phase"]:
@@ -124,7 +125,8 @@ def _power_trace(run: Run):
             if phase in colors:
                 ax.axvspan(t[start], t[i - 1], color=colors[phase], alpha=0.3, lw=0)
             start = i
-    ax.set(xlabel="seconds since run start (orange prefill, green decode, grey warm-up/load)", ylabel="W",
+    ax.set(xlabel="seconds since run start (orange prefill, green decode, light: their steady energy passes; "
+                  "grey warm-up/load)", ylabel="W",
            title=f"Power and temperature: {run.label}")
     if temp:
         twin = ax.twinx()
