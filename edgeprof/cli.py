@@ -255,7 +255,8 @@ def _read_manifest(run_dir: Path) -> dict:
 
 
 def _gpu_layers(text: str) -> list:
-    """--gpu-layers values; `auto` (the default) means all layers on a GPU build with an NVIDIA GPU, else 0."""
+    """--gpu-layers values; `auto` (the default) means all layers on a GPU build with a GPU (NVML lists one,
+    or a Jetson's integrated GPU), else 0."""
     values = []
     for part in _strs(text):
         values.append(part if part == "auto" else _ints(part, "gpu-layers")[0])
@@ -274,7 +275,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     from edgeprof.bench.plan import expand
     from edgeprof.bench.runner import Runner, RunOptions
     from edgeprof.bench.sweep import prune_unfinished
-    from edgeprof.devices import host_facts, resolve_device
+    from edgeprof.devices import host_facts, offload_gpus, resolve_device
     from edgeprof.lifetime import Stopped, stop_signals
     from edgeprof.results.records import read_records
     from edgeprof.results.rundir import RunDir, base_manifest, create_run_dir
@@ -289,7 +290,8 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
         raise ConfigError(f"--sample-hz must be >= 0, got {spec.sample_hz:g}")
     profile = resolve_device(spec.device, facts, emulate=spec.emulate)
     gpu_names = nvml_gpu_names()
-    grid = _resolve_auto_gpu_layers(spec.grid, bool(gpu_names) and not spec.emulate and _gpu_build())
+    has_gpu = bool(offload_gpus(gpu_names=gpu_names))
+    grid = _resolve_auto_gpu_layers(spec.grid, has_gpu and not spec.emulate and _gpu_build())
     configs = expand(spec.models, spec.quants, spec.backends, grid, spec.allow_long_context)
     device_info = {"profile": profile.name, "kind": profile.kind, "emulated": spec.emulate, "host": facts.to_dict()}
     affinity = None

@@ -224,6 +224,19 @@ def detect_profile(facts: HostFacts | None = None, root: str | Path = "/",
     raise CatalogError(f"no device profile matches this host ({facts.machine}); add one under devices/")
 
 
+def offload_gpus(root: str | Path = "/", gpu_names: list[str] | None = None) -> list[str]:
+    """GPUs that can run llama.cpp layers here: those NVML lists (whatever their sensors answer), else a
+    Jetson's integrated GPU, known from the device tree where NVML is missing (L4T before JetPack 6)."""
+    if gpu_names is None:
+        from edgeprof.sensors.nvml import nvml_gpu_names
+
+        gpu_names = nvml_gpu_names()
+    if gpu_names:
+        return gpu_names
+    model = _device_tree_model(Path(root))
+    return [f"{model} (integrated GPU)"] if model and "jetson" in model.lower() else []
+
+
 def resolve_device(spec: str, facts: HostFacts | None = None, emulate: bool = False, root: str | Path = "/",
                    gpu_names: list[str] | None = None) -> DeviceProfile:
     """The profile `--device` names ("" = detected; "jetson" = the detected Jetson model).

@@ -203,13 +203,25 @@ class NvmlSensor:
         self._readers = {}
 
 
-def nvml_gpu_names() -> list[str]:
-    """Names of the NVIDIA GPUs NVML lists here ([] where NVML is absent or answers nothing)."""
-    sensor = NvmlSensor(period_budget_s=0.0)  # names only: no need to time the power sources
+def nvml_gpu_names(load_module: Callable = _load_pynvml) -> list[str]:
+    """Names of the NVIDIA GPUs NVML lists here ([] where NVML is absent or does not initialise).
+
+    Whether a GPU exists is not whether its sensors answer: on a Jetson (and on vGPU and MIG guests) NVML
+    lists the GPU but answers NotSupported for power, and that GPU still runs every layer."""
     try:
-        return sensor.gpu_names() if sensor.probe().available else []
+        nvml = load_module()
+        nvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver, no library
+        return []
+    try:
+        return NvmlSensor._names(nvml, nvml.nvmlDeviceGetCount())
+    except Exception:  # noqa: BLE001
+        return []
     finally:
-        sensor.close()
+        try:
+            nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def process_gpu_memory_mb(pid: int, load_module: Callable = _load_pynvml) -> float | None:
