@@ -205,7 +205,7 @@ def test_sampler_rate_and_failing_sensor():
     sampler.stop()
     assert 12 <= len(sampler.times) <= 30
     assert np.all(np.diff(sampler.times) > 0)
-    assert sampler.read_errors == len(sampler.times)
+    assert sampler.read_errors == {"failing": len(sampler.times)}
     assert all(row["constant.power_w"] == pytest.approx(10.0) for row in sampler.rows)
 
 
@@ -307,3 +307,82 @@ def test_process_sensor_reads_host_figures_at_2hz_and_worker_rss_every_tick():
     reads = [sensor.read() for _ in range(10)]
     assert sum("process.cpu.util_pct" in r for r in reads) == 2
     assert all(r["process.worker_rss_mb"] > 0 for r in reads)
+
+
+def test_one_thread_reads_the_sensors_even_when_others_ask_for_a_sample():
+    """sample_now() from other threads used to read the sensors itself, beside the sampler thread: RAPL's
+    wrap tracking could then see a false wrap, and a late timestamp put rows out of order."""
+    import threading
+
+    class Recording(ConstantPowerSensor):
+        def __init__(self):
+            super().__init__()
+            self.threads = set()
+
+        def read(self):
+            self.threads.add(threading.get_ident())
+            time.sleep(0.001)  # a read that takes time, so concurrent readers would overlap
+            return super().read()
+
+    sensor = Recording()
+    sampler = Sampler([sensor], hz=100)
+    sampler.start()
+    served = []
+
+    def ask() -> None:
+        for _ in range(20):
+            before = time.perf_counter()
+            sampler.sample_now()
+            served.append(sampler.snapshot()[0][-1] > before)  # a sample taken after the request began
+
+    askers = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in askers:
+        thread.start()
+    for thread in askers:
+        thread.join()
+    sampler_thread = sampler._thread.ident
+    sampler.stop()
+    assert sensor.threads == {threading.main_thread().ident, sampler_thread}  # start/stop read on main, alone
+    assert np.all(np.diff(sampler.times) > 0)
+    assert served == [True] * 60
+
+
+def test_read_errors_are_counted_per_metric_and_reach_the_session(tmp_path):
+    from edgeprof.sensors.base import SensorState
+    from edgeprof.sensors.session import SensorSession
+
+    _rapl_tree(tmp_path)
+    sensor = RaplSensor(tmp_path)
+    availability = sensor.probe()
+    assert availability.available
+    (tmp_path / "intel-rapl:0/energy_uj").unlink()  # the package counter disappears mid-run
+    session = SensorSession([sensor], [SensorState("rapl", availability)], hz=50, idle_s=0)
+    session.start()
+    time.sleep(0.1)
+    session.close()
+    errors = session.describe()["read_errors"]
+    assert errors["rapl:rapl.cpu-package-0.energy_j"] >= 3 and "rapl:rapl.dram-0.energy_j" not in errors
+
+
+def test_a_dead_tegrastats_is_an_error_not_its_last_line_forever(tmp_path):
+    script = tmp_path / "tegrastats"
+    script.write_text(f"#!/bin/sh\necho '{ORIN}'\nsleep 0.3\n")  # one line, then it dies
+    script.chmod(0o755)
+    sensor = TegrastatsSensor(interval_ms=100, command=[str(script)])
+    assert sensor.probe().available
+    assert "jetson.VDD_IN.power_w" in sensor.read()
+    time.sleep(1.2)
+    with pytest.raises(RuntimeError, match="tegrastats"):
+        sensor.read()
+    sensor.close()
+
+
+def test_rapl_psys_replaces_the_packages_instead_of_adding_to_them(tmp_path):
+    _rapl_tree(tmp_path)
+    write(tmp_path / "intel-rapl:1/name", "psys")
+    write(tmp_path / "intel-rapl:1/energy_uj", "9000000")
+    write(tmp_path / "intel-rapl:1/max_energy_range_uj", "262143328850")
+    sensor = RaplSensor(tmp_path)
+    assert sensor.probe().available
+    plan = plan_energy(sensor.metrics() + [_metric("nvml.gpu0.power_w", "power_w", "gpu0")])
+    assert plan.total == ["gpu0", "psys"] and "not added again" in plan.note

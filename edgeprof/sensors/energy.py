@@ -16,8 +16,9 @@ read from it came out at half its real energy.)
 - A power source whose readings never change across a window is stale (a dead tegrastats, a fuel gauge
   slower than assumed) and resolves nothing.
 - The total avoids double counting: a board-scope domain (Jetson input rail, battery) measures the whole
-  device and is used alone; otherwise GPUs, CPU packages and DRAM are summed; other rails only if
-  nothing else exists (and the note says so).
+  device and is used alone; otherwise GPUs, CPU packages and DRAM are summed — with RAPL's platform
+  domain (psys) in place of the packages and DRAM where it exists, as it contains them; other rails only
+  if nothing else exists (and the note says so).
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def _choose_total(domains: dict[str, list[Source]], scopes: dict[str, str]) -> E
     if board:
         return EnergyPlan(domains, board[:1], f"board input ({domains[board[0]][0].metric})")
     summed = [d for d in domains if d.startswith(_SUMMED_PREFIXES)]
+    if "psys" in domains:  # RAPL's platform domain contains the CPU packages and DRAM: never add them to it
+        summed = [d for d in summed if d.startswith("gpu")] + ["psys"]
+        return EnergyPlan(domains, summed, " + ".join(domains[d][0].metric for d in summed)
+                          + " (psys covers the CPU packages and DRAM; they are not added again)")
     if summed:
         return EnergyPlan(domains, summed, " + ".join(domains[d][0].metric for d in summed))
     if domains:

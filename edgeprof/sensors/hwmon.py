@@ -25,6 +25,7 @@ class HwmonSensor:
     def __init__(self, root: str | Path = "/sys/class/hwmon", period_budget_s: float = 0.35):
         self.root = Path(root)
         self._period_budget_s = period_budget_s
+        self.read_errors: dict[str, int] = {}  # metric -> failed reads
         self._channels: dict[str, tuple[Path, float, Metric]] = {}
 
     def probe(self) -> Availability:
@@ -85,7 +86,7 @@ class HwmonSensor:
             try:
                 values[name] = read_number(path, scale)
             except (OSError, ValueError):
-                continue
+                self.read_errors[name] = self.read_errors.get(name, 0) + 1
         return values
 
     def close(self) -> None:

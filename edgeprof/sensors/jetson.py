@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Ina3221Sensor:
         self._period_budget_s = period_budget_s
         self._rails: dict[str, Callable[[], float]] = {}
         self._period: tuple[float, str] = (1.0, "")
+        self.read_errors: dict[str, int] = {}  # rail -> failed reads
 
     def _measure_period(self) -> tuple[float, str]:
         """The chip's conversion interval where hwmon publishes it; else measured on the first rail."""
@@ -113,7 +115,7 @@ class Ina3221Sensor:
             try:
                 values[f"jetson.{rail}.power_w"] = read()
             except (OSError, ValueError):
-                continue
+                self.read_errors[rail] = self.read_errors.get(rail, 0) + 1
         return values
 
     def close(self) -> None:
@@ -128,6 +130,7 @@ class TegrastatsSensor:
     def __init__(self, interval_ms: int = 100, command: list[str] | None = None):
         self.command = command or ["tegrastats", "--interval", str(interval_ms)]
         self._interval_s = interval_ms / 1e3
+        self._latest_at = 0.0
         self._process: subprocess.Popen | None = None
         self._latest: TegrastatsSample | None = None
         self._first_line = threading.Event()
@@ -137,6 +140,7 @@ class TegrastatsSensor:
         assert self._process and self._process.stdout
         for line in self._process.stdout:
             self._latest = parse_tegrastats_line(line)
+            self._latest_at = time.monotonic()
             self._first_line.set()
 
     def probe(self) -> Availability:
@@ -165,9 +169,15 @@ class TegrastatsSensor:
         return self._metrics
 
     def read(self) -> dict[str, float]:
+        """The latest line, or an error when tegrastats has died or stopped printing: its last line must
+        not be served on and on as if the board's power were constant."""
         sample = self._latest
         if sample is None:
             return {}
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError("tegrastats exited")
+        if time.monotonic() - self._latest_at > max(3 * self._interval_s, 1.0):
+            raise RuntimeError(f"tegrastats printed nothing for {time.monotonic() - self._latest_at:.1f} s")
         values = {f"jetson.{rail}.power_w": mw / 1e3 for rail, mw in sample.rails_mw.items()}
         values.update({f"tegrastats.{name}.temp_c": c for name, c in sample.temps_c.items()})
         if sample.gpu_load_pct is not None:

@@ -80,6 +80,7 @@ class NvmlSensor:
         self._readers: dict[str, tuple[Callable[[], float], Metric]] = {}
         self._every: dict[str, int] = {}
         self._tick = 0
+        self.read_errors: dict[str, int] = {}  # metric -> failed reads
 
     def _candidates(self, nvml, index: int, handle) -> list[tuple[Metric, Callable[[], float]]]:
         p = f"nvml.gpu{index}"
@@ -189,8 +190,8 @@ class NvmlSensor:
                 continue
             try:
                 values[name] = read()
-            except Exception:  # a transient NVML error drops one reading, not the sampler
-                continue
+            except Exception:  # noqa: BLE001 - a transient NVML error drops one reading, counted
+                self.read_errors[name] = self.read_errors.get(name, 0) + 1
         return values
 
     def close(self) -> None:

@@ -1,6 +1,8 @@
 """Intel/AMD RAPL energy counters through Linux powercap (`/sys/class/powercap/intel-rapl:*`).
 
-Top-level zones are CPU packages; their `dram` sub-zone is memory and is counted separately. The
+Top-level zones are CPU packages; their `dram` sub-zone is memory and is counted separately. A top-level
+`psys` zone (laptops since Skylake) measures the whole platform, packages included, so it is its own
+domain and the energy total uses it *instead of* the packages and DRAM, never on top of them. The
 `core`/`uncore` sub-zones are parts of the package and are skipped so nothing is counted twice.
 `energy_uj` wraps at `max_energy_range_uj`; each read unfolds the wrap into a growing total. Since
 Linux 5.10 `energy_uj` is readable by root only: that case is reported with the fix.
@@ -41,6 +43,7 @@ class RaplSensor:
     def __init__(self, root: str | Path = "/sys/class/powercap"):
         self.root = Path(root)
         self._zones: list[_Zone] = []
+        self.read_errors: dict[str, int] = {}  # metric -> failed reads
 
     def _discover(self) -> list[_Zone]:
         zones = []
@@ -53,7 +56,9 @@ class RaplSensor:
                 range_uj = read_number(path / "max_energy_range_uj")
             except (OSError, ValueError):
                 continue
-            if len(parts) == 2:
+            if len(parts) == 2 and name == "psys":
+                domain = "psys"  # the platform (SoC + DRAM + more): it contains the packages, see energy.py
+            elif len(parts) == 2:
                 domain = f"cpu-{name}"  # e.g. cpu-package-0
             elif name == "dram":
                 domain = f"dram-{parts[1]}"
@@ -90,10 +95,11 @@ class RaplSensor:
     def read(self) -> dict[str, float]:
         values = {}
         for zone in self._zones:
+            name = f"rapl.{zone.domain}.energy_j"
             try:
-                values[f"rapl.{zone.domain}.energy_j"] = zone.total_j()
+                values[name] = zone.total_j()
             except (OSError, ValueError):
-                continue
+                self.read_errors[name] = self.read_errors.get(name, 0) + 1
         return values
 
     def close(self) -> None:

@@ -114,7 +114,16 @@ class SensorSession:
             "idle_power_w": self.idle_power_w,
             **({"idle_power_unresolved": self.idle_unresolved} if self.idle_unresolved and self.plan.available else {}),
             "sensors": {s.name: s.availability.describe() for s in self.states},
+            "read_errors": self.read_errors(),
         }
+
+    def read_errors(self) -> dict[str, int]:
+        """Failed reads so far: whole sensors (by the sampler) and single metrics (by the sensors)."""
+        errors = dict(self.sampler.read_errors)
+        for sensor in self.sensors:
+            for name, count in getattr(sensor, "read_errors", {}).items():
+                errors[f"{sensor.name}:{name}"] = count
+        return errors
 
     def flush_samples(self, run_key: str) -> None:
         """Append rows sampled since the last flush, each labelled with the phase it fell in."""
