@@ -2,7 +2,9 @@
 
 Search order, later folders overriding earlier ones by file name:
 1. the copy shipped inside the wheel (`edgeprof/_catalog/<kind>`);
-2. the repository's top-level folder (`models/`, `devices/`) for a source checkout or editable install;
+2. the repository's top-level folder (`models/`, `devices/`) for a source checkout or editable install —
+   only when edgeprof's own pyproject.toml stands beside the package: in an installed wheel the folder
+   above the package is site-packages, whose `models/` belongs to whatever other package put it there;
 3. the user's folder (`$EDGEPROF_CONFIG_DIR/<kind>`, default `~/.config/edgeprof/<kind>`).
 """
 
@@ -29,7 +31,7 @@ def catalog_dirs(kind: str) -> list[Path]:
     """Existing folders that hold YAML entries of `kind` ("models" or "devices"), lowest priority first."""
     candidates = [
         _PACKAGE_DIR / "_catalog" / kind,
-        _PACKAGE_DIR.parent / kind,
+        *([_PACKAGE_DIR.parent / kind] if _is_source_checkout(_PACKAGE_DIR.parent) else []),
         user_config_root() / kind,
     ]
     seen: list[Path] = []
@@ -37,6 +39,13 @@ def catalog_dirs(kind: str) -> list[Path]:
         if folder.is_dir() and folder not in seen:
             seen.append(folder)
     return seen
+
+
+def _is_source_checkout(folder: Path) -> bool:
+    try:
+        return 'name = "edgeprof"' in (folder / "pyproject.toml").read_text()
+    except OSError:
+        return False
 
 
 def load_entries(kind: str) -> dict[str, tuple[dict, Path]]:

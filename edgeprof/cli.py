@@ -187,6 +187,10 @@ def compare(
         raise ConfigError(f"the runs have no configuration in common{hint}")
     if predicted:
         add_predictions(joined, loaded)
+        older = [run.label for run in loaded if run.prediction_basis != "manifest"]
+        if older:
+            err_console.print(f"note: {', '.join(older)} predate stored device profiles; their predictions use "
+                              "today's catalog and this host's calibration", highlight=False, soft_wrap=True)
     if fmt == "table":
         console.print(compare_table(joined, loaded, loose))
         return
@@ -315,6 +319,12 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     else:
         run_dir = create_run_dir(out)
         manifest = base_manifest(run_dir.run_id, device_info)
+        # What analysis needs to predict this run later, on any machine: the profile and calibration in force.
+        from edgeprof.calibrate import load_calibration
+
+        manifest["device_profile"] = {"name": profile.name, "display_name": profile.display_name,
+                                      "kind": profile.kind, "data": profile.data}
+        manifest["calibration"] = load_calibration(profile.name)
     manifest["sweep"] = spec.to_dict()
     manifest["configurations"] = len(configs)
     sensors = _start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv")

@@ -44,6 +44,11 @@ class Run:
         return f"{name} (emulated)" if device.get("emulated") else name
 
     @property
+    def prediction_basis(self) -> str:
+        """Where this run's predictions take the device from: its own manifest, or (older runs) today's."""
+        return "manifest" if self.manifest.get("device_profile") else "today's catalog and calibration"
+
+    @property
     def emulated(self) -> bool:
         return bool(self.manifest.get("device", {}).get("emulated"))
 
@@ -104,13 +109,26 @@ def ratio(value: float | None, base: float | None) -> float:
     return value / base
 
 
+def run_device(run: Run):
+    """(profile, calibration) the run was made with, from its manifest; runs older than that fall back to
+    today's catalog and this host's calibration (and `Run.prediction_basis` says so)."""
+    from edgeprof.devices import DeviceProfile
+
+    stored = run.manifest.get("device_profile")
+    if stored:
+        return DeviceProfile(**stored), run.manifest.get("calibration")
+    from edgeprof.calibrate import load_calibration
+    from edgeprof.devices import get_profile
+
+    profile = get_profile(run.manifest["device"]["profile"])
+    return profile, load_calibration(profile.name)
+
+
 def predict_row(run: Run, row: dict):
     """The roofline `Prediction` for one summary row on its run's device, or None where there is none
     (not a synth preset, not llama.cpp, or a device without figures or calibration)."""
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import predict
-    from edgeprof.calibrate import load_calibration
-    from edgeprof.devices import get_profile
     from edgeprof.errors import EdgeprofError
     from edgeprof.export.gguf_export import gguf_quant
     from edgeprof.quant import kv_bytes_per_element
@@ -121,9 +139,9 @@ def predict_row(run: Run, row: dict):
     try:
         source = resolve(str(row["model"]).split("@")[0])
         quant = gguf_quant(str(row["quant"]))
-        profile = get_profile(run.manifest["device"]["profile"])
+        profile, calibration = run_device(run)
         on_gpu = bool(profile.data.get("accelerator")) and row["gpu_layers"] != 0
-        ceilings = device_ceilings(profile, quant, on_gpu, load_calibration(profile.name))
+        ceilings = device_ceilings(profile, quant, on_gpu, calibration)
         return predict(source.architecture, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
                        kv_bytes_per_element(row["kv_type"]), row.get("sampler") or "greedy",
                        int(row.get("n_ubatch") or 512))
