@@ -111,6 +111,9 @@ def run(
                                              "state for one window per repetition of at least this many seconds (longer "
                                              "where the power sensor needs it); 0 = energy from the timed phases only, "
                                              "unresolved where they are too short for the sensor."),
+    gpus: str = typer.Option("", "--gpus",
+                             help="GPUs the run uses and measures: NVML indices or UUIDs, comma-separated, or all; "
+                                  "default one (the first CUDA_VISIBLE_DEVICES allows)."),
     allow_long_context: bool = typer.Option(False, "--allow-long-context",
                                             help="Run prompt + generated tokens past the model's trained context "
                                                  "(refused otherwise)."),
@@ -128,7 +131,7 @@ def run(
     spec = SweepSpec(models=_strs(model), quants=_strs(quant), backends=_strs(backend), grid=grid,
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
                      fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
-                     energy_window_s=energy_window, allow_long_context=allow_long_context)
+                     energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus)
     _execute(spec, out)
 
 
@@ -297,7 +300,9 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     has_gpu = bool(offload_gpus(gpu_names=gpu_names))
     grid = _resolve_auto_gpu_layers(spec.grid, has_gpu and not spec.emulate and _gpu_build())
     configs = expand(spec.models, spec.quants, spec.backends, grid, spec.allow_long_context)
-    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": spec.emulate, "host": facts.to_dict()}
+    run_gpus = _run_gpus(spec, configs)
+    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": spec.emulate, "host": facts.to_dict(),
+                   "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name} for g in run_gpus]}
     affinity = None
     if spec.emulate:
         from edgeprof.emulation import plan_emulation
@@ -327,7 +332,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
         manifest["calibration"] = load_calibration(profile.name)
     manifest["sweep"] = spec.to_dict()
     manifest["configurations"] = len(configs)
-    sensors = _start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv")
+    sensors = _start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", [g.uuid for g in run_gpus])
     if sensors:
         manifest["sensors"] = sensors.describe()
     manifest["jetson"] = _jetson_facts()
@@ -335,7 +340,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
 
     runner_options = RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
                                 cpu_affinity=affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
-                                energy_window_s=spec.energy_window_s)
+                                energy_window_s=spec.energy_window_s, gpu_uuids=tuple(g.uuid for g in run_gpus))
     interrupted, exit_code = False, 130
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=False) as progress:
@@ -402,14 +407,32 @@ def _gpu_build() -> bool:
     return bool(build_info()["gpu_offload"])
 
 
-def _start_sensors(sample_hz: float, idle_s: float, samples_path: Path):
-    """Probe this host's sensors and start sampling (with the idle baseline), or None when off."""
+def _run_gpus(spec, configs) -> list:
+    """The NVIDIA GPUs this run uses (and whose energy and memory it measures): none for a CPU-only run."""
+    import os
+
+    from edgeprof.sensors.nvml import list_gpus, select_gpus
+
+    uses_gpu = any((c.hp.gpu_layers != 0) if c.backend == "llama.cpp" else c.hp.provider != "cpu" for c in configs)
+    gpus = list_gpus()
+    if spec.gpus and not gpus:
+        raise ConfigError("--gpus: NVML lists no NVIDIA GPU on this host")
+    if not uses_gpu:
+        return []
+    return select_gpus(spec.gpus, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def _start_sensors(sample_hz: float, idle_s: float, samples_path: Path, gpu_uuids: list[str]):
+    """Probe this host's sensors and start sampling (with the idle baseline), or None when off. Only the
+    run's GPUs are sampled: an idle board beside them is not part of the run's energy."""
     if sample_hz == 0:
         return None
+    from edgeprof.sensors.nvml import NvmlSensor
     from edgeprof.sensors.registry import candidate_sensors, probe_sensors
     from edgeprof.sensors.session import SensorSession
 
-    available, states = probe_sensors(candidate_sensors(sample_hz=sample_hz), sample_hz=sample_hz)
+    nvml = NvmlSensor(sample_hz=sample_hz, gpu_uuids=gpu_uuids)
+    available, states = probe_sensors(candidate_sensors(nvml=nvml, sample_hz=sample_hz), sample_hz=sample_hz)
     session = SensorSession(available, states, sample_hz, idle_s, samples_path)
     if idle_s:
         err_console.print(f"measuring {idle_s:g} s of idle baseline…")

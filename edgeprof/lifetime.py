@@ -58,9 +58,9 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def child_env() -> dict[str, str]:
-    """The environment for a child that should call `die_with_parent()`: ours plus our PID."""
-    return {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child that should call `die_with_parent()`: ours plus our PID (and `extra`)."""
+    return {**os.environ, **(extra or {}), PARENT_PID_ENV: str(os.getpid())}
 
 
 class Stopped(BaseException):

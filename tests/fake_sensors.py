@@ -23,7 +23,8 @@ class FakeNvml:
     NVML_CLOCK_SM = 1
     NVML_CLOCK_MEM = 2
 
-    def __init__(self, power_w: float = 250.0, supported: bool = True, throttle_mask: int = 0):
+    def __init__(self, power_w: float = 250.0, supported: bool = True, throttle_mask: int = 0, count: int = 1):
+        self.count = count
         self.power_w = power_w
         self.supported = supported
         self.throttle_mask = throttle_mask
@@ -36,9 +37,10 @@ class FakeNvml:
 
     def nvmlInit(self): ...
     def nvmlShutdown(self): self.shutdowns += 1
-    def nvmlDeviceGetCount(self): return 1
+    def nvmlDeviceGetCount(self): return self.count
     def nvmlDeviceGetHandleByIndex(self, i): return i
     def nvmlDeviceGetName(self, h): return "Fake H100"
+    def nvmlDeviceGetUUID(self, h): return f"GPU-fake-{h}"
 
     def nvmlDeviceGetPowerUsage(self, h):
         self._check()

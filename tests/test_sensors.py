@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from edgeprof.errors import ConfigError
 from edgeprof.sensors import rapl as rapl_module
 from edgeprof.sensors.base import Metric
 from edgeprof.sensors.battery import BatterySensor
@@ -386,3 +387,40 @@ def test_rapl_psys_replaces_the_packages_instead_of_adding_to_them(tmp_path):
     assert sensor.probe().available
     plan = plan_energy(sensor.metrics() + [_metric("nvml.gpu0.power_w", "power_w", "gpu0")])
     assert plan.total == ["gpu0", "psys"] and "not added again" in plan.note
+
+
+def test_a_run_measures_only_its_own_gpus():
+    """On an 8-GPU server a one-GPU run must not sum seven idle boards into its energy, nor read GPU 0's
+    memory when it ran on GPU 3."""
+    from edgeprof.sensors.nvml import list_gpus, select_gpus
+
+    fake = FakeNvml(count=4)
+    gpus = list_gpus(load_module=lambda: fake)
+    assert [g.uuid for g in gpus] == [f"GPU-fake-{i}" for i in range(4)]
+    assert select_gpus("", gpus) == gpus[:1]  # one GPU by default
+    assert select_gpus("", gpus, cuda_visible="GPU-fake-2,GPU-fake-3") == [gpus[2]]
+    assert select_gpus("1,3", gpus) == [gpus[1], gpus[3]] and select_gpus("all", gpus, "2,3") == gpus[2:]
+    with pytest.raises(ConfigError, match="no GPU '7'"):
+        select_gpus("7", gpus)
+    with pytest.raises(ConfigError, match="outside CUDA_VISIBLE_DEVICES"):
+        select_gpus("0", gpus, cuda_visible="GPU-fake-3")
+    sensor = NvmlSensor(load_module=lambda: fake, gpu_uuids=["GPU-fake-3"], period_budget_s=0.01)
+    assert sensor.probe().available
+    assert {m.name.split(".")[1] for m in sensor.metrics()} == {"gpu3"}
+    plan = plan_energy(sensor.metrics())
+    assert plan.total == ["gpu3"]
+    none = NvmlSensor(load_module=lambda: fake, gpu_uuids=[], period_budget_s=0.01)  # a CPU-only run
+    assert "uses none" in none.probe().reason
+
+
+def test_the_worker_sees_only_the_runs_gpus(tmp_path):
+    from edgeprof.bench.plan import expand
+    from edgeprof.bench.runner import Runner, RunOptions
+    from edgeprof.results.records import read_records
+    from edgeprof.results.rundir import create_run_dir
+
+    run_dir = create_run_dir(tmp_path)
+    configs = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], {"prompt_tokens": [8], "gen_tokens": [4], "threads": [1]})
+    Runner(run_dir, {"profile": "test"}, RunOptions(repetitions=1, warmup=0, gpu_uuids=("GPU-fake-3",))).run(configs)
+    (record,) = read_records(run_dir.records_path)
+    assert record["metrics"]["worker_gpus"] == "GPU-fake-3"

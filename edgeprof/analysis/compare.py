@@ -25,7 +25,7 @@ COMPARED = (
     ("j_per_token_decode_mean", "J/token decode", False),
     ("tokens_per_j_decode_mean", "tokens/J decode", True),
     ("peak_rss_mb_mean", "peak RSS MB", False),
-    ("nvml_gpu0_mem_used_mb_peak_mean", "GPU mem MB", False),
+    ("gpu_mem_used_mb_peak_mean", "GPU mem MB", False),
 )
 LOOSE_KEY = ("model", "quant", "backend", "batch", "prompt_tokens", "gen_tokens")
 

@@ -89,7 +89,7 @@ def _memory(runs: list[Run]):
     labels, values = [], []
     for run in runs:
         for row in run.rows:
-            value = row.get("nvml_gpu0_mem_used_mb_peak_mean", math.nan)
+            value = row.get("gpu_mem_used_mb_peak_mean", math.nan)
             if math.isnan(value):
                 value = row.get("peak_rss_mb_mean", math.nan)
             if not math.isnan(value) and row["batch"] == 1:

@@ -39,6 +39,7 @@ class RunOptions:
     fidelity: bool = True  # compare a quantized model's next-token distribution with its parent's
     profile_ops: bool = False  # ONNX Runtime: a profiled pass after the measured ones, time by operator
     energy_window_s: float = 2.0  # shortest steady energy window per repetition; 0 = energy from timed phases only
+    gpu_uuids: tuple[str, ...] = ()  # the GPUs the run uses; the worker sees only these (CUDA_VISIBLE_DEVICES)
 
 
 Notify = Callable[..., None]  # notify(event_name, **details); the CLI renders progress from it
@@ -145,7 +146,7 @@ class Runner:
         with open(stderr_path, "w") as stderr:
             child = subprocess.Popen([sys.executable, "-m", "edgeprof.bench.worker", str(job_path), str(events_path)],
                                      stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                                     env=child_env())
+                                     env=child_env(self._gpu_env()))
             if self.sensors:
                 self.sensors.set_target(child.pid)
             try:
@@ -165,6 +166,7 @@ class Runner:
             self._record(config, artifact, e["index"], "ok",
                          metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
                                   "worker_cpus": (loaded.get("info") or {}).get("worker_cpus"),
+                                  "worker_gpus": (loaded.get("info") or {}).get("cuda_visible_devices"),
                                   **self._sensor_metrics(key, e, config.hp.batch, energy_pass), **extras},
                          info=loaded.get("info"), started=started, finished=e.get("finished_at"),
                          energy_window=_energy_methods(energy_pass))
@@ -201,6 +203,10 @@ class Runner:
                 if time.monotonic() >= deadline:
                     _kill_group(child)
                     return False
+
+    def _gpu_env(self) -> dict[str, str]:
+        """Pin the worker to the run's GPUs by UUID: llama.cpp would otherwise split layers over all of them."""
+        return {"CUDA_VISIBLE_DEVICES": ",".join(self.options.gpu_uuids)} if self.options.gpu_uuids else {}
 
     def _energy_pass_plan(self) -> dict | None:
         """The steady windows the worker should hold, sized to this host's sensors (None: no energy sensor)."""

@@ -43,6 +43,7 @@ class SweepSpec:
     idle_s: float = 3.0
     energy_window_s: float = 2.0  # shortest steady energy window per repetition (0: timed phases only)
     allow_long_context: bool = False  # run prompt + generated tokens past the model's trained context
+    gpus: str = ""  # NVML indices or UUIDs the run uses; "" = one GPU, "all" = every visible one
     name: str = ""
 
     def to_dict(self) -> dict:

@@ -43,7 +43,8 @@ def run_job(job: dict, events) -> int:
     session = open_session(job["backend"], job["model_path"], hp)
     loaded = time.perf_counter()
     try:
-        info = {**session.info(), "worker_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+        info = {**session.info(), "worker_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         _emit(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": info,
                        "phase": ["load", start, loaded]})
         prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))

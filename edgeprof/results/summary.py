@@ -12,7 +12,9 @@ SUMMARY_METRICS = ("ttft_ms", "prefill_tps", "decode_tps", "itl_ms_mean", "itl_m
                    "itl_ms_p99", "e2e_ms", "peak_rss_mb", "load_ms", "energy_prefill_j", "energy_decode_j",
                    "energy_per_request_j", "j_per_token_prefill", "j_per_token_decode", "tokens_per_j_decode", "j_per_token_decode_above_idle",
                    "power_decode_w_mean", "power_decode_w_p50", "power_decode_w_peak", "temp_c_start", "temp_c_max",
-                   "temp_c_end", "nvml_gpu0_mem_used_mb_peak")
+                   "temp_c_end", "gpu_mem_used_mb_peak", "gpu_mem_mb")
+# Older runs recorded one GPU's memory under its NVML index only (every run then used GPU 0).
+_OLDER_NAMES = {"gpu_mem_used_mb_peak": "nvml_gpu0_mem_used_mb_peak"}
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -37,7 +39,8 @@ def summarize(records: list[dict]) -> list[dict]:
             "throttled": any(r["metrics"].get("throttled") for r in ok) if ok else None,
         }
         for metric in SUMMARY_METRICS:
-            mean, std = mean_std([r["metrics"].get(metric) for r in ok])
+            older = _OLDER_NAMES.get(metric, metric)
+            mean, std = mean_std([r["metrics"].get(metric, r["metrics"].get(older)) for r in ok])
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
         row.update(_once_per_config(ok[0]["metrics"] if ok else {}))
         rows.append(row)

@@ -258,4 +258,7 @@ def condition_metrics(metrics: list[Metric], times: list[float], rows: list[dict
             key = metric.name.replace(".", "_")
             out[key + ("_mean" if metric.kind == "clock_mhz" else "_peak")] = float(
                 inside.mean() if metric.kind == "clock_mhz" else inside.max())
+    gpu_peaks = [v for k, v in out.items() if k.startswith("nvml_gpu") and k.endswith("_mem_used_mb_peak")]
+    if gpu_peaks:  # the run's GPUs only (the NVML sensor samples no other), whichever their indices
+        out["gpu_mem_used_mb_peak"] = float(sum(gpu_peaks))
     return out

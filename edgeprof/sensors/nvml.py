@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s
 
@@ -72,8 +72,10 @@ class NvmlSensor:
 
     name = "nvml"
 
-    def __init__(self, load_module: Callable = _load_pynvml, sample_hz: float = 10.0, period_budget_s: float = 0.35):
+    def __init__(self, load_module: Callable = _load_pynvml, sample_hz: float = 10.0, period_budget_s: float = 0.35,
+                 gpu_uuids: list[str] | None = None):
         self._load_module = load_module
+        self._gpu_uuids = gpu_uuids  # None: every GPU; else only these (the run's GPUs, see select_gpus)
         self._sample_hz = sample_hz
         self._period_budget_s = period_budget_s
         self._nvml = None
@@ -143,6 +145,8 @@ class NvmlSensor:
         readers: dict[str, tuple[Callable[[], float], Metric]] = {}
         for index in range(count):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            if self._gpu_uuids is not None and _text(nvml.nvmlDeviceGetUUID(handle)) not in self._gpu_uuids:
+                continue  # another GPU of this host: its power and memory are not this run's
             for metric, read in self._candidates(nvml, index, handle):
                 try:
                     cost_s = _fastest_read_s(read)
@@ -160,9 +164,14 @@ class NvmlSensor:
         energy_like = [m for _, m in readers.values() if m.kind in ("power_w", "energy_j", "temp_c")]
         if not count:
             return Availability(False, "NVML initialised but lists no GPU")
+        if self._gpu_uuids is not None and not self._gpu_uuids:
+            return Availability(False, f"the run uses none of the {count} GPU(s): their power is not the run's")
         if not energy_like:
             return Availability(False, f"NVML lists {count} GPU(s) but power, energy and temperature reads answer "
                                        "NotSupported (as on Jetson; use the jetson sensor there)")
+        if self._gpu_uuids is not None:
+            return Availability(True, f"the run's {len(self._gpu_uuids)} of {count} GPU(s): "
+                                      + ", ".join(self._gpu_uuids))
         return Availability(True, f"{count} GPU(s): " + ", ".join(self._names(nvml, count)))
 
     @staticmethod
@@ -202,6 +211,69 @@ class NvmlSensor:
                 pass
             self._nvml = None
         self._readers = {}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One NVIDIA GPU: NVML's index (PCI bus order, as nvidia-smi lists them), UUID and name."""
+
+    index: int
+    uuid: str
+    name: str
+
+
+def list_gpus(load_module: Callable = _load_pynvml) -> list[Gpu]:
+    """The GPUs NVML lists ([] where there is no NVML)."""
+    try:
+        nvml = load_module()
+        nvml.nvmlInit()
+    except Exception:  # noqa: BLE001
+        return []
+    try:
+        gpus = []
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            gpus.append(Gpu(index, _text(nvml.nvmlDeviceGetUUID(handle)), _text(nvml.nvmlDeviceGetName(handle))))
+        return gpus
+    except Exception:  # noqa: BLE001
+        return []
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def select_gpus(spec: str, gpus: list[Gpu], cuda_visible: str | None = None) -> list[Gpu]:
+    """The GPUs a run uses. `spec` is "" (one GPU: the first that CUDA_VISIBLE_DEVICES names, else NVML's
+    first), "all" (every visible GPU), or NVML indices / UUIDs, comma-separated. The run then pins its
+    workers to them by UUID, so CUDA's own device order (fastest first by default) cannot swap them."""
+    from edgeprof.errors import ConfigError
+
+    def lookup(token: str) -> Gpu:
+        token = token.strip()
+        for gpu in gpus:
+            if token == gpu.uuid or (token.isdigit() and int(token) == gpu.index):
+                return gpu
+        known = ", ".join(f"{g.index} ({g.uuid})" for g in gpus) or "none"
+        raise ConfigError(f"no GPU {token!r} here (NVML lists: {known})")
+
+    visible = gpus
+    if cuda_visible is not None and cuda_visible.strip():
+        visible = [lookup(token) for token in cuda_visible.split(",") if token.strip() and token.strip() != "-1"]
+    if spec in ("", None):
+        return visible[:1]
+    if spec == "all":
+        return visible
+    chosen = [lookup(token) for token in spec.split(",") if token.strip()]
+    outside = [g for g in chosen if g not in visible]
+    if outside:
+        raise ConfigError(f"GPU {outside[0].index} is outside CUDA_VISIBLE_DEVICES={cuda_visible}")
+    return chosen
 
 
 def nvml_gpu_names(load_module: Callable = _load_pynvml) -> list[str]:
