@@ -373,7 +373,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
             if sensors:
                 sensors.close()
                 manifest["sensors"] = {**sensors.describe(), "sampler_cpu_s": sensors.sampler.thread_cpu_s,
-                                       "samples": len(sensors.sampler.times)}
+                                       "samples": sensors.sampler.samples_taken}
             manifest["artifacts"] = list({**{a["path"]: a for a in manifest.get("artifacts", [])},
                                           **runner.artifacts}.values())
             manifest["status"] = "interrupted" if interrupted else "complete"

@@ -153,6 +153,28 @@ def test_bad_onnx_inputs_are_one_line_errors(tmp_path, onnx_fp32):
     assert missing.returncode == 2 and "provider 'cuda' is not available" in missing.stderr
 
 
+@pytest.mark.parametrize("location", ["../outside.bin", "/dev/zero", "/etc/hostname"])
+def test_external_data_that_leaves_the_models_folder_is_refused(tmp_path, location):
+    """An ONNX file's external-data `location` was followed and hashed wherever it pointed: `/dev/zero`
+    hung the run, `../` read files beside the user's folder. Only files inside the model's folder count."""
+    from onnx import TensorProto, helper, save_model
+
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 64)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value=location)
+    graph = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "g",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s"])], [weight])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_model(helper.make_model(graph), str(folder / "model.onnx"))
+    result = edgeprof("run", "-m", str(folder / "model.onnx"), "--backend", "onnxruntime", "-o", str(tmp_path / "runs"))
+    assert result.returncode == 2 and "leaves the model's folder; refused" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_missing_export_extra_says_what_to_install(monkeypatch):
     import sys
 

@@ -163,9 +163,16 @@ def check_onnx(path: Path) -> None:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for garbage
         raise ArtifactError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
-    missing = [name for name in external_data_files(path) if not (path.parent / name).exists()]
-    if missing:
-        raise ArtifactError(f"{path}: external data file {missing[0]} is missing (it must lie beside the model)")
+    folder = path.parent.resolve()
+    for name in external_data_files(path):
+        target = (folder / name).resolve()
+        if not target.is_relative_to(folder):
+            # followed and hashed, `../../etc/shadow` or `/dev/zero` (which never ends) would be read as weights
+            raise ArtifactError(f"{path}: external data location {name!r} leaves the model's folder; refused")
+        if not target.exists():
+            raise ArtifactError(f"{path}: external data file {name} is missing (it must lie beside the model)")
+        if not target.is_file():
+            raise ArtifactError(f"{path}: external data location {name!r} is not a regular file; refused")
     inputs = {i.name for i in model.graph.input}
     outputs = {o.name for o in model.graph.output}
     if "input_ids" not in inputs or "logits" not in outputs:

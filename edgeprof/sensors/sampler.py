@@ -28,6 +28,7 @@ class Sampler:
         self.times: list[float] = []
         self.rows: list[dict[str, float]] = []
         self.read_errors: dict[str, int] = {}
+        self.samples_taken = 0  # all ever taken; `times`/`rows` hold only those not yet trimmed
         self.thread_cpu_s = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards times/rows for snapshot() readers
@@ -47,6 +48,7 @@ class Sampler:
         with self._lock:
             self.times.append(now)
             self.rows.append(row)
+            self.samples_taken += 1
 
     def sample_now(self, timeout_s: float = 5.0) -> None:
         """A sample taken after this call began: by the sampler thread when it runs, else here."""
@@ -101,3 +103,9 @@ class Sampler:
     def snapshot(self, start_index: int = 0) -> tuple[list[float], list[dict[str, float]]]:
         with self._lock:
             return self.times[start_index:], self.rows[start_index:]
+
+    def trim(self, count: int) -> None:
+        """Forget the oldest `count` samples (already written to samples.csv and no longer needed)."""
+        with self._lock:
+            del self.times[:count]
+            del self.rows[:count]

@@ -19,6 +19,9 @@ from edgeprof.sensors.process import ProcessSensor
 from edgeprof.sensors.sampler import Sampler
 
 
+KEEP_AFTER_FLUSH = 2  # samples kept across a flush: a window just after it still has a reading before it
+
+
 class SensorSession:
     def __init__(self, sensors: list[Sensor], states: list[SensorState], hz: float = 10.0, idle_s: float = 3.0,
                  samples_path: Path | None = None):
@@ -126,20 +129,27 @@ class SensorSession:
         return errors
 
     def flush_samples(self, run_key: str) -> None:
-        """Append rows sampled since the last flush, each labelled with the phase it fell in."""
-        if self.samples_path is None:
-            return
-        times, rows = self.sampler.snapshot(self._written)
-        self._written += len(times)
-        names = [m.name for m in self.metrics]
-        with open(self.samples_path, "a", newline="") as f:
-            writer = csv.writer(f)
-            for t, row in zip(times, rows):
-                key, phase = run_key, "between"
-                for phase_key, name, t0, t1 in self._phases:
-                    if t0 <= t <= t1:
-                        key, phase = phase_key or run_key, name
-                writer.writerow([f"{t - self.run_start:.4f}", key, phase, *(_fmt(row.get(n)) for n in names)])
+        """Append rows sampled since the last flush, each labelled with the phase it fell in; then forget
+        them (all but the last few), so a long sweep holds only the current configuration's samples in
+        memory instead of tens of MB per hour rescanned at every repetition."""
+        if self.samples_path is not None:
+            times, rows = self.sampler.snapshot(self._written)
+            names = [m.name for m in self.metrics]
+            with open(self.samples_path, "a", newline="") as f:
+                writer = csv.writer(f)
+                for t, row in zip(times, rows):
+                    key, phase = run_key, "between"
+                    for phase_key, name, t0, t1 in self._phases:
+                        if t0 <= t <= t1:
+                            key, phase = phase_key or run_key, name
+                    writer.writerow([f"{t - self.run_start:.4f}", key, phase, *(_fmt(row.get(n)) for n in names)])
+        held = len(self.sampler.snapshot()[0])
+        drop = max(held - KEEP_AFTER_FLUSH, 0)
+        self.sampler.trim(drop)
+        self._written = held - drop
+        kept_from = self.sampler.snapshot()[0][:1]
+        if kept_from:  # phases that ended before what is kept can label nothing any more
+            self._phases = [p for p in self._phases if p[3] >= kept_from[0]]
 
 
 def _fmt(value: float | None) -> str:
