@@ -1,4 +1,4 @@
-"""Child processes that never outlive edgeprof.
+"""Child processes: they never outlive edgeprof, and the parent reads their event lines as they come.
 
 Workers run in their own session (so a Ctrl-C reaches edgeprof, which then ends them in order), which
 also means nothing ends them when edgeprof itself is killed: three workers were found spinning at 100 %
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 PARENT_PID_ENV = "EDGEPROF_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
@@ -61,6 +63,31 @@ def _watch_parent(parent_pid: int) -> None:
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child that should call `die_with_parent()`: ours plus our PID (and `extra`)."""
     return {**os.environ, **(extra or {}), PARENT_PID_ENV: str(os.getpid())}
+
+
+class EventTail:
+    """New whole lines of a child's events file since the last call (a torn last line waits)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+
+    def new_events(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        complete = data[:data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        events = []
+        for line in complete.splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
 
 
 class Stopped(BaseException):

@@ -137,7 +137,8 @@ def test_progress_reaches_the_parent_while_the_worker_runs(tmp_path):
     Runner(run_dir, DEVICE, RunOptions(repetitions=2, warmup=1),
            notify=lambda name, **info: events.append((name, info))).run(configs)
     steps = [info for name, info in events if name == "config_progress"]  # what the 0.5 s polls caught
-    written = [json.loads(line) for line in next((run_dir.path / "jobs").glob("*.events.jsonl")).read_text().splitlines()]
+    (events_file,) = [p for p in (run_dir.path / "jobs").glob("*.events.jsonl") if ".fidelity." not in p.name]
+    written = [json.loads(line) for line in events_file.read_text().splitlines()]
     progress = [e for e in written if e["event"] == "progress"]
     assert {"step": "warm-up prefill", "done": 1024, "total": 1024} in [
         {k: e[k] for k in ("step", "done", "total")} for e in progress]
@@ -161,3 +162,26 @@ def test_wait_relays_progress_and_ends_a_worker_past_its_timeout(tmp_path):
     short = Runner(create_run_dir(tmp_path / "b"), DEVICE, RunOptions(timeout_s=0.6))
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     assert not short._wait(child, events_path, "cfg") and child.returncode == -signal.SIGKILL
+
+
+def test_fidelity_is_a_job_of_its_own_and_its_failure_keeps_the_measurement(tmp_path):
+    """The measuring worker no longer loads the unquantized parent; fidelity runs after it, and a fidelity
+    job that fails (here: a parent that cannot be loaded, as an f16 3B parent on an 8 GB board) leaves the
+    repetitions `ok` with `fidelity_status` saying what happened."""
+    from edgeprof.export.artifacts import Artifact
+
+    run_dir = create_run_dir(tmp_path)
+    runner = Runner(run_dir, DEVICE, RunOptions(repetitions=2, warmup=0, fidelity=True))
+    (config,) = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], SMALL)
+    records = runner.run_one(config)
+    assert [r.status for r in records] == ["ok", "ok"]
+    assert records[0].metrics["fidelity_status"] == "ok" and 0 <= records[0].metrics["fidelity_top1_agreement"] <= 1
+    jobs = {path.name for path in (run_dir.path / "jobs").glob("*.json")}
+    assert any(name.endswith(".fidelity.json") for name in jobs)
+    measuring = [json.loads((run_dir.path / "jobs" / n).read_text()) for n in jobs if not n.endswith(".fidelity.json")]
+    assert all("fidelity" not in job for job in measuring)
+
+    artifact, _ = runner._export(config, "q4_0")
+    missing = Artifact(**{**artifact.__dict__, "path": str(tmp_path / "gone.gguf"), "sha256": "0" * 64})
+    outcome = runner._fidelity("k", config, artifact, missing)
+    assert outcome["fidelity_status"] == "failed" and outcome["fidelity_error"]

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from edgeprof.backends.base import BACKEND_FORMATS, canonical_backend
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import BackendUnavailableError, ConfigError, QuantError
-from edgeprof.export.gguf_check import check_gguf
 from edgeprof.export.gguf_export import gguf_quant
-from edgeprof.export.onnx_export import check_onnx, onnx_quant
+from edgeprof.export.in_child import check_model_file
+from edgeprof.export.onnx_export import onnx_quant
 from edgeprof.source import ModelSource, resolve
 
 
@@ -123,10 +123,8 @@ def expand(models: list[str], quants: list[str], backends: list[str],
     trained: dict[str, int | None] = {}
     for source in sources:
         metadata = None
-        if source.kind == "gguf":
-            metadata = check_gguf(source.path)  # a wrong or truncated file is the user's input: fail before running
-        elif source.kind == "onnx":
-            check_onnx(source.path)
+        if source.is_file:  # a wrong or truncated file is the user's input: fail before running, in a child
+            metadata = check_model_file(source.path, source.kind) or None
         trained[source.spec] = trained_context(source, metadata)
     _check_quants(list(dict.fromkeys(quants)), backends)
     keys = list(grid)

@@ -17,10 +17,9 @@ from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import config_id, run_key
 from edgeprof.errors import EdgeprofError
 from edgeprof.fidelity import cache_file as fidelity_cache_file
-from edgeprof.lifetime import child_env
+from edgeprof.lifetime import EventTail, child_env
 from edgeprof.export.artifacts import Artifact
-from edgeprof.export.gguf_export import export_gguf, gguf_parent_quant
-from edgeprof.export.onnx_export import export_onnx, onnx_parent_quant
+from edgeprof.export.in_child import ExportFailed, export_artifact
 from edgeprof.paths import cache_root
 from edgeprof.results.records import Record
 from edgeprof.results.rundir import RunDir
@@ -63,6 +62,7 @@ class Runner:
         self.jobs_dir = run_dir.path / "jobs"
         self.jobs_dir.mkdir(exist_ok=True)
         self.artifacts: dict[str, dict] = {}
+        self._exports: dict[tuple, tuple[Artifact, Artifact | None]] = {}
 
     def run(self, configs: list[BenchConfig], skip_run_keys: set[str] = frozenset()) -> None:
         """Run each configuration in order; those whose run key is in `skip_run_keys` are already done."""
@@ -81,37 +81,30 @@ class Runner:
         if config.skip:
             return [self._record(config, None, None, "skipped", error=config.skip, started=started)]
         try:
-            artifact = self._export(config, config.quant)
-            parent = self._parent(config)
+            artifact, parent = self._export(config, config.quant, with_parent=self.options.fidelity)
         except EdgeprofError as exc:
             return [self._record(config, None, None, "failed", error=str(exc), started=started)]
-        except Exception as exc:  # noqa: BLE001 - an exporter's own failure (optimum, torch) fails this config only
-            message = f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            return [self._record(config, None, None, "failed", error=message, started=started)]
+        except ExportFailed as exc:  # an exporter's own failure or crash (optimum, torch) fails this config only
+            return [self._record(config, None, None, "failed", error=str(exc), started=started)]
         self.artifacts[artifact.path] = artifact.__dict__
         return self._run_child(config, artifact, parent, started)
 
-    def _export(self, config: BenchConfig, quant: str) -> Artifact:
-        def progress(step: str, done: int, total: int) -> None:
-            self.notify("export", step=step, done=done, total=total)
+    def _export(self, config: BenchConfig, quant: str, with_parent: bool = False) -> tuple[Artifact, Artifact | None]:
+        """The configuration's artifact (and its unquantized parent), exported in a child process once per
+        run: torch or a native quantizer that crashes must not take the sampling parent with it."""
+        quant = "f32" if quant == "as-is" and config.format == "gguf" else quant
+        key = (config.source.spec, config.source.seed, config.format, quant, with_parent and not config.source.is_file)
+        if key not in self._exports:
+            def progress(step: str, done: int, total: int) -> None:
+                self.notify("export", step=step, done=done, total=total)
 
-        if config.format == "onnx":
-            return export_onnx(config.source, quant, progress=progress)
-        return export_gguf(config.source, quant if quant != "as-is" else "f32", progress=progress)
-
-    def _parent(self, config: BenchConfig) -> Artifact | None:
-        """The unquantized artifact a quantized one is judged against (None: nothing to compare)."""
-        if not self.options.fidelity or config.source.is_file:
-            return None
-        if config.format == "onnx":
-            parent_quant = onnx_parent_quant(config.quant)
-        else:
-            parent_quant = gguf_parent_quant(config.source, config.quant)
-        return self._export(config, parent_quant) if parent_quant else None
+            self._exports[key] = export_artifact(config.source.spec, config.format, quant, config.source.seed,
+                                                 with_parent=key[-1], progress=progress)
+        return self._exports[key]
 
     def run_key_of(self, config: BenchConfig) -> str:
         """The run key a configuration's records will carry (a model file is identified by its content)."""
-        artifact = self._export(config, "as-is") if config.source.is_file and not config.skip else None
+        artifact = self._export(config, "as-is")[0] if config.source.is_file and not config.skip else None
         return self._ids(config, artifact)[1]
 
     def _model_identity(self, config: BenchConfig, artifact: Artifact) -> str:
@@ -127,41 +120,19 @@ class Runner:
     def _run_child(self, config: BenchConfig, artifact: Artifact, parent: Artifact | None,
                    started: float) -> list[Record]:
         _, key = self._ids(config, artifact)
-        job_path = self.jobs_dir / f"{key}.json"
-        events_path = self.jobs_dir / f"{key}.events.jsonl"
-        stderr_path = self.jobs_dir / f"{key}.stderr.log"
-        events_path.unlink(missing_ok=True)
-        job_path.write_text(json.dumps({
+        returncode, timed_out, events, stderr_path = self._spawn(key, config.label, {
             "backend": config.backend, "model_path": artifact.path, "hyperparameters": config.hp.to_dict(),
             "warmup": self.options.warmup, "repetitions": self.options.repetitions, "seed": self.options.seed,
             "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
             "profile_ops": self.options.profile_ops,
             "energy_pass": self._energy_pass_plan(),
-            "fidelity": None if parent is None else {
-                "parent_path": parent.path, "parent_quant": parent.quant,
-                "cache": str(fidelity_cache_file(cache_root() / "fidelity", config.backend, artifact.sha256,
-                                                 parent.sha256))},
-        }))
-        timed_out = False
-        with open(stderr_path, "w") as stderr:
-            child = subprocess.Popen([sys.executable, "-m", "edgeprof.bench.worker", str(job_path), str(events_path)],
-                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                                     env=child_env(self._gpu_env()))
-            if self.sensors:
-                self.sensors.set_target(child.pid)
-            try:
-                timed_out = not self._wait(child, events_path, config.label)
-            except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop the child, discard this configuration, re-raise
-                _kill_group(child)
-                raise
-            finally:
-                if self.sensors:
-                    self.sensors.set_target(None)
-        events = _read_events(events_path)
+        }, measured=True)
         loaded = next((e for e in events if e["event"] == "loaded"), {})
         energy_pass = next((e for e in events if e["event"] == "energy_pass"), None)
-        # Fidelity and the operator profile come once per configuration, after the repetitions.
+        # The operator profile and the worker's GPU memory come once per configuration, after the repetitions.
         extras = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
+        if parent is not None and any(e["event"] == "repetition" for e in events):
+            extras.update(self._fidelity(key, config, artifact, parent))
         records = [
             self._record(config, artifact, e["index"], "ok",
                          metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
@@ -180,17 +151,59 @@ class Runner:
                 for t0, t1, _ in found["windows"]:
                     self.sensors.mark(key, f"energy-{phase}", t0, t1)
             self.sensors.flush_samples(key)
-        if len(records) == self.options.repetitions and child.returncode == 0:
+        if len(records) == self.options.repetitions and returncode == 0:
             return records
-        status, error = _failure(child.returncode, timed_out, events, stderr_path, self.options.timeout_s)
+        status, error = _failure(returncode, timed_out, events, stderr_path, self.options.timeout_s)
         records.append(self._record(config, artifact, None, status, error=error, info=loaded.get("info"),
                                     started=started))
         return records
 
+    def _fidelity(self, key: str, config: BenchConfig, artifact: Artifact, parent: Artifact) -> dict:
+        """Top-1 agreement and KL against the unquantized parent, in a job of its own after the measurement:
+        loading a 3B f16 parent on an 8 GB board may run out of memory, and that must not turn three good
+        repetitions into an `oom` configuration. Its outcome is `fidelity_status` (ok, failed, oom, timeout)."""
+        job = {"mode": "fidelity", "backend": config.backend, "model_path": artifact.path,
+               "hyperparameters": config.hp.to_dict(),
+               "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
+               "fidelity": {"parent_path": parent.path, "parent_quant": parent.quant,
+                            "cache": str(fidelity_cache_file(cache_root() / "fidelity", config.backend,
+                                                             artifact.sha256, parent.sha256))}}
+        returncode, timed_out, events, stderr_path = self._spawn(f"{key}.fidelity", config.label, job, measured=False)
+        metrics = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
+        if returncode == 0 and metrics and "fidelity_error" not in metrics:
+            return {**metrics, "fidelity_status": "ok"}
+        status, error = _failure(returncode, timed_out, events, stderr_path, self.options.timeout_s)
+        return {"fidelity_status": status if returncode != 0 or timed_out else "failed",
+                "fidelity_error": metrics.get("fidelity_error") or error}
+
+    def _spawn(self, name: str, label: str, job: dict, measured: bool) -> tuple[int | None, bool, list[dict], Path]:
+        """Run one worker job to its end (or its timeout): (return code, timed out, events, stderr log).
+        Only a `measured` job has its CPU and memory sampled as the worker's."""
+        job_path = self.jobs_dir / f"{name}.json"
+        events_path = self.jobs_dir / f"{name}.events.jsonl"
+        stderr_path = self.jobs_dir / f"{name}.stderr.log"
+        events_path.unlink(missing_ok=True)
+        job_path.write_text(json.dumps(job))
+        with open(stderr_path, "w") as stderr:
+            child = subprocess.Popen([sys.executable, "-m", "edgeprof.bench.worker", str(job_path), str(events_path)],
+                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                     env=child_env(self._gpu_env()))
+            if self.sensors and measured:
+                self.sensors.set_target(child.pid)
+            try:
+                timed_out = not self._wait(child, events_path, label)
+            except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop the child, discard this configuration, re-raise
+                _kill_group(child)
+                raise
+            finally:
+                if self.sensors and measured:
+                    self.sensors.set_target(None)
+        return child.returncode, timed_out, _read_events(events_path), stderr_path
+
     def _wait(self, child: subprocess.Popen, events_path: Path, label: str, poll_s: float = 0.5) -> bool:
         """Wait for the worker, passing its progress events on; False (and the worker ended) on timeout."""
         deadline = time.monotonic() + self.options.timeout_s
-        tail = _EventTail(events_path)
+        tail = EventTail(events_path)
         while True:
             try:
                 child.wait(timeout=min(poll_s, max(deadline - time.monotonic(), 0.0)))
@@ -273,31 +286,6 @@ def _kill_group(child: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     child.wait()
-
-
-class _EventTail:
-    """New whole lines of the worker's events file since the last call (a torn last line waits)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = 0
-
-    def new_events(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return []
-        complete = data[:data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        events = []
-        for line in complete.splitlines():
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-        return events
 
 
 def _read_events(path: Path) -> list[dict]:

@@ -34,6 +34,12 @@ def run_job(job: dict, events) -> int:
         from edgeprof.backends.llamacpp_lib import load_llama_cpp
 
         load_llama_cpp()  # before numpy: see load_llama_cpp's docstring
+    if job.get("mode") == "fidelity":  # a job of its own, after the measurement (see Runner._fidelity)
+        from edgeprof.config import Hyperparameters
+
+        hp = Hyperparameters.from_dict(job["hyperparameters"])
+        _emit(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
+        return 0
     from edgeprof.backends.base import open_session
     from edgeprof.bench.measure import make_prompts, run_repetition
     from edgeprof.config import Hyperparameters
@@ -81,8 +87,6 @@ def run_job(job: dict, events) -> int:
             _emit(events, {"event": "extras", "metrics": extras})
     finally:
         session.close()
-    if job.get("fidelity"):
-        _emit(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
     return 0
 
 

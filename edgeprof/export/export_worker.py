@@ -1,0 +1,91 @@
+"""Child process for exports and for reading users' model files:
+`python -m edgeprof.export.export_worker JOB.json EVENTS.jsonl`.
+
+Exports run torch and optimum, ONNX Runtime's quantizers and the HF → GGUF conversion; a user's GGUF or
+ONNX file is parsed by third-party readers. Any of them can crash natively, and the parent also samples
+the sensors: so this work runs here, and a crash fails one configuration instead of the sweep. (It also
+keeps torch out of the parent's memory.) Events, one JSON line each: `progress`, then `artifact` (or
+`checked` with a file's metadata), or `error` with `user` set for an `EdgeprofError`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+EXIT_USER_ERROR = 3
+EXIT_FAILED = 4
+
+
+def _emit(stream, event: dict) -> None:
+    stream.write(json.dumps(event) + "\n")
+    stream.flush()
+
+
+def run(job: dict, events) -> int:
+    from edgeprof.errors import EdgeprofError
+
+    try:
+        if job["action"] == "check":
+            _emit(events, {"event": "checked", "metadata": _check(Path(job["path"]), job["kind"])})
+            return 0
+        artifact, parent = _export(job, events)
+        _emit(events, {"event": "artifact", "artifact": asdict(artifact),
+                       "parent": asdict(parent) if parent is not None else None})
+        return 0
+    except EdgeprofError as exc:
+        _emit(events, {"event": "error", "user": True, "message": str(exc)})
+        return EXIT_USER_ERROR
+    except Exception as exc:  # noqa: BLE001 - an exporter's own failure (optimum, torch) fails one configuration
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _emit(events, {"event": "error", "user": False, "message": f"export failed: {type(exc).__name__}: {first}"})
+        return EXIT_FAILED
+
+
+def _check(path: Path, kind: str) -> dict:
+    """A user's file checked before any native loader sees it; GGUF metadata comes back (JSON-safe)."""
+    if kind == "gguf":
+        from edgeprof.export.gguf_check import check_gguf
+
+        return {k: v for k, v in check_gguf(path).items() if isinstance(v, (str, int, float, bool))}
+    from edgeprof.export.onnx_export import check_onnx
+
+    check_onnx(path)
+    return {}
+
+
+def _export(job: dict, events):
+    """The artifact, and with `parent` set the unquantized one it is judged against (None where there is none)."""
+    from edgeprof.source import resolve
+
+    source = resolve(job["spec"], job.get("seed", 0))
+
+    def progress(step: str, done: int, total: int) -> None:
+        _emit(events, {"event": "progress", "step": step, "done": done, "total": total})
+
+    if job["format"] == "onnx":
+        from edgeprof.export.onnx_export import export_onnx, onnx_parent_quant
+
+        export, parent_quant = export_onnx, lambda: onnx_parent_quant(job["quant"])
+    else:
+        from edgeprof.export.gguf_export import export_gguf, gguf_parent_quant
+
+        export, parent_quant = export_gguf, lambda: gguf_parent_quant(source, job["quant"])
+    artifact = export(source, job["quant"], progress=progress)
+    wanted = parent_quant() if job.get("parent") and not source.is_file else None
+    return artifact, export(source, wanted, progress=progress) if wanted else None
+
+
+def main(argv: list[str]) -> int:
+    from edgeprof.lifetime import die_with_parent
+
+    die_with_parent()
+    job = json.loads(Path(argv[0]).read_text())
+    with open(argv[1], "a") as events:
+        return run(job, events)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
