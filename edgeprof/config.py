@@ -5,13 +5,17 @@ computed; together with model, quantization and backend they make the `config_id
 device, so an edge run and a server run of the same workload join on it. *Execution* fields (threads,
 GPU layers, micro-batch sizes, flash attention) say how a device ran it; they are recorded in every
 record and folded into `run_key`, which is what resume uses to skip finished work.
+
+Each backend owns the options it reads (`backends.base.BACKEND_OPTIONS`); `for_backend` sets the rest to
+None (not applicable), so an ONNX Runtime record carries no KV-cache type it never used, and neither id
+changes with a setting its backend ignores.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from edgeprof.errors import ConfigError
 from edgeprof.quant import KV_CACHE_TYPES
@@ -29,15 +33,15 @@ class Hyperparameters:
     prompt_tokens: int = 128
     gen_tokens: int = 64  # decode steps after the prompt (as llama-bench's -n)
     context: int = 0  # per-sequence context; 0 = prompt_tokens + gen_tokens
-    kv_type: str = "f16"
+    kv_type: str | None = "f16"  # llama.cpp
     sampler: str = "greedy"  # "none" feeds tokens back without reading logits, like llama-bench
     threads: int = 0  # 0 = physical cores
-    gpu_layers: int = 0
-    n_batch: int = 2048  # logical batch: tokens per llama_decode call in prefill
-    n_ubatch: int = 512  # physical micro-batch
-    flash_attn: str = "auto"
-    provider: str = "cpu"  # ONNX Runtime execution provider (cpu, cuda, tensorrt, coreml, ...)
-    graph_opt: str = "all"  # ONNX Runtime graph optimization level
+    gpu_layers: int | None = 0  # llama.cpp
+    n_batch: int | None = 2048  # llama.cpp: logical batch, tokens per llama_decode call in prefill
+    n_ubatch: int | None = 512  # llama.cpp: physical micro-batch
+    flash_attn: str | None = "auto"  # llama.cpp
+    provider: str | None = "cpu"  # ONNX Runtime execution provider (cpu, cuda, tensorrt, coreml, ...)
+    graph_opt: str | None = "all"  # ONNX Runtime graph optimization level
 
     WORKLOAD = ("batch", "prompt_tokens", "gen_tokens", "context", "kv_type", "sampler")
 
@@ -45,26 +49,30 @@ class Hyperparameters:
     def context_per_sequence(self) -> int:
         return self.context or self.prompt_tokens + self.gen_tokens
 
+    def for_backend(self, options: tuple[str, ...]) -> "Hyperparameters":
+        """These settings with every field outside `options` (what the backend reads) set to None."""
+        return replace(self, **{f.name: None for f in fields(self) if f.name not in options})
+
     def validate(self) -> "Hyperparameters":
-        """Raise `ConfigError` with one line for settings that cannot run."""
+        """Raise `ConfigError` with one line for settings that cannot run (None: not this backend's)."""
         for name in ("batch", "prompt_tokens", "n_batch", "n_ubatch"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be > 0, got {getattr(self, name)}")
         for name in ("gen_tokens", "context", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
-        if self.gpu_layers < -1:
+        if self.gpu_layers is not None and self.gpu_layers < -1:
             raise ConfigError(f"gpu layers must be -1 (all) or >= 0, got {self.gpu_layers}")
         if self.context and self.prompt_tokens + self.gen_tokens > self.context:
             raise ConfigError(f"prompt ({self.prompt_tokens}) + generated ({self.gen_tokens}) tokens exceed "
                               f"the context of {self.context}; raise --context or shorten them")
-        if self.kv_type not in KV_CACHE_TYPES:
+        if self.kv_type is not None and self.kv_type not in KV_CACHE_TYPES:
             raise ConfigError(f"unknown KV-cache type {self.kv_type!r} (offered: {', '.join(KV_CACHE_TYPES)})")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r} (offered: {', '.join(SAMPLERS)})")
-        if self.flash_attn not in FLASH_ATTN:
+        if self.flash_attn is not None and self.flash_attn not in FLASH_ATTN:
             raise ConfigError(f"flash attention must be one of {', '.join(FLASH_ATTN)}, got {self.flash_attn!r}")
-        if self.graph_opt not in GRAPH_OPT_LEVELS:
+        if self.graph_opt is not None and self.graph_opt not in GRAPH_OPT_LEVELS:
             raise ConfigError(f"graph optimization must be one of {', '.join(GRAPH_OPT_LEVELS)}, got {self.graph_opt!r}")
         return self
 
@@ -77,9 +85,10 @@ class Hyperparameters:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def workload(self) -> dict:
+        """What is computed, for config ids: the workload fields this backend uses."""
         data = self.to_dict()
         data["context"] = self.context_per_sequence
-        return {k: data[k] for k in self.WORKLOAD}
+        return {k: data[k] for k in self.WORKLOAD if data[k] is not None}
 
 
 def _short_hash(payload: object) -> str:

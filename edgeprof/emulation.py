@@ -38,7 +38,7 @@ class Emulation:
         hp = config.hp
         if self.max_threads and hp.threads > self.max_threads:
             hp = replace(hp, threads=self.max_threads)
-        if not self.gpu_offload and hp.gpu_layers:
+        if not self.gpu_offload and hp.gpu_layers:  # None (an ONNX Runtime configuration) stays None
             hp = replace(hp, gpu_layers=0)
         self.check_fit(config, hp)
         return replace(config, hp=hp)
@@ -56,16 +56,30 @@ class Emulation:
                 f"{available:g} GB: {need['total'] / 1e9 - available:.2f} GB too much")
 
 
+_ONNX_STORAGE = {"fp32": "f32", "fp16": "f16", "int8": "q8_0"}  # int4 (MatMulNBits, any block): about q4_0
+
+
+def storage_equivalent(quant: str) -> str:
+    """The GGUF storage closest to a quantization's bytes per weight: itself for GGUF names; for ONNX
+    variants fp32 -> f32, fp16 -> f16, int8 -> q8_0, int4 -> q4_0 (4 bits plus a scale per block)."""
+    if quant in GGUF_QUANTS:
+        return quant
+    if quant.startswith("int4"):
+        return "q4_0"
+    return _ONNX_STORAGE.get(quant, "f16")
+
+
 def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
     """Bytes for weights, KV cache and working memory (compute buffers + runtime, an estimate)."""
     arch = config.source.architecture
     if arch is None:  # a user's GGUF file: its size is its weights
         weights = config.source.path.stat().st_size
         return {"weights": weights, "total": weights + RUNTIME_OVERHEAD_BYTES}
-    quant = GGUF_QUANTS.get(config.quant, GGUF_QUANTS["f16"])
+    quant = GGUF_QUANTS[storage_equivalent(config.quant)]
     weights = arch.gguf_weight_bytes(quant)
-    kv = arch.kv_cache_bytes_per_token(kv_bytes_per_element(hp.kv_type)) * hp.batch * hp.context_per_sequence
-    tokens = min(hp.n_ubatch, hp.batch * hp.prompt_tokens)
+    kv_type = hp.kv_type or ("f16" if config.quant == "fp16" else "f32")  # ONNX: the cache in the model's dtype
+    kv = arch.kv_cache_bytes_per_token(kv_bytes_per_element(kv_type)) * hp.batch * hp.context_per_sequence
+    tokens = min(hp.n_ubatch or 512, hp.batch * hp.prompt_tokens)
     working = 4 * tokens * (arch.vocab_size + 8 * arch.hidden_size) + RUNTIME_OVERHEAD_BYTES
     return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}
 

@@ -203,10 +203,13 @@ def test_cli_runs_both_backends_and_joins_by_workload(tmp_path):
     assert "fidelity_kl_mean" not in by[("onnxruntime", "fp32")]["metrics"]  # the parent has nothing to compare
     assert by[("onnxruntime", "int4")]["metrics"]["op_profile"]["decode"]["share"]["projections"] > 0
     assert by[("onnxruntime", "fp32")]["model"]["format"] == "onnx"
-    # same workload on both backends: the config ids differ (backend is part of them), hyperparameters do not
+    # same workload on both backends: the config ids differ (backend is part of them), the shared settings
+    # do not, and each record leaves out (null) what its backend does not have
     assert by[("onnxruntime", "fp32")]["config_id"] != by[("llama.cpp", "f32")]["config_id"]
-    workload = {k: v for k, v in by[("onnxruntime", "fp32")]["hyperparameters"].items()}
-    assert workload == by[("llama.cpp", "f32")]["hyperparameters"]
+    ort, llama = by[("onnxruntime", "fp32")]["hyperparameters"], by[("llama.cpp", "f32")]["hyperparameters"]
+    for key in ("batch", "prompt_tokens", "gen_tokens", "context", "sampler", "threads"):
+        assert ort[key] == llama[key], key
+    assert ort["kv_type"] is None and ort["gpu_layers"] is None and llama["graph_opt"] is None
 
 
 def test_export_cli_writes_loadable_onnx_folders(tmp_path):

@@ -185,3 +185,40 @@ def test_fidelity_is_a_job_of_its_own_and_its_failure_keeps_the_measurement(tmp_
     missing = Artifact(**{**artifact.__dict__, "path": str(tmp_path / "gone.gguf"), "sha256": "0" * 64})
     outcome = runner._fidelity("k", config, artifact, missing)
     assert outcome["fidelity_status"] == "failed" and outcome["fidelity_error"]
+
+
+def test_each_backend_expands_only_the_options_it_reads():
+    """--backend llama.cpp,onnxruntime --kv-type f16,q8_0 --graph-opt basic,all used to make 8 configurations,
+    4 of them duplicates, and an ORT record said kv_type f16."""
+    configs = expand(["synth:tiny"], ["f32"], ["llama.cpp", "onnxruntime"],
+                     {**SMALL, "kv_type": ["f16", "q8_0"], "graph_opt": ["basic", "all"]})
+    by_backend = {}
+    for config in configs:
+        by_backend.setdefault(config.backend, []).append(config.hp)
+    assert sorted(hp.kv_type for hp in by_backend["llama.cpp"]) == ["f16", "q8_0"]
+    assert all(hp.graph_opt is None and hp.provider is None for hp in by_backend["llama.cpp"])
+    assert sorted(hp.graph_opt for hp in by_backend["onnxruntime"]) == ["all", "basic"]
+    assert all(hp.kv_type is None and hp.gpu_layers is None for hp in by_backend["onnxruntime"])
+    assert len(configs) == 4
+    # a config id hashes only what its backend uses: the ORT workload has no KV-cache type in it
+    ort = next(hp for hp in by_backend["onnxruntime"])
+    assert "kv_type" not in ort.workload() and by_backend["llama.cpp"][0].workload()["kv_type"] in ("f16", "q8_0")
+
+
+def test_llama_cpp_config_ids_are_unchanged_by_per_backend_options():
+    """Runs already recorded join new ones by config id: llama.cpp's workload is what it was."""
+    from edgeprof.config import Hyperparameters, config_id
+
+    (config,) = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], SMALL)
+    full = Hyperparameters(batch=1, prompt_tokens=16, gen_tokens=8, threads=2)
+    assert config_id("synth:tiny", "q4_0", "llama.cpp", config.hp) == config_id("synth:tiny", "q4_0", "llama.cpp", full)
+
+
+def test_kv_buffer_lives_where_the_provider_reads_it():
+    from edgeprof.backends.onnxruntime import kv_device
+    from edgeprof.emulation import storage_equivalent
+
+    assert kv_device("CUDAExecutionProvider") == kv_device("TensorrtExecutionProvider") == "cuda"
+    assert kv_device("CoreMLExecutionProvider") == kv_device("DmlExecutionProvider") == "cpu"
+    assert [storage_equivalent(q) for q in ("int4", "int4-b128", "int8", "fp16", "fp32", "q4_k_m")] == \
+        ["q4_0", "q4_0", "q8_0", "f16", "f32", "q4_k_m"]  # ONNX int4 was sized as a GGUF f16

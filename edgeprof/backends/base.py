@@ -45,6 +45,11 @@ class BackendSession(Protocol):
 
 
 BACKENDS = ("llama.cpp", "onnxruntime")
+_COMMON_OPTIONS = ("batch", "prompt_tokens", "gen_tokens", "context", "sampler", "threads")
+BACKEND_OPTIONS = {  # the Hyperparameters fields each backend reads; the rest are not applicable to it
+    "llama.cpp": _COMMON_OPTIONS + ("kv_type", "gpu_layers", "n_batch", "n_ubatch", "flash_attn"),
+    "onnxruntime": _COMMON_OPTIONS + ("provider", "graph_opt"),
+}
 BACKEND_FORMATS = {"llama.cpp": "gguf", "onnxruntime": "onnx"}  # the artifact format each backend reads
 _ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ort": "onnxruntime", "onnx": "onnxruntime"}
 

@@ -48,6 +48,12 @@ def ort_providers(name: str) -> list[str]:
     return [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
 
 
+def kv_device(provider: str) -> str:
+    """Where the shared KV buffer lives: on the GPU for the CUDA and TensorRT providers (both read CUDA
+    memory), else in host memory, which every other provider (CoreML, DirectML, OpenVINO, ...) accepts."""
+    return "cuda" if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+
+
 def session_options(hp: Hyperparameters, profile_prefix: str = ""):
     import onnxruntime as ort
 
@@ -97,7 +103,7 @@ class OnnxRuntimeSession:
         self.has_positions = "position_ids" in inputs
         self.has_mask = "attention_mask" in inputs
         self.on_cpu = self.providers[0] == "CPUExecutionProvider"
-        self.device = "cpu" if self.on_cpu else "cuda"
+        self.device = kv_device(self.providers[0])
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.shared_kv = metadata.get(KV_CACHE_METADATA) == "shared-buffer"
 

@@ -10,7 +10,7 @@ import itertools
 import json
 from dataclasses import dataclass, replace
 
-from edgeprof.backends.base import BACKEND_FORMATS, canonical_backend
+from edgeprof.backends.base import BACKEND_FORMATS, BACKEND_OPTIONS, canonical_backend
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import BackendUnavailableError, ConfigError, QuantError
 from edgeprof.export.gguf_export import gguf_quant
@@ -137,12 +137,13 @@ def expand(models: list[str], quants: list[str], backends: list[str],
             ort_providers(provider)
     configs = []
     for values in itertools.product(*(grid[k] for k in keys)):
-        hp = Hyperparameters(**dict(zip(keys, values))).validate()
-        if hp.threads == 0:
-            hp = replace(hp, threads=default_threads())
+        full = Hyperparameters(**dict(zip(keys, values))).validate()
+        if full.threads == 0:
+            full = replace(full, threads=default_threads())
         for source in sources:
-            _check_context(source, trained[source.spec], hp, allow_long_context)
+            _check_context(source, trained[source.spec], full, allow_long_context)
         for source, backend in itertools.product(sources, backends):
+            hp = full.for_backend(BACKEND_OPTIONS[backend])  # a setting the backend ignores makes no new config
             if source.is_file:  # a model file given directly is run as it is: its quantization is its own
                 configs.append(BenchConfig(source, "as-is", backend, hp, _file_skip(source, backend)))
                 continue

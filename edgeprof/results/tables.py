@@ -39,7 +39,7 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
         itl = "-" if math.isnan(r["itl_ms_p50_mean"]) else f"{r['itl_ms_p50_mean']:.2f}/{r['itl_ms_p99_mean']:.2f}"
         table.add_row(
             model, str(r["quant"]), f"{r['batch']}/{r['prompt_tokens']}/{r['gen_tokens']}",
-            f"{r['threads']}/{r['gpu_layers']}", _pm(r["ttft_ms_mean"], r["ttft_ms_std"]),
+            f"{r['threads']}/{r['gpu_layers'] if r.get('gpu_layers') is not None else r.get('provider')}", _pm(r["ttft_ms_mean"], r["ttft_ms_std"]),
             _pm(r["prefill_tps_mean"], r["prefill_tps_std"]), _pm(r["decode_tps_mean"], r["decode_tps_std"]), itl,
             "-" if math.isnan(r["peak_rss_mb_mean"]) else f"{r['peak_rss_mb_mean']:.0f}",
             *([_pm(r["j_per_token_decode_mean"], r["j_per_token_decode_std"]),
