@@ -332,7 +332,8 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
         manifest["calibration"] = load_calibration(profile.name)
     manifest["sweep"] = spec.to_dict()
     manifest["configurations"] = len(configs)
-    sensors = _start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", [g.uuid for g in run_gpus])
+    gpu_ids = [g.uuid or str(g.index) for g in run_gpus]  # a driver that gives no UUID: the NVML index
+    sensors = _start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", gpu_ids)
     if sensors:
         manifest["sensors"] = sensors.describe()
     manifest["jetson"] = _jetson_facts()
@@ -340,7 +341,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
 
     runner_options = RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
                                 cpu_affinity=affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
-                                energy_window_s=spec.energy_window_s, gpu_uuids=tuple(g.uuid for g in run_gpus))
+                                energy_window_s=spec.energy_window_s, gpu_uuids=tuple(gpu_ids))
     interrupted, exit_code = False, 130
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=False) as progress:

@@ -65,6 +65,12 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, **(extra or {}), PARENT_PID_ENV: str(os.getpid())}
 
 
+def emit_event(stream, event: dict) -> None:
+    """One event as one flushed JSON line: what a child has done survives its crash."""
+    stream.write(json.dumps(event) + "\n")
+    stream.flush()
+
+
 class EventTail:
     """New whole lines of a child's events file since the last call (a torn last line waits)."""
 

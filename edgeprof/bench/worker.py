@@ -16,15 +16,10 @@ import traceback
 from pathlib import Path
 
 from edgeprof.errors import EdgeprofError
-from edgeprof.lifetime import die_with_parent
+from edgeprof.lifetime import die_with_parent, emit_event
 
 EXIT_USER_ERROR = 3
 EXIT_CRASH = 4
-
-
-def _emit(stream, event: dict) -> None:
-    stream.write(json.dumps(event) + "\n")
-    stream.flush()
 
 
 def run_job(job: dict, events) -> int:
@@ -38,7 +33,7 @@ def run_job(job: dict, events) -> int:
         from edgeprof.config import Hyperparameters
 
         hp = Hyperparameters.from_dict(job["hyperparameters"])
-        _emit(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
+        emit_event(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
         return 0
     from edgeprof.backends.base import open_session
     from edgeprof.bench.measure import make_prompts, run_repetition
@@ -51,7 +46,7 @@ def run_job(job: dict, events) -> int:
     try:
         info = {**session.info(), "worker_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-        _emit(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": info,
+        emit_event(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": info,
                        "phase": ["load", start, loaded]})
         prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))
         warmup_start = time.perf_counter()
@@ -59,32 +54,32 @@ def run_job(job: dict, events) -> int:
             _progress(events, "warm-up")
             with _prefill_progress(session, events):  # untimed: a long prefill shows its tokens
                 run_repetition(session, prompts, hp)
-        _emit(events, {"event": "warmup", "phase": ["warmup", warmup_start, time.perf_counter()]})
+        emit_event(events, {"event": "warmup", "phase": ["warmup", warmup_start, time.perf_counter()]})
         timed = []
         for index in range(job["repetitions"]):
             _progress(events, f"repetition {index + 1}/{job['repetitions']}")
             metrics = run_repetition(session, prompts, hp)
             timed.append(metrics.phases())
-            _emit(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
+            emit_event(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
                            "phases": metrics.phases(), "finished_at": time.time()})
         on_gpu = hp.gpu_layers != 0 if job["backend"] == "llama.cpp" else hp.provider != "cpu"
         if on_gpu:
             from edgeprof.sensors.nvml import process_gpu_memory_mb
 
             own = process_gpu_memory_mb(os.getpid())
-            _emit(events, {"event": "extras", "metrics": {"gpu_mem_mb": own} if own is not None else
+            emit_event(events, {"event": "extras", "metrics": {"gpu_mem_mb": own} if own is not None else
                            {"gpu_mem_mb_unavailable": "NVML does not attribute GPU memory to this process here"}})
         if job.get("energy_pass"):
             from edgeprof.bench.energy_pass import EnergyPassPlan, run_energy_pass
 
             plan = EnergyPassPlan(**job["energy_pass"])
             _progress(events, "energy pass")
-            _emit(events, {"event": "energy_pass", "plan": plan.to_dict(),
+            emit_event(events, {"event": "energy_pass", "plan": plan.to_dict(),
                            "phases": run_energy_pass(session, prompts, hp, plan, timed)})
         if job.get("profile_ops") and job["backend"] == "onnxruntime":
             session.close()  # the profiled pass opens its own session; do not hold two copies of the weights
             extras = _extra(lambda: {"op_profile": _profile(job, hp, prompts)}, "op_profile")
-            _emit(events, {"event": "extras", "metrics": extras})
+            emit_event(events, {"event": "extras", "metrics": extras})
     finally:
         session.close()
     return 0
@@ -92,7 +87,7 @@ def run_job(job: dict, events) -> int:
 
 def _progress(events, step: str, done: int | None = None, total: int | None = None) -> None:
     """Where the worker is, for the parent's progress display (written between timed regions only)."""
-    _emit(events, {"event": "progress", "step": step, "done": done, "total": total})
+    emit_event(events, {"event": "progress", "step": step, "done": done, "total": total})
 
 
 @contextlib.contextmanager
@@ -146,14 +141,14 @@ def main(argv: list[str]) -> int:
         try:
             return run_job(job, events)
         except EdgeprofError as exc:
-            _emit(events, {"event": "error", "status": "failed", "message": str(exc)})
+            emit_event(events, {"event": "error", "status": "failed", "message": str(exc)})
             return EXIT_USER_ERROR
         except MemoryError:
-            _emit(events, {"event": "error", "status": "oom", "message": "MemoryError in the worker"})
+            emit_event(events, {"event": "error", "status": "oom", "message": "MemoryError in the worker"})
             return EXIT_CRASH
         except Exception as exc:  # noqa: BLE001 - any failure becomes a record, not a lost sweep
             last = traceback.format_exc().strip().splitlines()[-1]
-            _emit(events, {"event": "error", "status": "failed", "message": f"{type(exc).__name__}: {exc}",
+            emit_event(events, {"event": "error", "status": "failed", "message": f"{type(exc).__name__}: {exc}",
                            "detail": last})
             return EXIT_CRASH
 

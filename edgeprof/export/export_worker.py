@@ -15,13 +15,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from edgeprof.lifetime import emit_event
+
 EXIT_USER_ERROR = 3
 EXIT_FAILED = 4
-
-
-def _emit(stream, event: dict) -> None:
-    stream.write(json.dumps(event) + "\n")
-    stream.flush()
 
 
 def run(job: dict, events) -> int:
@@ -29,18 +26,18 @@ def run(job: dict, events) -> int:
 
     try:
         if job["action"] == "check":
-            _emit(events, {"event": "checked", "metadata": _check(Path(job["path"]), job["kind"])})
+            emit_event(events, {"event": "checked", "metadata": _check(Path(job["path"]), job["kind"])})
             return 0
         artifact, parent = _export(job, events)
-        _emit(events, {"event": "artifact", "artifact": asdict(artifact),
+        emit_event(events, {"event": "artifact", "artifact": asdict(artifact),
                        "parent": asdict(parent) if parent is not None else None})
         return 0
     except EdgeprofError as exc:
-        _emit(events, {"event": "error", "user": True, "message": str(exc)})
+        emit_event(events, {"event": "error", "user": True, "message": str(exc)})
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - an exporter's own failure (optimum, torch) fails one configuration
         first = str(exc).splitlines()[0] if str(exc) else ""
-        _emit(events, {"event": "error", "user": False, "message": f"export failed: {type(exc).__name__}: {first}"})
+        emit_event(events, {"event": "error", "user": False, "message": f"export failed: {type(exc).__name__}: {first}"})
         return EXIT_FAILED
 
 
@@ -63,7 +60,7 @@ def _export(job: dict, events):
     source = resolve(job["spec"], job.get("seed", 0))
 
     def progress(step: str, done: int, total: int) -> None:
-        _emit(events, {"event": "progress", "step": step, "done": done, "total": total})
+        emit_event(events, {"event": "progress", "step": step, "done": done, "total": total})
 
     if job["format"] == "onnx":
         from edgeprof.export.onnx_export import export_onnx, onnx_parent_quant

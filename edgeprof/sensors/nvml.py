@@ -15,9 +15,10 @@ at probe time and recorded with the metric.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s
@@ -145,7 +146,7 @@ class NvmlSensor:
         readers: dict[str, tuple[Callable[[], float], Metric]] = {}
         for index in range(count):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            if self._gpu_uuids is not None and _text(nvml.nvmlDeviceGetUUID(handle)) not in self._gpu_uuids:
+            if self._gpu_uuids is not None and (_uuid(nvml, handle) or str(index)) not in self._gpu_uuids:
                 continue  # another GPU of this host: its power and memory are not this run's
             for metric, read in self._candidates(nvml, index, handle):
                 try:
@@ -226,26 +227,42 @@ class Gpu:
     name: str
 
 
-def list_gpus(load_module: Callable = _load_pynvml) -> list[Gpu]:
-    """The GPUs NVML lists ([] where there is no NVML)."""
+@contextlib.contextmanager
+def _nvml_session(load_module: Callable) -> Iterator:
+    """NVML initialised for one query (None where it is absent), shut down afterwards."""
     try:
         nvml = load_module()
         nvml.nvmlInit()
-    except Exception:  # noqa: BLE001
-        return []
+    except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver, no library
+        yield None
+        return
     try:
-        gpus = []
-        for index in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            gpus.append(Gpu(index, _text(nvml.nvmlDeviceGetUUID(handle)), _text(nvml.nvmlDeviceGetName(handle))))
-        return gpus
-    except Exception:  # noqa: BLE001
-        return []
+        yield nvml
     finally:
         try:
             nvml.nvmlShutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+def list_gpus(load_module: Callable = _load_pynvml) -> list[Gpu]:
+    """The GPUs NVML lists ([] where there is no NVML), whatever their sensors answer."""
+    with _nvml_session(load_module) as nvml:
+        if nvml is None:
+            return []
+        try:
+            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+            return [Gpu(index, _uuid(nvml, handle), _text(nvml.nvmlDeviceGetName(handle)))
+                    for index, handle in enumerate(handles)]
+        except Exception:  # noqa: BLE001
+            return []
+
+
+def _uuid(nvml, handle) -> str:
+    try:
+        return _text(nvml.nvmlDeviceGetUUID(handle))
+    except Exception:  # noqa: BLE001 - a driver that will not say: such a GPU can only be chosen by index
+        return ""
 
 
 def select_gpus(spec: str, gpus: list[Gpu], cuda_visible: str | None = None) -> list[Gpu]:
@@ -281,43 +298,23 @@ def nvml_gpu_names(load_module: Callable = _load_pynvml) -> list[str]:
 
     Whether a GPU exists is not whether its sensors answer: on a Jetson (and on vGPU and MIG guests) NVML
     lists the GPU but answers NotSupported for power, and that GPU still runs every layer."""
-    try:
-        nvml = load_module()
-        nvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver, no library
-        return []
-    try:
-        return NvmlSensor._names(nvml, nvml.nvmlDeviceGetCount())
-    except Exception:  # noqa: BLE001
-        return []
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
+    return [gpu.name for gpu in list_gpus(load_module)]
 
 
 def process_gpu_memory_mb(pid: int, load_module: Callable = _load_pynvml) -> float | None:
     """GPU memory (MB) that NVML attributes to process `pid` on all GPUs, or None where NVML cannot say
     (no NVIDIA driver, a Jetson, or a PID namespace that hides the process from the driver)."""
-    try:
-        nvml = load_module()
-        nvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no NVML here
-        return None
-    try:
-        total, seen = 0, False
-        for index in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if process.pid == pid and process.usedGpuMemory is not None:
-                    total += process.usedGpuMemory
-                    seen = True
-        return total / 2**20 if seen else None
-    except Exception:  # noqa: BLE001 - NotSupported (Jetson) or a driver without per-process accounting
-        return None
-    finally:
+    with _nvml_session(load_module) as nvml:
+        if nvml is None:
+            return None
         try:
-            nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
+            total, seen = 0, False
+            for index in range(nvml.nvmlDeviceGetCount()):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if process.pid == pid and process.usedGpuMemory is not None:
+                        total += process.usedGpuMemory
+                        seen = True
+            return total / 2**20 if seen else None
+        except Exception:  # noqa: BLE001 - NotSupported (Jetson) or a driver without per-process accounting
+            return None
