@@ -145,11 +145,12 @@ def sweep(
 ) -> None:
     """Run a sweep file (models x quants x backends x hyperparameters), or resume an interrupted run."""
     from edgeprof.bench.sweep import SweepSpec, load_sweep_file
+    from edgeprof.results.rundir import read_manifest
 
     if resume is not None:
         if file is not None:
             raise ConfigError("give either a sweep file or --resume RUN_DIR, not both")
-        manifest = _read_manifest(resume)
+        manifest = read_manifest(resume)
         if "sweep" not in manifest:
             raise ConfigError(f"{resume}: this run predates resumable runs (no sweep spec in its manifest)")
         _execute(SweepSpec.from_dict(manifest["sweep"]), resume.parent, resume_dir=resume)
@@ -213,12 +214,13 @@ def results(
     """Print a run's summary in another format (llama-bench JSON for llama.cpp records)."""
     from edgeprof.results.formats import FORMATS, to_csv, to_json, to_jsonl, to_llama_bench, to_markdown
     from edgeprof.results.records import read_records
+    from edgeprof.results.rundir import read_manifest
     from edgeprof.results.summary import summarize
     from edgeprof.results.tables import summary_table
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r} (available: {', '.join(FORMATS)})")
-    manifest = _read_manifest(run_dir)
+    manifest = read_manifest(run_dir)
     records = read_records(run_dir / "records.jsonl")
     rows = summarize(records)
     for row in rows:
@@ -249,18 +251,6 @@ def report(
     console.print(f"report: {write_report(runs, out)}")
 
 
-def _read_manifest(run_dir: Path) -> dict:
-    import json
-
-    path = run_dir / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir}: not a run directory (no manifest.json)") from None
-    except ValueError:
-        raise ConfigError(f"{path}: not readable JSON") from None
-
-
 def _gpu_layers(text: str) -> list:
     """--gpu-layers values; `auto` (the default) means all layers on a GPU build with a GPU (NVML lists one,
     or a Jetson's integrated GPU), else 0."""
@@ -270,87 +260,25 @@ def _gpu_layers(text: str) -> list:
     return values
 
 
-def _resolve_auto_gpu_layers(grid: dict, has_gpu: bool) -> dict:
-    layers = [(-1 if has_gpu else 0) if v == "auto" else v for v in grid.get("gpu_layers", ["auto"])]
-    return {**grid, "gpu_layers": list(dict.fromkeys(layers))}
-
-
 def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
-    """Expand a sweep, run what is not finished into a run directory, and print the summary."""
+    """Run a sweep through the library with progress bars, then print its summary and exit as it ended."""
     from rich.progress import TimeRemainingColumn
 
-    from edgeprof.bench.plan import expand
-    from edgeprof.bench.runner import Runner, RunOptions
-    from edgeprof.bench.sweep import prune_unfinished
-    from edgeprof.devices import host_facts, offload_gpus, resolve_device
-    from edgeprof.lifetime import Stopped, stop_signals
-    from edgeprof.results.records import read_records
-    from edgeprof.results.rundir import RunDir, base_manifest, create_run_dir
-    from edgeprof.results.summary import summarize, write_summary_csv
+    from edgeprof.bench.execute import execute
     from edgeprof.results.tables import op_shares_table, summary_table
-    from edgeprof.sensors.nvml import nvml_gpu_names
 
-    facts = host_facts()
-    if spec.emulate and not spec.device:
-        raise ConfigError("--emulate needs --device NAME (the device to emulate); `edgeprof devices` lists them")
-    if spec.sample_hz < 0:
-        raise ConfigError(f"--sample-hz must be >= 0, got {spec.sample_hz:g}")
-    profile = resolve_device(spec.device, facts, emulate=spec.emulate)
-    gpu_names = nvml_gpu_names()
-    has_gpu = bool(offload_gpus(gpu_names=gpu_names))
-    grid = _resolve_auto_gpu_layers(spec.grid, has_gpu and not spec.emulate and _gpu_build())
-    configs = expand(spec.models, spec.quants, spec.backends, grid, spec.allow_long_context)
-    run_gpus = _run_gpus(spec, configs)
-    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": spec.emulate, "host": facts.to_dict(),
-                   "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name} for g in run_gpus]}
-    affinity = None
-    if spec.emulate:
-        from edgeprof.emulation import plan_emulation
-
-        emulation = plan_emulation(profile, facts, gpu_names)
-        configs = [emulation.adapt(config) for config in configs]
-        device_info["emulation"] = emulation.describe()
-        affinity = tuple(emulation.cpu_affinity) if emulation.cpu_affinity else None
-    finished: set[str] = set()
-    if resume_dir is not None:
-        run_dir = RunDir(resume_dir, _read_manifest(resume_dir)["run_id"])
-        finished, dropped = prune_unfinished(run_dir.records_path, spec.repetitions)
-        manifest = _read_manifest(resume_dir)
-        manifest.setdefault("resumed", []).append({"command": sys.argv, "finished_before": len(finished),
-                                                   "partial_records_dropped": dropped})
-        err_console.print(f"resuming {resume_dir}: {len(finished)} configurations already finished"
-                          + (f", {dropped} partial record(s) of an interrupted configuration dropped" if dropped else ""),
-                          soft_wrap=True, highlight=False)
-    else:
-        run_dir = create_run_dir(out)
-        manifest = base_manifest(run_dir.run_id, device_info)
-        # What analysis needs to predict this run later, on any machine: the profile and calibration in force.
-        from edgeprof.calibrate import load_calibration
-
-        manifest["device_profile"] = {"name": profile.name, "display_name": profile.display_name,
-                                      "kind": profile.kind, "data": profile.data}
-        manifest["calibration"] = load_calibration(profile.name)
-    manifest["sweep"] = spec.to_dict()
-    manifest["configurations"] = len(configs)
-    gpu_ids = [g.uuid or str(g.index) for g in run_gpus]  # a driver that gives no UUID: the NVML index
-    sensors = _start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", gpu_ids)
-    if sensors:
-        manifest["sensors"] = sensors.describe()
-    manifest["jetson"] = _jetson_facts()
-    run_dir.write_manifest(manifest)
-
-    runner_options = RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
-                                cpu_affinity=affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
-                                energy_window_s=spec.energy_window_s, gpu_uuids=tuple(gpu_ids))
-    interrupted, exit_code = False, 130
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=False) as progress:
-        overall = progress.add_task("configurations", total=len(configs))
+        overall = None
         export_task = None
 
-        def notify(event: str, **info) -> None:
-            nonlocal export_task
-            if event == "export":
+        def on_event(event: str, **info) -> None:
+            nonlocal overall, export_task
+            if event == "message":
+                progress.console.print(info["text"], soft_wrap=True, highlight=False)
+            elif event == "run_started":
+                overall = progress.add_task("configurations", total=info["configurations"])
+            elif event == "export":
                 if export_task is None:
                     export_task = progress.add_task(info["step"], total=info["total"])
                 progress.update(export_task, description=info["step"], completed=info["done"], total=info["total"])
@@ -362,89 +290,25 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
             elif event in ("config_finished", "config_already_done"):
                 progress.advance(overall)
 
-        runner = Runner(run_dir, device_info, runner_options, notify, sensors)
-        try:
-            with stop_signals():  # SIGTERM/SIGHUP (a `timeout`, a closed SSH session) stop like Ctrl-C
-                runner.run(configs, skip_run_keys=finished)
-        except KeyboardInterrupt:
-            interrupted = True  # the configuration in flight was stopped and discarded; the rest is kept
-        except Stopped as stop:
-            interrupted, exit_code = True, stop.exit_code
-        finally:
-            if sensors:
-                sensors.close()
-                manifest["sensors"] = {**sensors.describe(), "sampler_cpu_s": sensors.sampler.thread_cpu_s,
-                                       "samples": sensors.sampler.samples_taken}
-            manifest["artifacts"] = list({**{a["path"]: a for a in manifest.get("artifacts", [])},
-                                          **runner.artifacts}.values())
-            manifest["status"] = "interrupted" if interrupted else "complete"
-            run_dir.write_manifest(manifest)
-            rows = summarize(read_records(run_dir.records_path))
-            write_summary_csv(rows, run_dir.summary_path)
-    title = f"edgeprof run on {profile.name}" + (" (EMULATED on this host)" if spec.emulate else "")
+        result = execute(spec, out, resume_dir, on_event)
+    rows = result.rows
+    title = f"edgeprof run on {result.profile}" + (" (EMULATED on this host)" if result.emulated else "")
     console.print(summary_table(rows, title=title))
     shares = op_shares_table(rows)
     if shares is not None:
         console.print(shares)
-    failed = [row for row in rows if row["status"] not in ("ok", "skipped")]
     for row in rows:
         if row["status"] == "skipped":
             err_console.print(f"[yellow]skipped[/yellow] {row['model']} {row['quant']} on {row['backend']}: "
                               f"{row['error']}", highlight=False)
-    for row in failed:
+    for row in result.failed:
         err_console.print(f"[red]{row['model']} {row['quant']}: {row['status']}[/red]: {row['error']}", highlight=False)
-    console.print(f"run directory: {run_dir.path}")
-    if interrupted:
-        err_console.print(f"interrupted; continue with: edgeprof sweep --resume {run_dir.path}", soft_wrap=True,
+    console.print(f"run directory: {result.run_dir}")
+    if result.interrupted:
+        err_console.print(f"interrupted; continue with: edgeprof sweep --resume {result.run_dir}", soft_wrap=True,
                           highlight=False)
-        raise typer.Exit(exit_code)
-    if failed:
-        raise typer.Exit(1)  # measured configurations are kept; the exit code tells scripts that some failed
-
-
-def _gpu_build() -> bool:
-    from edgeprof.backends.llamacpp_lib import build_info
-
-    return bool(build_info()["gpu_offload"])
-
-
-def _run_gpus(spec, configs) -> list:
-    """The NVIDIA GPUs this run uses (and whose energy and memory it measures): none for a CPU-only run."""
-    import os
-
-    from edgeprof.sensors.nvml import list_gpus, select_gpus
-
-    uses_gpu = any((c.hp.gpu_layers != 0) if c.backend == "llama.cpp" else c.hp.provider != "cpu" for c in configs)
-    gpus = list_gpus()
-    if spec.gpus and not gpus:
-        raise ConfigError("--gpus: NVML lists no NVIDIA GPU on this host")
-    if not uses_gpu:
-        return []
-    return select_gpus(spec.gpus, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-
-
-def _start_sensors(sample_hz: float, idle_s: float, samples_path: Path, gpu_uuids: list[str]):
-    """Probe this host's sensors and start sampling (with the idle baseline), or None when off. Only the
-    run's GPUs are sampled: an idle board beside them is not part of the run's energy."""
-    if sample_hz == 0:
-        return None
-    from edgeprof.sensors.nvml import NvmlSensor
-    from edgeprof.sensors.registry import candidate_sensors, probe_sensors
-    from edgeprof.sensors.session import SensorSession
-
-    nvml = NvmlSensor(sample_hz=sample_hz, gpu_uuids=gpu_uuids)
-    available, states = probe_sensors(candidate_sensors(nvml=nvml, sample_hz=sample_hz), sample_hz=sample_hz)
-    session = SensorSession(available, states, sample_hz, idle_s, samples_path)
-    if idle_s:
-        err_console.print(f"measuring {idle_s:g} s of idle baseline…")
-    session.start()
-    return session
-
-
-def _jetson_facts() -> dict:
-    from edgeprof.sensors.jetson import jetson_facts
-
-    return jetson_facts()
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command()

@@ -124,7 +124,7 @@ def test_emulated_run_pins_cores_and_labels_records(tmp_path, isolated_env):
 def test_a_gpu_whose_sensors_answer_not_supported_still_runs_every_layer(tmp_path):
     """On a Jetson (and vGPU/MIG guests) NVML lists the GPU but answers NotSupported for power: that is a
     sensor question, not whether layers can go to the GPU. `--gpu-layers auto` must mean all of them."""
-    from edgeprof.cli import _resolve_auto_gpu_layers
+    from edgeprof.bench.execute import resolve_auto_gpu_layers
     from edgeprof.devices import offload_gpus
     from edgeprof.sensors.nvml import nvml_gpu_names
     from fake_sensors import FakeNvml
@@ -132,7 +132,7 @@ def test_a_gpu_whose_sensors_answer_not_supported_still_runs_every_layer(tmp_pat
     names = nvml_gpu_names(load_module=lambda: FakeNvml(supported=False))
     assert names == ["Fake H100"]
     gpus = offload_gpus(root=tmp_path, gpu_names=names)
-    assert _resolve_auto_gpu_layers({"gpu_layers": ["auto"]}, bool(gpus))["gpu_layers"] == [-1]
+    assert resolve_auto_gpu_layers({"gpu_layers": ["auto"]}, bool(gpus))["gpu_layers"] == [-1]
     # a Jetson without NVML (L4T before JetPack 6): its integrated GPU, from the device tree
     write(tmp_path / "proc/device-tree/model", "NVIDIA Jetson Orin Nano Developer Kit\x00")
     assert offload_gpus(root=tmp_path, gpu_names=[]) == ["NVIDIA Jetson Orin Nano Developer Kit (integrated GPU)"]

@@ -74,3 +74,16 @@ def base_manifest(run_id: str, device: dict) -> dict:
         "libraries": library_versions(),
         "device": device,
     }
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """A run directory's manifest, or a one-line `ConfigError` saying why it is not one."""
+    from edgeprof.errors import ConfigError
+
+    path = Path(run_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir}: not a run directory (no manifest.json)") from None
+    except ValueError:
+        raise ConfigError(f"{path}: not readable JSON") from None
