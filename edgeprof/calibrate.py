@@ -23,19 +23,7 @@ import numpy as np
 from edgeprof.analysis.fit import (LLAMA_CUDA_MATVEC_MAX_BATCH, TERMS, Shape, fit_costs, fitted_ceilings,
                                    predicted_times, shape_terms)
 from edgeprof.analysis.roofline import Ceilings
-from edgeprof.catalog import user_config_root
-from edgeprof.devices import HostFacts, host_facts
-
-
-def calibration_path(profile_name: str) -> Path:
-    return user_config_root() / "calibration" / f"{profile_name}.json"
-
-
-def load_calibration(profile_name: str) -> dict | None:
-    try:
-        return json.loads(calibration_path(profile_name).read_text())
-    except (OSError, ValueError):
-        return None
+from edgeprof.devices import HostFacts, calibration_path, host_facts
 
 
 def triad_bandwidth_gbps(threads: int, elements: int = 1 << 25, trials: int = 5) -> float:

@@ -530,7 +530,7 @@ def predict(
     from edgeprof.analysis.roofline import compute_bound_batch
     from edgeprof.analysis.roofline import predict as roofline_predict
     from edgeprof.bench.plan import BenchConfig
-    from edgeprof.calibrate import load_calibration
+    from edgeprof.devices import load_calibration
     from edgeprof.config import Hyperparameters
     from edgeprof.devices import get_profile, host_facts, resolve_device
     from edgeprof.emulation import memory_needed

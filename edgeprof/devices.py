@@ -269,3 +269,20 @@ def _device_tree_model(root: Path) -> str | None:
 def _memory_matches(rules: dict, facts: HostFacts) -> bool:
     bounds = rules.get("memory_gb")
     return not bounds or bounds[0] <= facts.memory_gb <= bounds[1]
+
+
+def calibration_path(profile_name: str) -> Path:
+    """Where `edgeprof calibrate` stores a profile's measured ceilings and llama.cpp fits."""
+    from edgeprof.catalog import user_config_root
+
+    return user_config_root() / "calibration" / f"{profile_name}.json"
+
+
+def load_calibration(profile_name: str) -> dict | None:
+    """A profile's stored calibration, or None where this host has none."""
+    import json
+
+    try:
+        return json.loads(calibration_path(profile_name).read_text())
+    except (OSError, ValueError):
+        return None

@@ -27,7 +27,7 @@ from edgeprof.analysis.fit import describe  # noqa: E402
 from edgeprof.analysis.roofline import predict  # noqa: E402
 from edgeprof.bench.plan import expand  # noqa: E402
 from edgeprof.bench.runner import Runner, RunOptions  # noqa: E402
-from edgeprof.calibrate import load_calibration  # noqa: E402
+from edgeprof.devices import load_calibration  # noqa: E402
 from edgeprof.devices import detect_profile  # noqa: E402
 from edgeprof.presets import get_preset  # noqa: E402
 from edgeprof.quant import GGUF_QUANTS  # noqa: E402

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from edgeprof.analysis.compare import Run, predict_row
-from edgeprof.calibrate import calibration_path
+from edgeprof.devices import calibration_path
 from edgeprof.devices import get_profile
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,24 +9,13 @@ are paired only with a label on the emulated side, never silently.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeprof.errors import ConfigError
 from edgeprof.results.records import read_records
-from edgeprof.results.summary import summarize
+from edgeprof.results.summary import COMPARED, ratio, summarize
 
-# (summary column, label, higher is better) for the side-by-side figures and their ratios.
-COMPARED = (
-    ("decode_tps_mean", "decode t/s", True),
-    ("prefill_tps_mean", "prefill t/s", True),
-    ("ttft_ms_mean", "TTFT ms", False),
-    ("j_per_token_decode_mean", "J/token decode", False),
-    ("tokens_per_j_decode_mean", "tokens/J decode", True),
-    ("peak_rss_mb_mean", "peak RSS MB", False),
-    ("gpu_mem_used_mb_peak_mean", "GPU mem MB", False),
-)
 LOOSE_KEY = ("model", "quant", "backend", "batch", "prompt_tokens", "gen_tokens")
 
 
@@ -103,12 +92,6 @@ def join(runs: list[Run], loose: bool = False) -> list[Joined]:
     return joined
 
 
-def ratio(value: float | None, base: float | None) -> float:
-    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
-        return math.nan
-    return value / base
-
-
 def run_device(run: Run):
     """(profile, calibration) the run was made with, from its manifest; runs older than that fall back to
     today's catalog and this host's calibration (and `Run.prediction_basis` says so)."""
@@ -117,8 +100,7 @@ def run_device(run: Run):
     stored = run.manifest.get("device_profile")
     if stored:
         return DeviceProfile(**stored), run.manifest.get("calibration")
-    from edgeprof.calibrate import load_calibration
-    from edgeprof.devices import get_profile
+    from edgeprof.devices import get_profile, load_calibration
 
     profile = get_profile(run.manifest["device"]["profile"])
     return profile, load_calibration(profile.name)

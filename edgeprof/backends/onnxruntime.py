@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ArtifactError, BackendUnavailableError
-from edgeprof.export.onnx_export import KV_CACHE_METADATA
+from edgeprof.export.artifacts import KV_CACHE_METADATA
 
 # Short provider names users type, and the ONNX Runtime names they stand for.
 PROVIDERS = {

@@ -88,7 +88,7 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
         run_dir = create_run_dir(out)
         manifest = base_manifest(run_dir.run_id, device_info)
         # What analysis needs to predict this run later, on any machine: the profile and calibration in force.
-        from edgeprof.calibrate import load_calibration
+        from edgeprof.devices import load_calibration
 
         manifest["device_profile"] = {"name": profile.name, "display_name": profile.display_name,
                                       "kind": profile.kind, "data": profile.data}

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from edgeprof.backends.base import BackendSession
-from edgeprof.bench.stats import percentiles_ms
+from edgeprof.results.stats import percentiles_ms
 from edgeprof.config import Hyperparameters
 
 

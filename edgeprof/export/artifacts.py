@@ -18,6 +18,10 @@ from pathlib import Path
 from edgeprof import __version__
 from edgeprof.paths import cache_root, ensure_writable_dir
 
+# ONNX model metadata saying past_key_values.* and present.* may be bound to one preallocated buffer: the
+# exporter writes it and the backend reads it, so it belongs to the artifact, not to either of them.
+KV_CACHE_METADATA = "edgeprof.kv_cache"
+
 SIDECAR_SUFFIX = ".json"
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from edgeprof import __version__
 from edgeprof.errors import ArtifactError, BackendUnavailableError, QuantError
-from edgeprof.export.artifacts import Artifact, artifact_path, describe_files, user_file_artifact
+from edgeprof.export.artifacts import (KV_CACHE_METADATA, Artifact, artifact_path, describe_files,
+                                       user_file_artifact)
 from edgeprof.source import ModelSource
 
 Progress = Callable[[str, int, int], None]
@@ -34,8 +35,6 @@ Progress = Callable[[str, int, int], None]
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 _HF_SIDE_FILES = ("config.json", "generation_config.json")
-# Model metadata saying past_key_values.* and present.* may be bound to one preallocated buffer.
-KV_CACHE_METADATA = "edgeprof.kv_cache"
 EXPORT_INSTALL_HINT = "pip install 'edgeprof[export]' (optimum-onnx, transformers, torch)"
 
 

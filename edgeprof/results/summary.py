@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from pathlib import Path
 
-from edgeprof.bench.stats import mean_std
+from edgeprof.results.stats import mean_std
+
+# (summary column, label, higher is better) for the side-by-side figures and their ratios.
+COMPARED = (
+    ("decode_tps_mean", "decode t/s", True),
+    ("prefill_tps_mean", "prefill t/s", True),
+    ("ttft_ms_mean", "TTFT ms", False),
+    ("j_per_token_decode_mean", "J/token decode", False),
+    ("tokens_per_j_decode_mean", "tokens/J decode", True),
+    ("peak_rss_mb_mean", "peak RSS MB", False),
+    ("gpu_mem_used_mb_peak_mean", "GPU mem MB", False),
+)
+
+
+def ratio(value: float | None, base: float | None) -> float:
+    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
+        return math.nan
+    return value / base
+
 
 SUMMARY_METRICS = ("ttft_ms", "prefill_tps", "decode_tps", "itl_ms_mean", "itl_ms_p50", "itl_ms_p90",
                    "itl_ms_p99", "e2e_ms", "peak_rss_mb", "load_ms", "energy_prefill_j", "energy_decode_j",

@@ -165,7 +165,7 @@ def _num(value) -> str:
 
 def compare_table(joined: list, runs: list, loose: bool) -> Table:
     """Per joined configuration: each run's figures, then the ratio of each later run to the first."""
-    from edgeprof.analysis.compare import COMPARED, ratio
+    from edgeprof.results.summary import COMPARED, ratio
 
     letters = [chr(ord("A") + i) for i in range(len(runs))]
     title = "compare: " + ", ".join(f"{letter} = {r.label}" for letter, r in zip(letters, runs)) + (
