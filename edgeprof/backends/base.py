@@ -54,6 +54,11 @@ BACKEND_FORMATS = {"llama.cpp": "gguf", "onnxruntime": "onnx"}  # the artifact f
 _ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ort": "onnxruntime", "onnx": "onnxruntime"}
 
 
+def uses_gpu(backend: str, hp: Hyperparameters) -> bool:
+    """Whether a configuration runs on a GPU: llama.cpp with layers offloaded, ONNX Runtime on a GPU provider."""
+    return hp.gpu_layers != 0 if backend == "llama.cpp" else hp.provider != "cpu"
+
+
 def canonical_backend(name: str) -> str:
     """`ort` -> `onnxruntime`, `llamacpp` -> `llama.cpp`; unknown names are a one-line error."""
     backend = _ALIASES.get(name.lower(), name.lower())

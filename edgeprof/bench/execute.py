@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeprof.backends.base import uses_gpu
 from edgeprof.bench.plan import expand
 from edgeprof.bench.runner import Runner, RunOptions
 from edgeprof.bench.sweep import SweepSpec, prune_unfinished
@@ -147,11 +148,10 @@ def _run_gpus(spec: SweepSpec, configs) -> list:
     """The NVIDIA GPUs this run uses (and whose energy and memory it measures): none for a CPU-only run."""
     from edgeprof.sensors.nvml import list_gpus, select_gpus
 
-    uses_gpu = any((c.hp.gpu_layers != 0) if c.backend == "llama.cpp" else c.hp.provider != "cpu" for c in configs)
     gpus = list_gpus()
     if spec.gpus and not gpus:
         raise ConfigError("--gpus: NVML lists no NVIDIA GPU on this host")
-    if not uses_gpu:
+    if not any(uses_gpu(c.backend, c.hp) for c in configs):
         return []
     return select_gpus(spec.gpus, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
 

@@ -35,7 +35,7 @@ def run_job(job: dict, events) -> int:
         hp = Hyperparameters.from_dict(job["hyperparameters"])
         emit_event(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
         return 0
-    from edgeprof.backends.base import open_session
+    from edgeprof.backends.base import open_session, uses_gpu
     from edgeprof.bench.measure import make_prompts, run_repetition
     from edgeprof.config import Hyperparameters
 
@@ -62,8 +62,7 @@ def run_job(job: dict, events) -> int:
             timed.append(metrics.phases())
             emit_event(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
                            "phases": metrics.phases(), "finished_at": time.time()})
-        on_gpu = hp.gpu_layers != 0 if job["backend"] == "llama.cpp" else hp.provider != "cpu"
-        if on_gpu:
+        if uses_gpu(job["backend"], hp):
             from edgeprof.sensors.nvml import process_gpu_memory_mb
 
             own = process_gpu_memory_mb(os.getpid())
