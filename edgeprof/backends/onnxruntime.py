@@ -34,12 +34,14 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
                "tensor(int32)": np.int32}
 
 
-def ort_providers(name: str) -> list[str]:
-    """The ORT provider list for a short name, or a one-line error naming what this install offers."""
-    import onnxruntime as ort
+def ort_providers(name: str, available: tuple[str, ...] | None = None) -> list[str]:
+    """The ORT provider list for a short name, or a one-line error naming what this install (or the one
+    whose `available` providers are given) offers."""
+    if available is None:
+        import onnxruntime as ort
 
+        available = tuple(ort.get_available_providers())
     wanted = PROVIDERS.get(name.lower(), name)
-    available = ort.get_available_providers()
     if wanted not in available:
         offered = ", ".join(short for short, full in PROVIDERS.items() if full in available)
         raise BackendUnavailableError(

@@ -63,19 +63,10 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
 
     gpu_names = nvml_gpu_names()
     has_gpu = bool(offload_gpus(gpu_names=gpu_names))
-    grid = resolve_auto_gpu_layers(spec.grid, has_gpu and not spec.emulate and _gpu_build())
+    grid = resolve_auto_gpu_layers(spec.grid, has_gpu and not spec.emulate and gpu_build())
     configs = expand(spec.models, spec.quants, spec.backends, grid, spec.allow_long_context)
-    run_gpus = _run_gpus(spec, configs)
-    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": spec.emulate, "host": facts.to_dict(),
-                   "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name} for g in run_gpus]}
-    affinity = None
-    if spec.emulate:
-        from edgeprof.emulation import plan_emulation
-
-        emulation = plan_emulation(profile, facts, gpu_names)
-        configs = [emulation.adapt(config) for config in configs]
-        device_info["emulation"] = emulation.describe()
-        affinity = tuple(emulation.cpu_affinity) if emulation.cpu_affinity else None
+    setup = prepare_device(spec, profile, facts, gpu_names, configs)
+    configs, device_info = setup.configs, setup.device_info
     finished: set[str] = set()
     if resume_dir is not None:
         manifest = read_manifest(resume_dir)
@@ -96,16 +87,13 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
         manifest["calibration"] = load_calibration(profile.name)
     manifest["sweep"] = spec.to_dict()
     manifest["configurations"] = len(configs)
-    gpu_ids = [g.uuid or str(g.index) for g in run_gpus]  # a driver that gives no UUID: the NVML index
-    sensors = _start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", gpu_ids, on_event)
+    sensors = start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", setup.gpu_ids, on_event)
     if sensors:
         manifest["sensors"] = sensors.describe()
-    manifest["jetson"] = _jetson_facts()
+    manifest["jetson"] = jetson_facts()
     run_dir.write_manifest(manifest)
 
-    options = RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
-                         cpu_affinity=affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
-                         energy_window_s=spec.energy_window_s, gpu_uuids=tuple(gpu_ids))
+    options = run_options(spec, setup)
     result = RunResult(run_dir.path, [], profile.name, spec.emulate)
     on_event("run_started", configurations=len(configs), run_dir=run_dir.path)
     runner = Runner(run_dir, device_info, options, on_event, sensors)
@@ -132,13 +120,47 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
     return result
 
 
+@dataclass
+class DeviceSetup:
+    """The device side of a run: the configurations as this device runs them (emulation applied), what the
+    records say of the device, the cores an emulation pins to, and the GPUs (by UUID) the run uses."""
+
+    configs: list
+    device_info: dict
+    cpu_affinity: tuple[int, ...] | None
+    gpu_ids: list[str]
+
+
+def prepare_device(spec: SweepSpec, profile, facts, gpu_names: list[str], configs: list) -> DeviceSetup:
+    """Pick the run's GPUs and apply `--emulate` to `configs` on this host (a local run and a fleet device alike)."""
+    run_gpus = _run_gpus(spec, configs)
+    device_info = {"profile": profile.name, "kind": profile.kind, "emulated": spec.emulate, "host": facts.to_dict(),
+                   "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name} for g in run_gpus]}
+    affinity = None
+    if spec.emulate:
+        from edgeprof.emulation import plan_emulation
+
+        emulation = plan_emulation(profile, facts, gpu_names)
+        configs = [emulation.adapt(config) for config in configs]
+        device_info["emulation"] = emulation.describe()
+        affinity = tuple(emulation.cpu_affinity) if emulation.cpu_affinity else None
+    gpu_ids = [g.uuid or str(g.index) for g in run_gpus]  # a driver that gives no UUID: the NVML index
+    return DeviceSetup(configs, device_info, affinity, gpu_ids)
+
+
+def run_options(spec: SweepSpec, setup: DeviceSetup) -> RunOptions:
+    return RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
+                      cpu_affinity=setup.cpu_affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
+                      energy_window_s=spec.energy_window_s, gpu_uuids=tuple(setup.gpu_ids))
+
+
 def resolve_auto_gpu_layers(grid: dict, has_gpu: bool) -> dict:
     """`--gpu-layers auto`: all layers where a GPU can take them and the build offloads, else none."""
     layers = [(-1 if has_gpu else 0) if v == "auto" else v for v in grid.get("gpu_layers", ["auto"])]
     return {**grid, "gpu_layers": list(dict.fromkeys(layers))}
 
 
-def _gpu_build() -> bool:
+def gpu_build() -> bool:
     from edgeprof.backends.llamacpp_lib import build_info
 
     return bool(build_info()["gpu_offload"])
@@ -156,7 +178,7 @@ def _run_gpus(spec: SweepSpec, configs) -> list:
     return select_gpus(spec.gpus, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
-def _start_sensors(sample_hz: float, idle_s: float, samples_path: Path, gpu_ids: list[str], on_event: Events):
+def start_sensors(sample_hz: float, idle_s: float, samples_path: Path, gpu_ids: list[str], on_event: Events):
     """Probe this host's sensors and start sampling (with the idle baseline), or None when off. Only the
     run's GPUs are sampled: an idle board beside them is not part of the run's energy."""
     if sample_hz == 0:
@@ -174,7 +196,7 @@ def _start_sensors(sample_hz: float, idle_s: float, samples_path: Path, gpu_ids:
     return session
 
 
-def _jetson_facts() -> dict:
+def jetson_facts() -> dict:
     from edgeprof.sensors.jetson import jetson_facts
 
     return jetson_facts()

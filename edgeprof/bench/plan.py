@@ -40,6 +40,17 @@ class BenchConfig:
                 f"g{hp.gen_tokens} t{hp.threads}")
 
 
+@dataclass(frozen=True)
+class Target:
+    """What expansion needs to know of the machine that will run the configurations, when that is not this
+    host (a fleet's head expands a sweep for each of its devices): its physical cores (threads 0), whether
+    its llama.cpp offloads to a GPU, and the ONNX Runtime providers it offers."""
+
+    physical_cores: int
+    gpu_offload: bool
+    ort_providers: tuple[str, ...]
+
+
 def default_threads() -> int:
     """Physical cores, as llama-bench uses by default."""
     from edgeprof.devices import host_facts
@@ -47,11 +58,15 @@ def default_threads() -> int:
     return host_facts().physical_cores
 
 
-def require_gpu_offload() -> None:
+def require_gpu_offload(target: Target | None = None) -> None:
     """GPU layers need a llama.cpp built with a GPU backend; say how to get one instead of failing later."""
-    from edgeprof.backends.llamacpp_lib import build_info
+    if target is None:
+        from edgeprof.backends.llamacpp_lib import build_info
 
-    if not build_info()["gpu_offload"]:
+        offloads = build_info()["gpu_offload"]
+    else:
+        offloads = target.gpu_offload
+    if not offloads:
         raise BackendUnavailableError(
             "--gpu-layers needs llama-cpp-python built with GPU support; this build is CPU-only. Reinstall with "
             "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python "
@@ -111,8 +126,9 @@ def _check_context(source: ModelSource, trained: int | None, hp: Hyperparameters
 
 
 def expand(models: list[str], quants: list[str], backends: list[str],
-           grid: dict[str, list], allow_long_context: bool = False) -> list[BenchConfig]:
-    """The validated cartesian product. `grid` maps Hyperparameters field names to lists of values.
+           grid: dict[str, list], allow_long_context: bool = False, target: Target | None = None) -> list[BenchConfig]:
+    """The validated cartesian product. `grid` maps Hyperparameters field names to lists of values;
+    `target` describes the machine that will run them (default: this host).
 
     Combinations a backend cannot run (a GGUF quantization on ONNX Runtime, an ONNX file on llama.cpp)
     come back with `skip` set, so the run records why they were left out."""
@@ -129,17 +145,17 @@ def expand(models: list[str], quants: list[str], backends: list[str],
     _check_quants(list(dict.fromkeys(quants)), backends)
     keys = list(grid)
     if "llama.cpp" in backends and any(layers != 0 for layers in grid.get("gpu_layers", [0])):
-        require_gpu_offload()
+        require_gpu_offload(target)
     if "onnxruntime" in backends:
         from edgeprof.backends.onnxruntime import ort_providers
 
         for provider in grid.get("provider", ["cpu"]):
-            ort_providers(provider)
+            ort_providers(provider, target.ort_providers if target else None)
     configs = []
     for values in itertools.product(*(grid[k] for k in keys)):
         full = Hyperparameters(**dict(zip(keys, values))).validate()
         if full.threads == 0:
-            full = replace(full, threads=default_threads())
+            full = replace(full, threads=target.physical_cores if target else default_threads())
         for source in sources:
             _check_context(source, trained[source.spec], full, allow_long_context)
         for source, backend in itertools.product(sources, backends):

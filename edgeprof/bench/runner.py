@@ -44,6 +44,34 @@ class RunOptions:
 Notify = Callable[..., None]  # notify(event_name, **details); the CLI renders progress from it
 
 
+@dataclass(frozen=True)
+class ArtifactRequest:
+    """The artifact one configuration needs: its model, format and quantization, and whether fidelity's
+    unquantized parent comes with it. Equal requests share one export."""
+
+    spec: str
+    seed: int
+    format: str
+    quant: str
+    with_parent: bool
+
+
+def artifact_request(config: BenchConfig, quant: str, with_parent: bool = False) -> ArtifactRequest:
+    """A model file is run as it is (GGUF: its own quantization); it has no parent to compare with."""
+    quant = "f32" if quant == "as-is" and config.format == "gguf" else quant
+    return ArtifactRequest(config.source.spec, config.source.seed, config.format, quant,
+                           with_parent and not config.source.is_file)
+
+
+ArtifactProvider = Callable[[ArtifactRequest, Callable[[str, int, int], None]], tuple[Artifact, Artifact | None]]
+
+
+def export_in_child(request: ArtifactRequest, progress: Callable[[str, int, int], None]) -> tuple[Artifact, Artifact | None]:
+    """The default provider: export (or find in the cache) on this host, in a child process."""
+    return export_artifact(request.spec, request.format, request.quant, request.seed,
+                           with_parent=request.with_parent, progress=progress)
+
+
 def _quiet(*_args, **_kwargs) -> None:
     return None
 
@@ -52,8 +80,11 @@ class Runner:
     """Runs a list of configurations into one run directory."""
 
     def __init__(self, run_dir: RunDir, device: dict, options: RunOptions, notify: Notify = _quiet,
-                 sensors: SensorSession | None = None):
+                 sensors: SensorSession | None = None, artifacts: ArtifactProvider = export_in_child):
+        """`artifacts` supplies each configuration's model file: exported here by default; a fleet device
+        gets the files its head shipped, checked against their hashes."""
         self.run_dir = run_dir
+        self.provide = artifacts
         self.sensors = sensors
         self.device = device
         self.options = options
@@ -62,7 +93,7 @@ class Runner:
         self.jobs_dir = run_dir.path / "jobs"
         self.jobs_dir.mkdir(exist_ok=True)
         self.artifacts: dict[str, dict] = {}
-        self._exports: dict[tuple, tuple[Artifact, Artifact | None]] = {}
+        self._exports: dict[ArtifactRequest, tuple[Artifact, Artifact | None]] = {}
 
     def run(self, configs: list[BenchConfig], skip_run_keys: set[str] = frozenset()) -> None:
         """Run each configuration in order; those whose run key is in `skip_run_keys` are already done."""
@@ -92,30 +123,21 @@ class Runner:
     def _export(self, config: BenchConfig, quant: str, with_parent: bool = False) -> tuple[Artifact, Artifact | None]:
         """The configuration's artifact (and its unquantized parent), exported in a child process once per
         run: torch or a native quantizer that crashes must not take the sampling parent with it."""
-        quant = "f32" if quant == "as-is" and config.format == "gguf" else quant
-        key = (config.source.spec, config.source.seed, config.format, quant, with_parent and not config.source.is_file)
-        if key not in self._exports:
+        request = artifact_request(config, quant, with_parent)
+        if request not in self._exports:
             def progress(step: str, done: int, total: int) -> None:
                 self.notify("export", step=step, done=done, total=total)
 
-            self._exports[key] = export_artifact(config.source.spec, config.format, quant, config.source.seed,
-                                                 with_parent=key[-1], progress=progress)
-        return self._exports[key]
+            self._exports[request] = self.provide(request, progress)
+        return self._exports[request]
 
     def run_key_of(self, config: BenchConfig) -> str:
         """The run key a configuration's records will carry (a model file is identified by its content)."""
         artifact = self._export(config, "as-is")[0] if config.source.is_file and not config.skip else None
         return self._ids(config, artifact)[1]
 
-    def _model_identity(self, config: BenchConfig, artifact: Artifact) -> str:
-        # A user's model file is identified by content, so the same file joins across devices.
-        return f"sha256:{artifact.sha256[:16]}" if config.source.is_file else config.source.name
-
     def _ids(self, config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:
-        model = self._model_identity(config, artifact) if artifact else config.source.name
-        quant = artifact.quant if artifact else config.quant
-        cid = config_id(model, quant, config.backend, config.hp)
-        return cid, run_key(cid, config.hp)
+        return record_ids(config, artifact)
 
     def _run_child(self, config: BenchConfig, artifact: Artifact, parent: Artifact | None,
                    started: float) -> list[Record]:
@@ -246,21 +268,9 @@ class Runner:
                 metrics: dict | None = None, error: str | None = None, info: dict | None = None,
                 started: float | None = None, finished: float | None = None,
                 energy_window: dict | None = None) -> Record:
-        cid, key = self._ids(config, artifact)
-        arch = config.source.architecture
-        model = {
-            "name": config.source.name, "spec": config.source.spec,
-            "preset": config.source.preset.name if config.source.preset else None,
-            "format": artifact.format if artifact else config.format,
-            "quant": artifact.quant if artifact else config.quant,
-            "bytes": artifact.bytes if artifact else None, "sha256": artifact.sha256 if artifact else None,
-            "path": artifact.path if artifact else None,
-            "parameters": arch.parameter_count if arch else (info or {}).get("model_parameters"),
-        }
-        return Record(run_id=self.run_dir.run_id, config_id=cid, run_key=key, repetition=repetition, status=status,
-                      backend=config.backend, model=model, hyperparameters=config.hp.to_dict(), device=self.device,
-                      metrics=metrics or {}, error=error, started_at=started, finished_at=finished or time.time(),
-                      sensors=self._sensor_note(energy_window))
+        return make_record(self.run_dir.run_id, self.device, config, artifact, repetition, status, metrics=metrics,
+                           error=error, info=info, started=started, finished=finished,
+                           sensors=self._sensor_note(energy_window))
 
     def _sensor_note(self, energy_window: dict | None) -> dict:
         """How this record's energy was measured: the total's sources and the windows it came from."""
@@ -272,6 +282,39 @@ class Runner:
                 "timed phases": "no energy pass (--energy-window 0): figures from the timed phases where "
                                 f"they are at least {self.sensors.plan.required_window_s:g} s"}
         return note
+
+
+def record_ids(config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:
+    """(config id, run key) of a configuration's records. A user's model file is identified by its content,
+    so the same file joins across devices."""
+    if artifact is not None and config.source.is_file:
+        model = f"sha256:{artifact.sha256[:16]}"
+    else:
+        model = config.source.name
+    quant = artifact.quant if artifact else config.quant
+    cid = config_id(model, quant, config.backend, config.hp)
+    return cid, run_key(cid, config.hp)
+
+
+def make_record(run_id: str, device: dict, config: BenchConfig, artifact: Artifact | None, repetition: int | None,
+                status: str, *, metrics: dict | None = None, error: str | None = None, info: dict | None = None,
+                started: float | None = None, finished: float | None = None, sensors: dict | None = None) -> Record:
+    """One record of `config` (with its artifact where there is one): what every record says of the model."""
+    cid, key = record_ids(config, artifact)
+    arch = config.source.architecture
+    model = {
+        "name": config.source.name, "spec": config.source.spec,
+        "preset": config.source.preset.name if config.source.preset else None,
+        "format": artifact.format if artifact else config.format,
+        "quant": artifact.quant if artifact else config.quant,
+        "bytes": artifact.bytes if artifact else None, "sha256": artifact.sha256 if artifact else None,
+        "path": artifact.path if artifact else None,
+        "parameters": arch.parameter_count if arch else (info or {}).get("model_parameters"),
+    }
+    return Record(run_id=run_id, config_id=cid, run_key=key, repetition=repetition, status=status,
+                  backend=config.backend, model=model, hyperparameters=config.hp.to_dict(), device=device,
+                  metrics=metrics or {}, error=error, started_at=started, finished_at=finished or time.time(),
+                  sensors=sensors or {})
 
 
 def _energy_methods(energy_pass: dict | None) -> dict | None:
