@@ -25,6 +25,8 @@ models_app = typer.Typer(help="Model presets usable as synth:<name>.", invoke_wi
 devices_app = typer.Typer(help="Device profiles and detection.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 app.add_typer(devices_app, name="devices")
+fleet_app = typer.Typer(help="Fleets: one sweep across many devices (Dask distributed, mutual TLS).", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
 
 # Piped output (logs, CI) gets a wide fixed width so tables keep whole figures instead of "12…".
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -117,8 +119,13 @@ def run(
     allow_long_context: bool = typer.Option(False, "--allow-long-context",
                                             help="Run prompt + generated tokens past the model's trained context "
                                                  "(refused otherwise)."),
+    fleet: str = typer.Option("", "--fleet", help="Run on the devices of the fleet at tls://HOST:PORT instead of here."),
+    fleet_devices: str = typer.Option("", "--devices", help="With --fleet: device names, comma-separated; default all joined."),
+    credentials: Path | None = typer.Option(None, "--credentials", help="With --fleet: the fleet's credentials folder "
+                                            "(default ~/.config/edgeprof/fleet)."),
 ) -> None:
-    """Run models on this machine and record speed, memory, energy and temperature for every configuration."""
+    """Run models on this machine (or a fleet's devices) and record speed, memory, energy and temperature for
+    every configuration."""
     from edgeprof.bench.sweep import SweepSpec
 
     grid = {
@@ -132,6 +139,12 @@ def run(
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
                      fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
                      energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus)
+    if fleet:
+        if device or emulate or gpus:
+            raise ConfigError("--device, --emulate and --gpus do not apply with --fleet: each device runs as it "
+                              "joined (`fleet join --device X --emulate`)")
+        _execute_fleet(spec, fleet, _strs(fleet_devices), credentials, out)
+        return
     _execute(spec, out)
 
 
@@ -142,11 +155,22 @@ def sweep(
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory where it stopped."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
     device: str = typer.Option("", "--device", "-d", help="Override the file's device."),
+    fleet: str = typer.Option("", "--fleet", help="Run on the devices of the fleet at tls://HOST:PORT instead of here."),
+    fleet_devices: str = typer.Option("", "--devices", help="With --fleet: device names, comma-separated; default all joined."),
+    credentials: Path | None = typer.Option(None, "--credentials", help="With --fleet: the fleet's credentials folder "
+                                            "(default ~/.config/edgeprof/fleet)."),
 ) -> None:
-    """Run a sweep file (models x quants x backends x hyperparameters), or resume an interrupted run."""
+    """Run a sweep file (models x quants x backends x hyperparameters) here or on a fleet, or resume an
+    interrupted run (a fleet sweep's folder resumes on its devices)."""
     from edgeprof.bench.sweep import SweepSpec, load_sweep_file
+    from edgeprof.fleet import FLEET_FILE
     from edgeprof.results.rundir import read_manifest
 
+    if resume is not None and (resume / FLEET_FILE).exists():
+        if file is not None:
+            raise ConfigError("give either a sweep file or --resume FLEET_DIR, not both")
+        _execute_fleet(None, fleet, [], credentials, resume.parent, resume_dir=resume)
+        return
     if resume is not None:
         if file is not None:
             raise ConfigError("give either a sweep file or --resume RUN_DIR, not both")
@@ -158,6 +182,11 @@ def sweep(
     if file is None:
         raise ConfigError("give a sweep file (e.g. scripts/sweeps/batch.yaml) or --resume RUN_DIR")
     spec = load_sweep_file(file)
+    if fleet:
+        if device:
+            raise ConfigError("--device does not apply with --fleet: each device runs as its own profile")
+        _execute_fleet(spec, fleet, _strs(fleet_devices), credentials, out)
+        return
     if device:
         spec.device = device
     _execute(spec, out)
@@ -309,6 +338,138 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
                           highlight=False)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _execute_fleet(spec, address: str, devices: list[str], credentials: Path | None, out: Path,
+                   resume_dir: Path | None = None) -> None:
+    """Run a sweep on a fleet with one progress bar per device, then print each device's summary."""
+    import json
+
+    from edgeprof.fleet.credentials import FleetCredentials, default_credentials_dir
+    from edgeprof.fleet import FLEET_FILE
+    from edgeprof.fleet.sweep import run_fleet
+    from edgeprof.results.tables import summary_table
+
+    if resume_dir is not None and not address:
+        address = json.loads((resume_dir / FLEET_FILE).read_text())["address"]
+    creds = FleetCredentials(credentials or default_credentials_dir())
+    with _progress() as progress:
+        bars: dict[str, int] = {}
+
+        def on_event(event: str, **info) -> None:
+            if event == "message":
+                progress.console.print(info["text"], soft_wrap=True, highlight=False)
+            elif event == "ship":
+                progress.console.print(f"shipping {info['file']} ({info['bytes'] / 2**20:.1f} MiB) to {info['device']}",
+                                       highlight=False)
+            elif event == "device_started":
+                bars[info["device"]] = progress.add_task(info["device"], total=info["configurations"])
+            elif event == "config_finished":
+                progress.update(bars[info["device"]], description=f"{info['device']} · {info['label']}")
+                progress.advance(bars[info["device"]])
+            elif event == "device_lost":
+                progress.console.print(f"[red]{info['device']} left the fleet[/red]: {info['lost']} configuration(s) "
+                                       "recorded as lost", highlight=False)
+
+        result = run_fleet(spec, address, creds, devices, out, resume_dir, on_event)
+    for name, rows in result.rows.items():
+        console.print(summary_table(rows, title=f"{name} (fleet)"))
+        console.print(f"run directory: {result.run_dirs[name]}")
+    if len(result.run_dirs) > 1:
+        console.print("side by side: edgeprof compare " + " ".join(str(p) for p in result.run_dirs.values()),
+                      soft_wrap=True, highlight=False)
+    if any(result.lost.values()) or result.absent:
+        err_console.print(f"unfinished configurations remain; once the devices are back: edgeprof sweep --resume "
+                          f"{result.folder}", soft_wrap=True, highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@fleet_app.command("init")
+@user_errors
+def fleet_init(
+    credentials: Path | None = typer.Option(None, "--credentials", help="Folder for the credentials "
+                                            "(default ~/.config/edgeprof/fleet)."),
+    force: bool = typer.Option(False, "--force", help="Replace credentials already there."),
+) -> None:
+    """Create a fleet's TLS credentials (a private CA and one certificate each for head, devices, clients)."""
+    from edgeprof.fleet.credentials import default_credentials_dir, init_credentials
+
+    creds = init_credentials(credentials or default_credentials_dir(), overwrite=force)
+    console.print(f"fleet credentials in {creds.folder}; copy this folder to each device and to each machine that "
+                  "submits sweeps (same place, or pass --credentials)", soft_wrap=True, highlight=False)
+
+
+@fleet_app.command("head")
+@user_errors
+def fleet_head(
+    address: str = typer.Option("tls://127.0.0.1:8786", "--address", help="Where to listen; localhost unless "
+                                "given (e.g. tls://0.0.0.0:8786 for a LAN)."),
+    credentials: Path | None = typer.Option(None, "--credentials", help="The fleet's credentials folder."),
+) -> None:
+    """Run the fleet's head (the scheduler devices join and sweeps go to) until Ctrl-C."""
+    from edgeprof.fleet.credentials import FleetCredentials, default_credentials_dir
+    from edgeprof.fleet.head import check_address, serve_head
+
+    creds = FleetCredentials(credentials or default_credentials_dir())
+    check_address(address)
+    creds.check("scheduler")
+    err_console.print(f"fleet head at {address} (mutual TLS); Ctrl-C stops it", highlight=False)
+    serve_head(address, creds)
+
+
+@fleet_app.command("join")
+@user_errors
+def fleet_join(
+    address: str = typer.Argument(..., help="The head, tls://HOST:PORT."),
+    device: str = typer.Option("", "--device", "-d", help="Device profile; default: detected."),
+    emulate: bool = typer.Option(False, "--emulate", help="Emulate --device on this host."),
+    name: str = typer.Option("", "--name", help="This device's name in the fleet; default: its profile name."),
+    store: Path | None = typer.Option(None, "--store", help="Where shipped models and scratch runs live "
+                                      "(default <cache>/fleet)."),
+    credentials: Path | None = typer.Option(None, "--credentials", help="The fleet's credentials folder."),
+) -> None:
+    """Join this machine to a fleet as one device, and measure what the head sends until Ctrl-C."""
+    from edgeprof.devices import host_facts, resolve_device
+    from edgeprof.fleet.credentials import FleetCredentials, default_credentials_dir
+    from edgeprof.fleet.head import check_address
+    from edgeprof.fleet.node import NodeSettings, serve_node
+    from edgeprof.paths import cache_root
+
+    check_address(address)
+    if emulate and not device:
+        raise ConfigError("--emulate needs --device NAME (the device to emulate); `edgeprof devices` lists them")
+    profile = resolve_device(device, host_facts(), emulate=emulate)
+    settings = NodeSettings(name or profile.name, device or profile.name, emulate, store or cache_root() / "fleet")
+    security = FleetCredentials(credentials or default_credentials_dir()).security("worker")
+    err_console.print(f"joining {address} as {settings.name} ({profile.name}{', emulated' if emulate else ''}); "
+                      "Ctrl-C leaves", highlight=False)
+    serve_node(address, security, settings)
+
+
+@fleet_app.command("status")
+@user_errors
+def fleet_status(
+    address: str = typer.Argument("tls://127.0.0.1:8786", help="The head, tls://HOST:PORT."),
+    credentials: Path | None = typer.Option(None, "--credentials", help="The fleet's credentials folder."),
+) -> None:
+    """List the fleet's devices, what each is measuring, and when the head last heard from it."""
+    from rich.table import Table
+
+    from edgeprof.fleet.credentials import FleetCredentials, default_credentials_dir
+    from edgeprof.fleet.head import connect, list_devices
+
+    client = connect(address, FleetCredentials(credentials or default_credentials_dir()))
+    try:
+        devices = list_devices(client)
+    finally:
+        client.close()
+    table = Table(title=f"fleet at {address}: {len(devices)} device(s)")
+    for column in ("device", "host", "running", "last heartbeat"):
+        table.add_column(column)
+    for d in devices:
+        table.add_row(d.name, d.host, ", ".join(d.running) or "idle", f"{d.last_heartbeat_s:.1f} s ago")
+    console.print(table)
 
 
 @app.command()

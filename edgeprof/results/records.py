@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "oom", "timeout", "skipped")
+STATUSES = ("ok", "failed", "oom", "timeout", "skipped", "lost")  # lost: its fleet device left mid-sweep
 
 
 @dataclass

@@ -1,0 +1,258 @@
+"""A device in a fleet: one Dask worker that measures one configuration at a time, and the tasks it runs.
+
+`edgeprof fleet join` starts a worker with one thread, no nanny and one unit of a resource named after
+the device (`edgeprof:<name>`, the detected profile by default). Every measurement the head submits asks
+for that unit, so the scheduler's resource accounting never runs two measurements on one device, while
+other devices run theirs in parallel. Dask's own periodic work is slowed to what a fleet needs (no
+statistical profiler, no memory manager, 1 s ticks): on an idle node that cut the worker's CPU from
+about 5 % of a core to a fraction of one percent (docs/benchmarks.md, results/fleet/).
+
+The tasks (`describe_node`, the shipping steps, `measure_configuration`) are plain functions of this
+module; the device's settings reach them through the worker's `DeviceNode` plugin, not a global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from edgeprof.fleet.shipping import Shipment
+
+PLUGIN_NAME = "edgeprof-device"
+
+# What an edgeprof node needs of Dask's periodic machinery, and no more (measured: results/fleet/).
+LEAN_WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,  # a 10 ms stack sampler: most of an idle worker's CPU
+    "distributed.admin.tick.interval": "1s",  # event-loop blockage check, every 20 ms by default
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.admin.system-monitor.disk": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+# Dask starts an HTTP server (metrics, health, info pages) beside every node, unauthenticated and
+# unencrypted: with no routes and bound to localhost it serves nothing to anyone.
+NO_HTTP_CONFIG = {"distributed.worker.http.routes": [], "distributed.scheduler.http.routes": []}
+NO_HTTP_ADDRESS = "127.0.0.1:0"
+
+
+def resource_name(device: str) -> str:
+    """The resource a device advertises and every measurement on it claims (one unit)."""
+    return f"edgeprof:{device}"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What `fleet join` was told: the device's name in the fleet, its profile, whether that profile is
+    emulated on this host, and where shipped artifacts and scratch runs live."""
+
+    name: str
+    profile: str
+    emulate: bool
+    store: Path
+
+
+class DeviceNode(WorkerPlugin):
+    """The Dask worker plugin that carries a node's settings to the tasks it runs."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, settings: NodeSettings):
+        self.settings = settings
+
+    def setup(self, worker) -> None:  # the WorkerPlugin protocol
+        self.settings.store.mkdir(parents=True, exist_ok=True)
+
+    def teardown(self, worker) -> None:
+        return None
+
+
+def serve_node(address: str, security, settings: NodeSettings) -> None:
+    """Join the fleet at `address` and serve until SIGINT/SIGTERM or the head goes away."""
+    import dask
+    from distributed import Worker
+    from distributed.utils import get_ip
+
+    from edgeprof.fleet.head import check_address
+
+    # Listen only on the interface that reaches the head (TLS, client certificates), not on every one.
+    host = get_ip(check_address(address)[0])
+
+    async def main() -> None:
+        with dask.config.set({**LEAN_WORKER_CONFIG, **NO_HTTP_CONFIG}):
+            worker = Worker(address, nthreads=1, name=settings.name, resources={resource_name(settings.name): 1},
+                            host=host, security=security, plugins=[DeviceNode(settings)], memory_limit=0, dashboard=False,
+                            dashboard_address=NO_HTTP_ADDRESS, local_directory=str(settings.store / "engine"),
+                            death_timeout=60)
+            await worker
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
+            await worker.finished()
+
+    asyncio.run(main())
+
+
+def _settings() -> NodeSettings:
+    from distributed import get_worker
+
+    return get_worker().plugins[PLUGIN_NAME].settings
+
+
+# -- tasks the head submits ---------------------------------------------------------------------------
+
+
+def describe_node() -> dict:
+    """What the head needs to plan for this device and to write its manifest."""
+    from edgeprof import __version__
+    from edgeprof.bench.execute import gpu_build, jetson_facts
+    from edgeprof.devices import host_facts, load_calibration, offload_gpus, resolve_device
+    from edgeprof.sensors.nvml import nvml_gpu_names
+
+    settings = _settings()
+    facts = host_facts()
+    gpu_names = nvml_gpu_names()
+    profile = resolve_device(settings.profile, facts, emulate=settings.emulate, gpu_names=gpu_names)
+    try:
+        import onnxruntime
+
+        providers = list(onnxruntime.get_available_providers())
+    except ImportError:
+        providers = []
+    return {"name": settings.name, "profile": profile.name, "emulate": settings.emulate,
+            "edgeprof_version": __version__, "host": facts.to_dict(), "physical_cores": facts.physical_cores,
+            "gpu_offload": bool(offload_gpus(gpu_names=gpu_names)) and not settings.emulate and gpu_build(),
+            "ort_providers": providers,
+            "device_profile": {"name": profile.name, "display_name": profile.display_name, "kind": profile.kind,
+                               "data": profile.data},
+            "calibration": load_calibration(profile.name), "jetson": jetson_facts()}
+
+
+def missing_files(shipment: Shipment) -> list[str]:
+    from edgeprof.fleet import shipping
+
+    return shipping.missing_files(_settings().store, shipment)
+
+
+def write_chunk(shipment: Shipment, name: str, offset: int, data: bytes) -> int:
+    from edgeprof.fleet import shipping
+
+    shipping.write_chunk(_settings().store, shipment, name, offset, data)
+    return len(data)
+
+
+def seal_file(shipment: Shipment, name: str) -> None:
+    from edgeprof.fleet import shipping
+
+    shipping.seal_file(_settings().store, shipment, name)
+
+
+@dataclass
+class MeasureJob:
+    """One configuration for one device, as the head planned it."""
+
+    spec: dict  # the SweepSpec (run settings); the device and emulation are the node's own
+    config: object  # the BenchConfig
+    artifacts: dict  # ArtifactRequest -> (Shipment, parent Shipment | None), or the export's error text
+    fleet: dict = field(default_factory=dict)  # address, fleet run id: written into the records' device
+
+
+def measure_configuration(job: MeasureJob) -> dict:
+    """Measure one configuration here as a local run would (sensors, emulation, worker child), and return
+    its records, the samples and what the engine itself cost meanwhile."""
+    from edgeprof.bench.execute import prepare_device, run_options, start_sensors
+    from edgeprof.bench.runner import Runner
+    from edgeprof.bench.sweep import SweepSpec
+    from edgeprof.devices import host_facts, resolve_device
+    from edgeprof.results.rundir import create_run_dir
+    from edgeprof.sensors.nvml import nvml_gpu_names
+
+    settings = _settings()
+    spec = replace(SweepSpec.from_dict(job.spec), device=settings.profile, emulate=settings.emulate)
+    facts = host_facts()
+    gpu_names = nvml_gpu_names()
+    profile = resolve_device(spec.device, facts, emulate=spec.emulate, gpu_names=gpu_names)
+    setup = prepare_device(spec, profile, facts, gpu_names, [job.config])
+    run_dir = create_run_dir(settings.store / "runs")
+    sensors = start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", setup.gpu_ids,
+                            lambda *a, **k: None)
+    device_info = {**setup.device_info, "fleet": {**job.fleet, "device": settings.name}}
+    try:
+        runner = Runner(run_dir, device_info, run_options(spec, setup), sensors=sensors,
+                        artifacts=ShippedArtifacts(settings.store, job.artifacts))
+        meter = EngineMeter()
+        records = runner.run_one(setup.configs[0])
+        engine = meter.stop()
+    finally:
+        if sensors:
+            sensors.close()
+    for record in records:
+        if record.status == "ok":
+            record.metrics.update(engine)
+    samples = run_dir.path / "samples.csv"
+    jobs = {path.name: _tail(path) for path in sorted((run_dir.path / "jobs").glob("*")) if path.is_file()}
+    result = {"records": [asdict(r) for r in records], "device_info": device_info, "jobs": jobs,
+              "sensors": ({**sensors.describe(), "sampler_cpu_s": sensors.sampler.thread_cpu_s} if sensors else None),
+              "samples_csv": samples.read_text() if samples.exists() else "",
+              "artifacts": runner.artifacts, "engine": engine}
+    shutil.rmtree(run_dir.path, ignore_errors=True)
+    return result
+
+
+def _tail(path: Path, limit: int = 256 << 10) -> str:
+    """A job file for the head's `jobs/` folder (a runaway native log is cut to its last 256 KiB)."""
+    with open(path, "rb") as f:
+        f.seek(max(path.stat().st_size - limit, 0))
+        return f.read().decode(errors="replace")
+
+
+class ShippedArtifacts:
+    """The Runner's artifact provider on a device: the head's shipment, verified right before use."""
+
+    def __init__(self, store: Path, entries: dict):
+        self.store = store
+        self.entries = entries
+
+    def __call__(self, request, progress) -> tuple:
+        from edgeprof.export.in_child import ExportFailed
+        from edgeprof.fleet.shipping import verify
+
+        entry = self.entries.get(request)
+        if entry is None:
+            raise ExportFailed(f"the head shipped no artifact for {request.spec} {request.quant}")
+        if isinstance(entry, str):  # the head's export failed: the same failure the local run would record
+            raise ExportFailed(entry)
+        shipment, parent = entry
+        return verify(self.store, shipment), verify(self.store, parent) if parent else None
+
+
+class EngineMeter:
+    """CPU the engine's own threads spent while a configuration was measured (this node process's threads
+    other than the one running the task and edgeprof's sampler), and the node process's resident memory.
+    Without a nanny the engine is this one process; the worker child that measures is not counted."""
+
+    def __init__(self):
+        import psutil
+
+        self._process = psutil.Process()
+        self._start = self._thread_times()
+        self._t0 = time.monotonic()
+
+    def _thread_times(self) -> dict[int, float]:
+        ours = {threading.get_native_id(), *(t.native_id for t in threading.enumerate()
+                                             if t.name.startswith("edgeprof-"))}
+        return {t.id: t.user_time + t.system_time for t in self._process.threads() if t.id not in ours}
+
+    def stop(self) -> dict:
+        end = self._thread_times()
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        cpu = sum(seconds - self._start.get(tid, 0.0) for tid, seconds in end.items())
+        return {"fleet_engine_cpu_share": round(cpu / wall, 5),
+                "fleet_node_rss_mb": round(self._process.memory_info().rss / 2**20, 1),
+                "fleet_engine_window_s": round(wall, 3)}
