@@ -11,6 +11,7 @@ configurations are recorded `lost`, and `--resume FLEET_DIR` runs exactly those 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -136,8 +137,12 @@ class _FleetSweep:
         return result
 
     def _plan_device(self, spec: SweepSpec, device, folder: Path, fleet_id: str, resuming: bool) -> DeviceRun:
-        facts = self.client.submit(node.describe_node, workers=[device.address], pure=False,
-                                   key=f"edgeprof-describe|{device.name}|{secrets.token_hex(4)}").result(timeout=120)
+        try:
+            facts = self.client.submit(node.describe_node, workers=[device.address], pure=False,
+                                       key=f"edgeprof-describe|{device.name}|{secrets.token_hex(4)}").result(timeout=120)
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"device {device.name} did not describe itself within 120 s ({exc.__class__.__name__}); "
+                              "see its `fleet join` output") from None
         from edgeprof import __version__
 
         if facts["edgeprof_version"] != __version__:
@@ -229,7 +234,10 @@ class _FleetSweep:
                 for future in [f for f in pending if f.done()]:
                     run, config = pending.pop(future)
                     self._collect(run, config, future, exports)
-                joined = {d.name for d in list_devices(self.client)}
+                try:
+                    joined = {d.name for d in list_devices(self.client)}
+                except (OSError, TimeoutError):  # the head itself is gone: nothing pending can finish
+                    joined = set()
                 for run in {run.name: run for run, _ in pending.values() if run.name not in joined}.values():
                     self._lose(run, pending, exports)
         except BaseException:
@@ -268,7 +276,8 @@ class _FleetSweep:
         for future, (owner, config) in list(pending.items()):
             if owner is not run:
                 continue
-            self.client.cancel([future])
+            with contextlib.suppress(OSError, TimeoutError):  # a head that is gone has nothing left to cancel
+                self.client.cancel([future])
             del pending[future]
             writer.append(make_record(run.run_dir.run_id, run.device_info, config, _head_artifact(config, exports),
                                       None, "lost", error=f"device {run.name} left the fleet before this configuration "
