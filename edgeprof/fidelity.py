@@ -76,7 +76,7 @@ def measure_fidelity(backend: str, model_path: str, parent_path: str, parent_qua
     fid_hp = fidelity_hyperparameters(hp)
     logits = []
     for path in (parent_path, model_path):
-        session = open_session(backend, path, fid_hp)
+        session = open_session(backend, path, fid_hp, need_logits=True)
         try:
             logits.append(session.next_token_logits(fidelity_prompts(session.n_vocab)))
         finally:

@@ -45,9 +45,10 @@ def native(tool: Path, model: str, batch: int, prompt: int, gen: int, gpu_layers
     return float(entry["speed_pp"]), float(entry["speed_tg"])
 
 
-def edgeprof_rates(model: str, hp: Hyperparameters) -> tuple[float, float]:
-    """(prefill t/s, decode t/s) of one repetition after one warm-up, in a fresh context (as the native tool)."""
-    session = LlamaCppSession(model, hp)
+def edgeprof_rates(model: str, hp: Hyperparameters, host_greedy: bool = False) -> tuple[float, float]:
+    """(prefill t/s, decode t/s) of one repetition after one warm-up, in a fresh context (as the native tool).
+    `host_greedy`: greedy by a numpy argmax over logits copied to the host (builds without backend sampling)."""
+    session = LlamaCppSession(model, hp, need_logits=host_greedy)
     try:
         prompts = make_prompts(hp, session.n_vocab)
         run_repetition(session, prompts, hp)
@@ -75,7 +76,7 @@ def main() -> None:
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         samples: dict[str, list[float]] = {k: [] for k in (
-            "native_pp", "native_tg", "none_pp", "none_tg", "greedy_pp", "greedy_tg")}
+            "native_pp", "native_tg", "none_pp", "none_tg", "greedy_pp", "greedy_tg", "greedy_host_pp", "greedy_host_tg")}
 
         def measure(side: str, keep: bool) -> None:
             if side == "native":
@@ -83,34 +84,36 @@ def main() -> None:
                                 args.threads)
             else:
                 hp = Hyperparameters(batch=batch, prompt_tokens=args.prompt, gen_tokens=args.gen, threads=args.threads,
-                                     gpu_layers=args.gpu_layers, sampler=side)
-                pp, tg = edgeprof_rates(artifact.path, hp)
+                                     gpu_layers=args.gpu_layers, sampler="none" if side == "none" else "greedy")
+                pp, tg = edgeprof_rates(artifact.path, hp, host_greedy=side == "greedy_host")
             if keep:
                 samples[f"{side}_pp"].append(pp)
                 samples[f"{side}_tg"].append(tg)
 
-        sides = ["native", "none", "greedy"]
+        sides = ["native", "none", "greedy", "greedy_host"]
         for round_index in range(-1, args.rounds):
             shift = round_index % len(sides)
             for side in sides[shift:] + sides[:shift]:
                 measure(side, keep=round_index >= 0)
         row = {"batch": batch, "samples": samples}
-        for side in ("none", "greedy"):
+        for side in ("none", "greedy", "greedy_host"):
             for phase in ("pp", "tg"):
                 row[f"ratio_{side}_{phase}"] = statistics.median(
                     e / n for e, n in zip(samples[f"{side}_{phase}"], samples[f"native_{phase}"]))
         rows.append(row)
         print(f"B={batch}: native pp {statistics.median(samples['native_pp']):.0f} tg "
               f"{statistics.median(samples['native_tg']):.0f} t/s | none pp {row['ratio_none_pp']:.3f} "
-              f"tg {row['ratio_none_tg']:.3f} | greedy pp {row['ratio_greedy_pp']:.3f} tg {row['ratio_greedy_tg']:.3f}",
+              f"tg {row['ratio_none_tg']:.3f} | greedy pp {row['ratio_greedy_pp']:.3f} tg {row['ratio_greedy_tg']:.3f} | "
+              f"greedy on host tg {row['ratio_greedy_host_tg']:.3f}",
               flush=True)
     print("\n| batch | native prefill t/s | native decode t/s | none/native decode | greedy/native decode "
-          "| none/native prefill |")
-    print("|---|---|---|---|---|---|")
+          "| greedy on host/native decode | none/native prefill |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["samples"]
         print(f"| {r['batch']} | {statistics.median(s['native_pp']):.0f} | {statistics.median(s['native_tg']):.0f} | "
-              f"{r['ratio_none_tg']:.3f} | {r['ratio_greedy_tg']:.3f} | {r['ratio_none_pp']:.3f} |")
+              f"{r['ratio_none_tg']:.3f} | {r['ratio_greedy_tg']:.3f} | {r['ratio_greedy_host_tg']:.3f} | "
+              f"{r['ratio_none_pp']:.3f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"command": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -43,9 +43,10 @@ def native(bench: Path, model: str, args: list[str]) -> float:
     return float(entry["avg_ts"])
 
 
-def edgeprof_rates(model: str, hp: Hyperparameters, reps: int) -> tuple[float, float]:
-    """Median prefill and decode tokens/s over `reps` repetitions after one warm-up."""
-    session = LlamaCppSession(model, hp)
+def edgeprof_rates(model: str, hp: Hyperparameters, reps: int, host_greedy: bool = False) -> tuple[float, float]:
+    """Median prefill and decode tokens/s over `reps` repetitions after one warm-up. `host_greedy`: greedy by
+    a numpy argmax over logits copied to the host (the path for builds without backend sampling)."""
+    session = LlamaCppSession(model, hp, need_logits=host_greedy)
     try:
         prompts = make_prompts(hp, session.n_vocab)
         run_repetition(session, prompts, hp)
@@ -80,7 +81,7 @@ def main() -> None:
         artifact = export_gguf(source, quant)
         for prompt, gen in pairs:
             samples: dict[str, list[float]] = {k: [] for k in (
-                "native_pp", "native_tg", "greedy_pp", "greedy_tg", "none_pp", "none_tg")}
+                "native_pp", "native_tg", "greedy_pp", "greedy_tg", "none_pp", "none_tg", "greedy_host_pp", "greedy_host_tg")}
             for round_index in range(-args.warmup_rounds, args.rounds):
                 keep = round_index >= 0  # negative rounds warm caches and clocks and are discarded
 
@@ -91,20 +92,23 @@ def main() -> None:
                         samples["native_pp"].append(pp)
                         samples["native_tg"].append(tg)
 
-                def measure_edgeprof(sampler: str) -> None:
+                def measure_edgeprof(side: str) -> None:
+                    sampler = "none" if side == "none" else "greedy"
                     hp = Hyperparameters(batch=1, prompt_tokens=prompt, gen_tokens=gen, threads=args.threads,
                                          gpu_layers=args.gpu_layers, flash_attn=args.flash_attn, sampler=sampler)
-                    pp, tg = edgeprof_rates(artifact.path, hp, args.reps)
+                    pp, tg = edgeprof_rates(artifact.path, hp, args.reps, host_greedy=side == "greedy_host")
+                    sampler = side
                     if keep:
                         samples[f"{sampler}_pp"].append(pp)
                         samples[f"{sampler}_tg"].append(tg)
 
-                steps = [measure_native, lambda: measure_edgeprof("greedy"), lambda: measure_edgeprof("none")]
+                steps = [measure_native, lambda: measure_edgeprof("greedy"), lambda: measure_edgeprof("none"),
+                         lambda: measure_edgeprof("greedy_host")]
                 shift = round_index % len(steps)  # rotate the order so no side always goes first
                 for step in steps[shift:] + steps[:shift]:
                     step()
             row = {"quant": quant, "prompt": prompt, "gen": gen, "samples": samples}
-            for side in ("greedy", "none"):
+            for side in ("greedy", "none", "greedy_host"):
                 for phase in ("pp", "tg"):
                     ratios = [e / n for e, n in zip(samples[f"{side}_{phase}"], samples[f"native_{phase}"])]
                     row[f"ratio_{side}_{phase}"] = statistics.median(ratios)
@@ -112,7 +116,7 @@ def main() -> None:
             print(f"{quant} p{prompt} g{gen}: native pp {statistics.median(samples['native_pp']):.1f} "
                   f"tg {statistics.median(samples['native_tg']):.1f} | ratio greedy pp {row['ratio_greedy_pp']:.3f} "
                   f"tg {row['ratio_greedy_tg']:.3f} | sampler=none pp {row['ratio_none_pp']:.3f} "
-                  f"tg {row['ratio_none_tg']:.3f}", flush=True)
+                  f"tg {row['ratio_none_tg']:.3f} | greedy on host tg {row['ratio_greedy_host_tg']:.3f}", flush=True)
 
     print("\n| model | quant | prompt | gen | native pp t/s | native tg t/s | edgeprof/native pp | edgeprof/native tg "
           "| sampler=none pp | sampler=none tg |")

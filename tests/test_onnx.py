@@ -42,7 +42,7 @@ def _greedy(session, prompts: np.ndarray, steps: int) -> np.ndarray:
 def test_ort_fp32_matches_gguf_f32_logits_and_greedy_tokens(tiny_source, onnx_fp32):
     hp = Hyperparameters(batch=2, prompt_tokens=16, gen_tokens=32, threads=2, kv_type="f32", flash_attn="off")
     prompts = np.random.default_rng(7).integers(0, 1024, (2, 16), dtype=np.int32)
-    gguf = open_session("llama.cpp", export_gguf(tiny_source, "f32").path, hp)
+    gguf = open_session("llama.cpp", export_gguf(tiny_source, "f32").path, hp, need_logits=True)
     ort = open_session("onnxruntime", onnx_fp32.path, hp)
     try:
         assert ort.info()["kv_cache"] == "shared-buffer"  # the fused-attention export, cache updated in place

@@ -5,6 +5,7 @@ import pytest
 
 from edgeprof.backends.llamacpp import LlamaCppSession
 from edgeprof.config import Hyperparameters
+from edgeprof.errors import ConfigError
 from edgeprof.export.gguf_export import export_gguf
 from edgeprof.source import resolve
 from reference_forward import ReferenceModel
@@ -41,7 +42,7 @@ def model(request):
 
 def _session(artifact, **overrides):
     hp = Hyperparameters(batch=1, prompt_tokens=PROMPT_LEN, gen_tokens=STEPS, threads=2, **overrides)
-    return LlamaCppSession(artifact.path, hp)
+    return LlamaCppSession(artifact.path, hp, need_logits=True)
 
 
 def test_f32_logits_match_reference_exactly(model):
@@ -98,6 +99,51 @@ def test_batched_sequences_match_single_runs(tiny_gguf_f32):
     together = generate(prompts, n_batch=16)  # n_batch 16 < 36 prompt tokens: prefill spans chunks
     for i in range(3):
         assert together[i].tolist() == generate(prompts[i:i + 1])[0].tolist()
+
+
+def test_greedy_on_the_device_picks_the_tokens_the_host_argmax_picks(tiny_gguf_f32):
+    """Backend sampling (a greedy chain per sequence inside llama.cpp's graph) returns token ids only; they
+    must be the host argmax's over the same f32 logits, in a batch and across prefill chunks."""
+    from edgeprof.backends.llamacpp import backend_sampling_available
+    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+
+    if not backend_sampling_available(load_llama_cpp()):
+        pytest.skip("this llama.cpp has no backend sampling")
+    prompts = np.random.default_rng(11).integers(3, 1000, size=(2, 12)).astype(np.int32)
+    hp = Hyperparameters(batch=2, prompt_tokens=12, gen_tokens=32, threads=2, kv_type="f32", flash_attn="off",
+                         n_batch=16)
+
+    def generate(need_logits: bool) -> tuple[np.ndarray, str]:
+        session = LlamaCppSession(tiny_gguf_f32.path, hp, need_logits=need_logits)
+        try:
+            session.prefill(prompts)
+            out = [session.last_tokens()]
+            for _ in range(32):
+                session.decode_step()
+                out.append(session.last_tokens())
+            return np.stack(out, axis=1), session.info()["sampling"]
+        finally:
+            session.close()
+
+    on_device, where = generate(need_logits=False)
+    on_host, host_where = generate(need_logits=True)
+    assert (where, host_where) == ("device", "host")
+    # Both take the argmax of the same f32 logits; only an exact tie could differ (random weights: none).
+    np.testing.assert_array_equal(on_device, on_host)
+
+
+def test_a_device_sampling_session_refuses_to_hand_out_logits(tiny_gguf_f32):
+    from edgeprof.backends.llamacpp import backend_sampling_available
+    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+
+    if not backend_sampling_available(load_llama_cpp()):
+        pytest.skip("this llama.cpp has no backend sampling")
+    session = LlamaCppSession(tiny_gguf_f32.path, Hyperparameters(batch=1, prompt_tokens=8, gen_tokens=2, threads=2))
+    try:
+        with pytest.raises(ConfigError, match="need_logits"):
+            session.next_token_logits(np.zeros((1, 8), dtype=np.int32))
+    finally:
+        session.close()
 
 
 def test_sampler_none_waits_for_the_work_it_times(tiny_gguf_f32, monkeypatch):

@@ -69,13 +69,14 @@ def canonical_backend(name: str) -> str:
     return backend
 
 
-def open_session(backend: str, model_path: str, hp: Hyperparameters) -> BackendSession:
-    """Create a session for `backend`; imports lazily so each backend stays optional."""
+def open_session(backend: str, model_path: str, hp: Hyperparameters, need_logits: bool = False) -> BackendSession:
+    """Create a session for `backend`; imports lazily so each backend stays optional. `need_logits`: the
+    caller reads logits (fidelity, parity), so sampling must not move them off the host."""
     backend = canonical_backend(backend)
     if backend == "llama.cpp":
         from edgeprof.backends.llamacpp import LlamaCppSession
 
-        return LlamaCppSession(model_path, hp)
+        return LlamaCppSession(model_path, hp, need_logits=need_logits)
     from edgeprof.backends.onnxruntime import OnnxRuntimeSession
 
     return OnnxRuntimeSession(model_path, hp)

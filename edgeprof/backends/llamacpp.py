@@ -2,7 +2,11 @@
 
 The hot loop is kept as lean as llama-bench's: batches are allocated and laid out once per session,
 numpy views write straight into the C buffers (no per-token Python loops over the batch), and greedy
-choice is one `argmax` over a zero-copy view of only the logits llama.cpp already produced.
+choice happens where the logits are. Where the build has llama.cpp's backend sampling, a greedy sampler
+chain per sequence runs the argmax inside the graph (on the GPU when the model is offloaded), so only
+token ids come back instead of batch x vocab logits; otherwise (or when a caller needs the logits
+themselves: fidelity, parity) it is one numpy `argmax` over a zero-copy view of the logits llama.cpp
+already produced. `info()["sampling"]` says which ran.
 """
 
 from __future__ import annotations
@@ -16,6 +20,12 @@ from edgeprof.backends.llamacpp_lib import LogCapture, build_info, load_llama_cp
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgeprof.quant import KV_CACHE_TYPES
+
+
+def backend_sampling_available(llama_cpp) -> bool:
+    """Whether this llama.cpp has backend sampling (`llama_context_params.samplers`, 2026 builds)."""
+    return (hasattr(llama_cpp, "llama_sampler_seq_config") and hasattr(llama_cpp, "llama_get_sampled_token_ith")
+            and any(name == "samplers" for name, *_ in llama_cpp.llama_context_params._fields_))
 
 
 class _Batch:
@@ -48,7 +58,8 @@ class LlamaCppSession:
 
     name = "llama.cpp"
 
-    def __init__(self, model_path: str, hp: Hyperparameters):
+    def __init__(self, model_path: str, hp: Hyperparameters, need_logits: bool = False):
+        """`need_logits`: the caller reads logits (fidelity, parity), so greedy must stay on the host."""
         llama_cpp = load_llama_cpp()
         self._llama_cpp = llama_cpp
         self._logs = LogCapture()
@@ -82,19 +93,25 @@ class LlamaCppSession:
             "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[hp.flash_attn]
         ctx_params.no_perf = True
+        self._chains: list = []
+        self._sampler_configs = None
+        if hp.sampler == "greedy" and not need_logits and backend_sampling_available(llama_cpp):
+            self._attach_device_greedy(ctx_params, hp.batch)
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
+            self._free_chains()
             llama_cpp.llama_model_free(self._model)
             raise ConfigError(f"llama.cpp could not create a context for these settings: "
                               f"{self._logs.tail(2) or 'no detail'}")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._n_batch = ctx_params.n_batch
         self._greedy = hp.sampler == "greedy"
+        self._on_device = bool(self._chains)
         self._next = np.zeros(hp.batch, dtype=np.int32)
         self._step = 0
         self._logits = np.empty((0, 0), dtype=np.float32)
         self._logits_address = 0
-        self._prefill_batches: list[tuple[_Batch, np.ndarray]] = []
+        self._prefill_batches: list[tuple[_Batch, np.ndarray, np.ndarray]] = []
         # Called as (tokens done, tokens in all) after each llama_decode call of a prefill; the worker sets it
         # only for untimed passes, so the timed prefill does no work beyond llama.cpp's own.
         self.prefill_progress: Callable[[int, int], None] | None = None
@@ -113,8 +130,8 @@ class LlamaCppSession:
             stop = min(start + self._n_batch, total)
             chunk = _Batch(self._llama_cpp, stop - start)
             chunk.lay_out(seq_of[start:stop], pos_of[start:stop], is_last[start:stop])
-            finished = seq_of[start:stop][is_last[start:stop] == 1]  # sequences whose logits this chunk gives
-            self._prefill_batches.append((chunk, finished))
+            rows = np.flatnonzero(is_last[start:stop])  # the chunk's tokens that give an output
+            self._prefill_batches.append((chunk, seq_of[start:stop][rows], rows))
 
     def prefill(self, prompts: np.ndarray) -> None:
         batch, prompt_len = prompts.shape
@@ -122,13 +139,13 @@ class LlamaCppSession:
             self._plan_prefill(batch, prompt_len)
         flat = prompts.reshape(-1)
         start = 0
-        for chunk, finished in self._prefill_batches:
+        for chunk, finished, rows in self._prefill_batches:
             n = chunk.raw.n_tokens
             chunk.tokens[:n] = flat[start:start + n]
             start += n
             self._decode(chunk.raw)
             if len(finished):
-                self._choose(finished)
+                self._choose(finished, rows)
             if self.prefill_progress is not None:
                 self.prefill_progress(start, len(flat))
         self._step = prompt_len
@@ -158,11 +175,40 @@ class LlamaCppSession:
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}: {self._logs.tail(2)}")
 
-    def _choose(self, sequences: np.ndarray | None) -> None:
-        """Greedy next token for the outputs of the last decode (all sequences when `sequences` is None)."""
+    def _attach_device_greedy(self, ctx_params, batch: int) -> None:
+        """One greedy sampler chain per sequence, given to the context at creation (llama.cpp builds them
+        into its graph then); the chains live as long as the context."""
+        llama_cpp = self._llama_cpp
+        configs = (llama_cpp.llama_sampler_seq_config * batch)()
+        for seq in range(batch):
+            chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+            self._chains.append(chain)
+            configs[seq].seq_id = seq
+            configs[seq].sampler = ctypes.cast(chain, ctypes.c_void_p)
+        self._sampler_configs = configs  # llama.cpp keeps the pointer: keep the array alive
+        ctx_params.samplers = configs
+        ctx_params.n_samplers = batch
+
+    def _free_chains(self) -> None:
+        for chain in self._chains:
+            self._llama_cpp.llama_sampler_free(chain)
+        self._chains.clear()
+
+    def _choose(self, sequences: np.ndarray | None, rows: np.ndarray | None = None) -> None:
+        """Greedy next token for the outputs of the last decode: all sequences (a decode step, where token i
+        is sequence i), or `sequences`, whose outputs are the batch's tokens `rows` (a prefill chunk)."""
         if not self._greedy:
             return
         n_out = self.hp.batch if sequences is None else len(sequences)
+        if self._on_device:  # token ids only, addressed by the token's index in the batch
+            sampled = self._llama_cpp.llama_get_sampled_token_ith
+            chosen = [sampled(self._ctx, int(i)) for i in (range(n_out) if rows is None else rows)]
+            if sequences is None:
+                self._next[:] = chosen
+            else:
+                self._next[sequences] = chosen
+            return
         logits = self._logits_view(n_out)
         if sequences is None:
             np.argmax(logits, axis=1, out=self._next)
@@ -191,13 +237,19 @@ class LlamaCppSession:
         if batch * prompt_len > self._n_batch:
             raise ConfigError(f"next-token logits need the prompts in one llama_decode call "
                               f"({batch * prompt_len} tokens > n_batch {self._n_batch})")
+        self._require_logits()
         self.reset()
         self.prefill(prompts)
         return self._logits_view(batch).copy()
 
     def logits_of_last_decode(self, n_outputs: int) -> np.ndarray:
         """A copy of the most recent logits rows (for parity tests; never used while timing)."""
+        self._require_logits()
         return self._logits_view(n_outputs).copy()
+
+    def _require_logits(self) -> None:
+        if self._on_device:
+            raise ConfigError("this session samples on the device and keeps no logits; open it with need_logits=True")
 
     def reset(self) -> None:
         self._llama_cpp.llama_memory_clear(self._memory, True)
@@ -215,12 +267,13 @@ class LlamaCppSession:
             "model_bytes": int(llama_cpp.llama_model_size(self._model)),
             "n_vocab": int(self.n_vocab),
             "n_ctx": int(llama_cpp.llama_n_ctx(self._ctx)),
+            "sampling": ("device" if self._on_device else "host") if self.hp.sampler == "greedy" else "none",
         })
         return facts
 
     def close(self) -> None:
         """Free native memory; safe to call twice."""
-        for chunk, _ in self._prefill_batches:
+        for chunk, *_ in self._prefill_batches:
             chunk.free()
         self._prefill_batches.clear()
         if self._decode_batch is not None:
@@ -229,6 +282,7 @@ class LlamaCppSession:
         if self._ctx:
             self._llama_cpp.llama_free(self._ctx)
             self._ctx = None
+        self._free_chains()  # after the context that used them
         if self._model:
             self._llama_cpp.llama_model_free(self._model)
             self._model = None
