@@ -114,7 +114,7 @@ def test_greedy_on_the_device_picks_the_tokens_the_host_argmax_picks(tiny_gguf_f
                          n_batch=16)
 
     def generate(need_logits: bool) -> tuple[np.ndarray, str]:
-        session = LlamaCppSession(tiny_gguf_f32.path, hp, need_logits=need_logits)
+        session = LlamaCppSession(tiny_gguf_f32.path, hp, need_logits=need_logits, sampling="device")
         try:
             session.prefill(prompts)
             out = [session.last_tokens()]
@@ -138,12 +138,22 @@ def test_a_device_sampling_session_refuses_to_hand_out_logits(tiny_gguf_f32):
 
     if not backend_sampling_available(load_llama_cpp()):
         pytest.skip("this llama.cpp has no backend sampling")
-    session = LlamaCppSession(tiny_gguf_f32.path, Hyperparameters(batch=1, prompt_tokens=8, gen_tokens=2, threads=2))
+    session = LlamaCppSession(tiny_gguf_f32.path, Hyperparameters(batch=1, prompt_tokens=8, gen_tokens=2, threads=2),
+                              sampling="device")
     try:
         with pytest.raises(ConfigError, match="need_logits"):
             session.next_token_logits(np.zeros((1, 8), dtype=np.int32))
     finally:
         session.close()
+
+
+def test_greedy_goes_to_the_device_only_where_it_was_measured_faster():
+    from edgeprof.backends.llamacpp import device_sampling_wins
+
+    assert device_sampling_wins(Hyperparameters(batch=1, gpu_layers=-1))
+    assert device_sampling_wins(Hyperparameters(batch=16, gpu_layers=-1))
+    assert not device_sampling_wins(Hyperparameters(batch=128, gpu_layers=-1))
+    assert not device_sampling_wins(Hyperparameters(batch=1, gpu_layers=0))  # CPU: logits already on the host
 
 
 def test_sampler_none_waits_for_the_work_it_times(tiny_gguf_f32, monkeypatch):

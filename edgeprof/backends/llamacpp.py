@@ -28,6 +28,15 @@ def backend_sampling_available(llama_cpp) -> bool:
             and any(name == "samplers" for name, *_ in llama_cpp.llama_context_params._fields_))
 
 
+def device_sampling_wins(hp: Hyperparameters) -> bool:
+    """Where greedy on the device was measured faster than the host argmax (H100, Llama-3.2-1B q4_k_m,
+    docs/benchmarks.md §14): with the model on the GPU and up to 16 sequences (batch 16: 0.848 vs 0.813 of
+    llama-batched-bench; batch 1: equal). At batch 128 llama.cpp's per-sequence sampler chains (an argmax
+    and a copy per sequence per step) cost more than copying the logits (0.549 vs 0.683), and on a CPU
+    the logits are already in host memory."""
+    return hp.gpu_layers != 0 and hp.batch <= 16
+
+
 class _Batch:
     """A `llama_batch` with numpy views over its token and position arrays."""
 
@@ -58,8 +67,9 @@ class LlamaCppSession:
 
     name = "llama.cpp"
 
-    def __init__(self, model_path: str, hp: Hyperparameters, need_logits: bool = False):
-        """`need_logits`: the caller reads logits (fidelity, parity), so greedy must stay on the host."""
+    def __init__(self, model_path: str, hp: Hyperparameters, need_logits: bool = False, sampling: str = "auto"):
+        """`need_logits`: the caller reads logits (fidelity, parity), so greedy must stay on the host.
+        `sampling` (greedy only): "auto" (`device_sampling_wins`), "device" or "host"."""
         llama_cpp = load_llama_cpp()
         self._llama_cpp = llama_cpp
         self._logs = LogCapture()
@@ -95,7 +105,8 @@ class LlamaCppSession:
         ctx_params.no_perf = True
         self._chains: list = []
         self._sampler_configs = None
-        if hp.sampler == "greedy" and not need_logits and backend_sampling_available(llama_cpp):
+        if hp.sampler == "greedy" and not need_logits and backend_sampling_available(llama_cpp) and (
+                sampling == "device" or sampling == "auto" and device_sampling_wins(hp)):
             self._attach_device_greedy(ctx_params, hp.batch)
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
