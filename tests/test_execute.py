@@ -18,3 +18,7 @@ def test_a_run_is_one_library_call(tmp_path, capsys):
     assert names.index("run_started") < names.index("config_started") and names.count("config_finished") == 2
     assert dict(events[names.index("run_started")][1])["configurations"] == 2
     assert capsys.readouterr().out == ""  # rendering is the caller's business
+    from edgeprof.results.records import read_records
+
+    # a CPU run samples greedy on the host (device sampling is for offloaded models, backends/llamacpp.py)
+    assert {r["metrics"]["sampling"] for r in read_records(result.run_dir / "records.jsonl")} == {"host"}

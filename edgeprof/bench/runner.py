@@ -160,6 +160,7 @@ class Runner:
                          metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
                                   "worker_cpus": (loaded.get("info") or {}).get("worker_cpus"),
                                   "worker_gpus": (loaded.get("info") or {}).get("cuda_visible_devices"),
+                                  "sampling": (loaded.get("info") or {}).get("sampling"),
                                   **self._sensor_metrics(key, e, config.hp.batch, energy_pass), **extras},
                          info=loaded.get("info"), started=started, finished=e.get("finished_at"),
                          energy_window=_energy_methods(energy_pass))
