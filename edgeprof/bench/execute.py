@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprof.backends.base import uses_gpu
 from edgeprof.bench.plan import expand
-from edgeprof.bench.runner import Runner, RunOptions
+from edgeprof.bench.runner import Notify, Runner, RunOptions, ignore_events
 from edgeprof.bench.sweep import SweepSpec, prune_unfinished
 from edgeprof.devices import host_facts, offload_gpus, resolve_device
 from edgeprof.errors import ConfigError
@@ -28,11 +27,7 @@ from edgeprof.results.records import read_records
 from edgeprof.results.rundir import RunDir, base_manifest, create_run_dir, read_manifest
 from edgeprof.results.summary import summarize, write_summary_csv
 
-Events = Callable[..., None]
-
-
-def _quiet(*_args, **_kwargs) -> None:
-    return None
+Events = Notify  # on_event(name, **details)
 
 
 @dataclass
@@ -51,7 +46,7 @@ class RunResult:
         return [row for row in self.rows if row["status"] not in ("ok", "skipped")]
 
 
-def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event: Events = _quiet) -> RunResult:
+def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event: Events = ignore_events) -> RunResult:
     """Run `spec` into a new run directory under `out` (or continue `resume_dir`)."""
     facts = host_facts()
     if spec.emulate and not spec.device:

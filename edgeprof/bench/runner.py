@@ -72,14 +72,15 @@ def export_in_child(request: ArtifactRequest, progress: Callable[[str, int, int]
                            with_parent=request.with_parent, progress=progress)
 
 
-def _quiet(*_args, **_kwargs) -> None:
+def ignore_events(*_args, **_kwargs) -> None:
+    """The listener of a caller that renders nothing."""
     return None
 
 
 class Runner:
     """Runs a list of configurations into one run directory."""
 
-    def __init__(self, run_dir: RunDir, device: dict, options: RunOptions, notify: Notify = _quiet,
+    def __init__(self, run_dir: RunDir, device: dict, options: RunOptions, notify: Notify = ignore_events,
                  sensors: SensorSession | None = None, artifacts: ArtifactProvider = export_in_child):
         """`artifacts` supplies each configuration's model file: exported here by default; a fleet device
         gets the files its head shipped, checked against their hashes."""

@@ -6,15 +6,14 @@ address is given: a fleet that spans machines is a deliberate `--address tls://0
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from edgeprof.errors import ConfigError
 from edgeprof.fleet.credentials import FleetCredentials
-from edgeprof.fleet.node import NO_HTTP_ADDRESS, NO_HTTP_CONFIG, resource_name
+from edgeprof.fleet.node import resource_name
+from edgeprof.fleet.serving import NO_HTTP_ADDRESS, serve
 
 DEFAULT_ADDRESS = "tls://127.0.0.1:8786"
 CONNECT_TIMEOUT_S = 15
@@ -39,23 +38,12 @@ def check_address(address: str) -> tuple[str, int]:
 
 def serve_head(address: str, credentials: FleetCredentials) -> None:
     """Run the scheduler at `address` until SIGINT/SIGTERM."""
-    import dask
     from distributed import Scheduler
 
     host, port = check_address(address)
     security = credentials.security("scheduler")
-
-    async def main() -> None:
-        with dask.config.set(NO_HTTP_CONFIG):
-            scheduler = Scheduler(host=host, port=port, protocol="tls", security=security, dashboard=False,
-                                  dashboard_address=NO_HTTP_ADDRESS)
-            await scheduler
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(scheduler.close()))
-        await scheduler.finished()
-
-    asyncio.run(main())
+    serve(lambda: Scheduler(host=host, port=port, protocol="tls", security=security, dashboard=False,
+                            dashboard_address=NO_HTTP_ADDRESS), {})
 
 
 def connect(address: str, credentials: FleetCredentials, timeout_s: float = CONNECT_TIMEOUT_S):

@@ -13,9 +13,7 @@ module; the device's settings reach them through the worker's `DeviceNode` plugi
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -36,10 +34,6 @@ LEAN_WORKER_CONFIG = {
     "distributed.admin.system-monitor.gil.enabled": False,
     "distributed.worker.memory.monitor-interval": "1s",
 }
-# Dask starts an HTTP server (metrics, health, info pages) beside every node, unauthenticated and
-# unencrypted: with no routes and bound to localhost it serves nothing to anyone.
-NO_HTTP_CONFIG = {"distributed.worker.http.routes": [], "distributed.scheduler.http.routes": []}
-NO_HTTP_ADDRESS = "127.0.0.1:0"
 
 
 def resource_name(device: str) -> str:
@@ -75,28 +69,19 @@ class DeviceNode(WorkerPlugin):
 
 def serve_node(address: str, security, settings: NodeSettings) -> None:
     """Join the fleet at `address` and serve until SIGINT/SIGTERM or the head goes away."""
-    import dask
     from distributed import Worker
     from distributed.utils import get_ip
 
     from edgeprof.fleet.head import check_address
+    from edgeprof.fleet.serving import NO_HTTP_ADDRESS, serve
 
     # Listen only on the interface that reaches the head (TLS, client certificates), not on every one.
     host = get_ip(check_address(address)[0])
-
-    async def main() -> None:
-        with dask.config.set({**LEAN_WORKER_CONFIG, **NO_HTTP_CONFIG}):
-            worker = Worker(address, nthreads=1, name=settings.name, resources={resource_name(settings.name): 1},
-                            host=host, security=security, plugins=[DeviceNode(settings)], memory_limit=0, dashboard=False,
-                            dashboard_address=NO_HTTP_ADDRESS, local_directory=str(settings.store / "engine"),
-                            death_timeout=60)
-            await worker
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
-            await worker.finished()
-
-    asyncio.run(main())
+    serve(lambda: Worker(address, nthreads=1, name=settings.name, resources={resource_name(settings.name): 1},
+                         host=host, security=security, plugins=[DeviceNode(settings)], memory_limit=0,
+                         dashboard=False, dashboard_address=NO_HTTP_ADDRESS,
+                         local_directory=str(settings.store / "engine"), death_timeout=60),
+          LEAN_WORKER_CONFIG)
 
 
 def _settings() -> NodeSettings:
@@ -167,7 +152,7 @@ def measure_configuration(job: MeasureJob) -> dict:
     """Measure one configuration here as a local run would (sensors, emulation, worker child), and return
     its records, the samples and what the engine itself cost meanwhile."""
     from edgeprof.bench.execute import prepare_device, run_options, start_sensors
-    from edgeprof.bench.runner import Runner
+    from edgeprof.bench.runner import Runner, ignore_events
     from edgeprof.bench.sweep import SweepSpec
     from edgeprof.devices import host_facts, resolve_device
     from edgeprof.results.rundir import create_run_dir
@@ -181,7 +166,7 @@ def measure_configuration(job: MeasureJob) -> dict:
     setup = prepare_device(spec, profile, facts, gpu_names, [job.config])
     run_dir = create_run_dir(settings.store / "runs")
     sensors = start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", setup.gpu_ids,
-                            lambda *a, **k: None)
+                            ignore_events)
     device_info = {**setup.device_info, "fleet": {**job.fleet, "device": settings.name}}
     try:
         runner = Runner(run_dir, device_info, run_options(spec, setup), sensors=sensors,

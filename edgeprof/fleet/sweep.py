@@ -15,11 +15,10 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeprof.bench.execute import resolve_auto_gpu_layers
+from edgeprof.bench.execute import Events, ignore_events, resolve_auto_gpu_layers
 from edgeprof.bench.plan import BenchConfig, Target, expand
 from edgeprof.bench.runner import artifact_request, export_in_child, make_record, record_ids
 from edgeprof.bench.sweep import SweepSpec, prune_unfinished
@@ -30,17 +29,12 @@ from edgeprof.fleet.credentials import FleetCredentials
 from edgeprof.fleet.head import connect, list_devices
 from edgeprof.fleet.shipping import CHUNK_BYTES, head_path, make_shipment
 from edgeprof.paths import ensure_writable_dir
-from edgeprof.results.records import Record, RecordWriter, read_records
+from edgeprof.results.records import Record, read_records
 from edgeprof.results.rundir import RunDir, base_manifest, read_manifest
 from edgeprof.results.summary import summarize, write_summary_csv
 
 POLL_S = 0.5
-Events = Callable[..., None]
-
-
-def _quiet(*_args, **_kwargs) -> None:
-    return None
-
+RESULT_TIMEOUT_S = 30  # fetching a finished configuration's records and samples from its device
 
 @dataclass
 class DeviceRun:
@@ -72,10 +66,10 @@ class FleetResult:
     exit_code: int = 0
 
 
-def run_fleet(spec: SweepSpec, address: str, credentials: FleetCredentials, devices: list[str], out: Path,
-              resume_dir: Path | None = None, on_event: Events = _quiet) -> FleetResult:
+def run_fleet(spec: SweepSpec | None, address: str, credentials: FleetCredentials, devices: list[str], out: Path,
+              resume_dir: Path | None = None, on_event: Events = ignore_events) -> FleetResult:
     """Run `spec` on `devices` of the fleet at `address` (all joined devices when empty), or continue the
-    fleet sweep in `resume_dir`."""
+    fleet sweep in `resume_dir` (its own spec and devices; `spec` and `devices` are then not read)."""
     client = connect(address, credentials)
     try:
         return _FleetSweep(client, address, on_event).run(spec, devices, out, resume_dir)
@@ -90,7 +84,7 @@ class _FleetSweep:
         self.on_event = on_event
 
     # -- planning -----------------------------------------------------------------------------------
-    def run(self, spec: SweepSpec, devices: list[str], out: Path, resume_dir: Path | None) -> FleetResult:
+    def run(self, spec: SweepSpec | None, devices: list[str], out: Path, resume_dir: Path | None) -> FleetResult:
         present = {d.name: d for d in list_devices(self.client)}
         if resume_dir is not None:
             fleet = _read_fleet_file(resume_dir)
@@ -245,9 +239,15 @@ class _FleetSweep:
             raise
 
     def _collect(self, run: DeviceRun, config: BenchConfig, future, exports: dict) -> None:
-        writer = RecordWriter(run.run_dir.records_path)
+        writer = run.run_dir.writer()
         if future.status == "finished":
-            result = future.result()
+            try:  # the result still lives on the device: one that dies now takes it along
+                result = future.result(timeout=RESULT_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - whatever the engine raises, the configuration is lost
+                writer.append(self._lost_record(run, config, exports, f"its result could not be fetched ({exc!r})"))
+                run.lost += 1
+                self.on_event("config_finished", device=run.name, label=config.label)
+                return
             for data in result["records"]:
                 record = Record(**data)
                 record.run_id = run.run_dir.run_id
@@ -270,18 +270,21 @@ class _FleetSweep:
                                       None, "failed", error=error))
         self.on_event("config_finished", device=run.name, label=config.label)
 
+    def _lost_record(self, run: DeviceRun, config: BenchConfig, exports: dict, why: str) -> Record:
+        return make_record(run.run_dir.run_id, run.device_info, config, _head_artifact(config, exports), None, "lost",
+                           error=f"device {run.name} left the fleet before this configuration finished ({why}); "
+                                 "`edgeprof sweep --resume` runs it again")
+
     def _lose(self, run: DeviceRun, pending: dict, exports: dict) -> None:
         """The device left: its unfinished configurations are `lost`, to be resumed on it later."""
-        writer = RecordWriter(run.run_dir.records_path)
+        writer = run.run_dir.writer()
         for future, (owner, config) in list(pending.items()):
             if owner is not run:
                 continue
             with contextlib.suppress(OSError, TimeoutError):  # a head that is gone has nothing left to cancel
                 self.client.cancel([future])
             del pending[future]
-            writer.append(make_record(run.run_dir.run_id, run.device_info, config, _head_artifact(config, exports),
-                                      None, "lost", error=f"device {run.name} left the fleet before this configuration "
-                                                          "finished; `edgeprof sweep --resume` runs it again"))
+            writer.append(self._lost_record(run, config, exports, "it is no longer joined"))
             run.lost += 1
         self.on_event("device_lost", device=run.name, lost=run.lost)
 
