@@ -62,30 +62,54 @@ class _Batch:
         self._llama_cpp.llama_batch_free(self.raw)
 
 
+class LlamaCppModel:
+    """Loaded GGUF weights, which several contexts can share (the operator profiler times a plain context
+    and an observed one over the same weights, interleaved, without a second copy in memory)."""
+
+    def __init__(self, model_path: str, gpu_layers: int):
+        llama_cpp = load_llama_cpp()
+        self._llama_cpp = llama_cpp
+        self.logs = LogCapture()
+        llama_cpp.llama_backend_init()
+        if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            raise BackendUnavailableError(
+                "this llama-cpp-python build has no GPU offload; use --gpu-layers 0 or reinstall it with "
+                "CMAKE_ARGS=\"-DGGML_CUDA=on\" (see scripts/gpu/README.md)")
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 999 if gpu_layers < 0 else gpu_layers
+        self.pointer = llama_cpp.llama_model_load_from_file(model_path.encode(), model_params)
+        if not self.pointer:
+            raise ArtifactError(f"llama.cpp could not load {model_path}: {self.logs.tail(2) or 'no detail'}")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.pointer)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+
+    def free(self) -> None:
+        """Free the weights; safe to call twice (after every context on them is freed)."""
+        if self.pointer:
+            self._llama_cpp.llama_model_free(self.pointer)
+            self.pointer = None
+
+
 class LlamaCppSession:
     """A loaded GGUF with a context for `hp.batch` sequences of `hp.context_per_sequence` tokens."""
 
     name = "llama.cpp"
 
-    def __init__(self, model_path: str, hp: Hyperparameters, need_logits: bool = False, sampling: str = "auto"):
+    def __init__(self, model_path: str, hp: Hyperparameters, need_logits: bool = False, sampling: str = "auto",
+                 model: LlamaCppModel | None = None, eval_callback=None):
         """`need_logits`: the caller reads logits (fidelity, parity), so greedy must stay on the host.
-        `sampling` (greedy only): "auto" (`device_sampling_wins`), "device" or "host"."""
+        `sampling` (greedy only): "auto" (`device_sampling_wins`), "device" or "host".
+        `model`: weights already loaded (borrowed: `close` leaves them loaded); `eval_callback`: a
+        `ggml_backend_sched_eval_callback` for the context (the operator profiler's observer)."""
         llama_cpp = load_llama_cpp()
         self._llama_cpp = llama_cpp
-        self._logs = LogCapture()
+        self._owns_model = model is None
+        self._weights = LlamaCppModel(model_path, hp.gpu_layers) if model is None else model
+        self._logs = self._weights.logs
         self.hp = hp
-        llama_cpp.llama_backend_init()
-        if hp.gpu_layers and not llama_cpp.llama_supports_gpu_offload():
-            raise BackendUnavailableError(
-                "this llama-cpp-python build has no GPU offload; use --gpu-layers 0 or reinstall it with "
-                "CMAKE_ARGS=\"-DGGML_CUDA=on\" (see scripts/gpu/README.md)")
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = 999 if hp.gpu_layers < 0 else hp.gpu_layers
-        self._model = llama_cpp.llama_model_load_from_file(model_path.encode(), model_params)
-        if not self._model:
-            raise ArtifactError(f"llama.cpp could not load {model_path}: {self._logs.tail(2) or 'no detail'}")
-        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._model = self._weights.pointer
+        self._vocab = self._weights.vocab
+        self.n_vocab = self._weights.n_vocab
 
         ctx_params = llama_cpp.llama_context_default_params()
         n_ctx = hp.batch * hp.context_per_sequence
@@ -103,6 +127,9 @@ class LlamaCppSession:
             "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[hp.flash_attn]
         ctx_params.no_perf = True
+        self._eval_callback = eval_callback  # llama.cpp calls it for the context's life: keep it alive
+        if eval_callback is not None:
+            ctx_params.cb_eval = eval_callback
         self._chains: list = []
         self._sampler_configs = None
         if hp.sampler == "greedy" and not need_logits and backend_sampling_available(llama_cpp) and (
@@ -111,7 +138,8 @@ class LlamaCppSession:
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             self._free_chains()
-            llama_cpp.llama_model_free(self._model)
+            if self._owns_model:
+                self._weights.free()
             raise ConfigError(f"llama.cpp could not create a context for these settings: "
                               f"{self._logs.tail(2) or 'no detail'}")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
@@ -294,6 +322,6 @@ class LlamaCppSession:
             self._llama_cpp.llama_free(self._ctx)
             self._ctx = None
         self._free_chains()  # after the context that used them
-        if self._model:
-            self._llama_cpp.llama_model_free(self._model)
-            self._model = None
+        if self._owns_model:
+            self._weights.free()
+        self._model = None
