@@ -36,7 +36,7 @@ class RunOptions:
     seed: int = 0
     cpu_affinity: tuple[int, ...] | None = None  # set when emulating a device with fewer cores
     fidelity: bool = True  # compare a quantized model's next-token distribution with its parent's
-    profile_ops: bool = False  # ONNX Runtime: a profiled pass after the measured ones, time by operator
+    profile_ops: bool = False  # a profiled pass after the measured ones: time by operator category
     energy_window_s: float = 2.0  # shortest steady energy window per repetition; 0 = energy from timed phases only
     gpu_uuids: tuple[str, ...] = ()  # the GPUs the run uses; the worker sees only these (CUDA_VISIBLE_DEVICES)
 

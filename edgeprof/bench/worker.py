@@ -75,8 +75,9 @@ def run_job(job: dict, events) -> int:
             _progress(events, "energy pass")
             emit_event(events, {"event": "energy_pass", "plan": plan.to_dict(),
                            "phases": run_energy_pass(session, prompts, hp, plan, timed)})
-        if job.get("profile_ops") and job["backend"] == "onnxruntime":
+        if job.get("profile_ops"):
             session.close()  # the profiled pass opens its own session; do not hold two copies of the weights
+            _progress(events, "operator profile")
             extras = _extra(lambda: {"op_profile": _profile(job, hp, prompts)}, "op_profile")
             emit_event(events, {"event": "extras", "metrics": extras})
     finally:
@@ -119,9 +120,21 @@ def _extra(compute, name: str) -> dict:
 
 
 def _profile(job: dict, hp, prompts) -> dict:
-    from edgeprof.backends.ort_profile import profile_ops
+    """The backend's operator profile: ONNX Runtime's own profiler, or llama.cpp's eval callback (with
+    CUPTI's kernel times on a GPU where cupti-python is installed)."""
+    if job["backend"] == "onnxruntime":
+        from edgeprof.backends.ort_profile import profile_ops
 
-    return profile_ops(job["model_path"], hp, prompts)
+        return profile_ops(job["model_path"], hp, prompts)
+    from edgeprof.backends.base import uses_gpu
+    from edgeprof.backends.llamacpp_profile import profile_ops
+
+    if not uses_gpu(job["backend"], hp):
+        return profile_ops(job["model_path"], hp, prompts)
+    from edgeprof.backends.cuda_kernels import kernel_timer
+
+    with kernel_timer() as timer:
+        return profile_ops(job["model_path"], hp, prompts, kernel_timer=timer)
 
 
 def _fidelity(job: dict, hp) -> dict:
