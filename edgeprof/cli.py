@@ -96,7 +96,7 @@ def run(
     provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime execution providers: cpu, cuda, tensorrt, ..."),
     graph_opt: str = typer.Option("all", "--graph-opt", help="ONNX Runtime graph optimization: disable, basic, extended, all."),
     profile_ops: bool = typer.Option(False, "--profile-ops",
-                                     help="ONNX Runtime: after measuring, a profiled pass gives time by operator category."),
+                                     help="After measuring, a profiled pass gives time by operator category (llama.cpp and ONNX Runtime; never mixed into the timed figures)."),
     fidelity: bool = typer.Option(True, "--fidelity/--no-fidelity",
                                   help="Compare each quantized model's next-token distribution with its unquantized parent."),
     repetitions: int = typer.Option(3, "--repetitions", "-r", min=1, help="Measured repetitions."),
@@ -226,6 +226,7 @@ def compare(
                               "today's catalog and this host's calibration", highlight=False, soft_wrap=True)
     if fmt == "table":
         console.print(compare_table(joined, loaded, loose))
+        _print_op_shares(runs, predicted)
         return
     flat = flat_rows(joined, loaded, loose)
     text = {"md": lambda: to_markdown(flat, tuple(flat[0])), "csv": lambda: to_csv(flat),
@@ -239,13 +240,15 @@ def results(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv, json, jsonl or llama-bench."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    by_layer: bool = typer.Option(False, "--ops-by-layer", help="Also the llama.cpp operator profile per layer "
+                                  "(decode ms by category), where the run used --profile-ops."),
 ) -> None:
     """Print a run's summary in another format (llama-bench JSON for llama.cpp records)."""
     from edgeprof.results.formats import FORMATS, to_csv, to_json, to_jsonl, to_llama_bench, to_markdown
     from edgeprof.results.records import read_records
     from edgeprof.results.rundir import read_manifest
     from edgeprof.results.summary import summarize
-    from edgeprof.results.tables import summary_table
+    from edgeprof.results.tables import layer_shares_table, summary_table
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r} (available: {', '.join(FORMATS)})")
@@ -256,6 +259,9 @@ def results(
         row["device"] = manifest.get("device", {}).get("profile")
     if fmt == "table":
         console.print(summary_table(rows, title=f"run {manifest.get('run_id')} on {manifest['device']['profile']}"))
+        _print_op_shares([run_dir])
+        if by_layer:
+            console.print(layer_shares_table(records))
         return
     text = {"md": lambda: to_markdown(rows), "csv": lambda: to_csv(rows), "json": lambda: to_json(rows),
             "jsonl": lambda: to_jsonl(rows), "llama-bench": lambda: to_llama_bench(records, manifest)}[fmt]()
@@ -280,6 +286,19 @@ def report(
     console.print(f"report: {write_report(runs, out)}")
 
 
+def _print_op_shares(run_dirs: list[Path], predicted: bool = True) -> None:
+    """The measured operator shares of these runs beside the roofline's, where any run profiled them."""
+    from edgeprof.analysis.compare import disambiguate, load_run
+    from edgeprof.analysis.op_shares import share_rows
+    from edgeprof.results.tables import op_shares_table
+
+    runs = [load_run(path) for path in run_dirs]
+    disambiguate(runs)
+    table = op_shares_table(share_rows(runs, predicted))
+    if table is not None:
+        console.print(table)
+
+
 def _gpu_layers(text: str) -> list:
     """--gpu-layers values; `auto` (the default) means all layers on a GPU build with a GPU (NVML lists one,
     or a Jetson's integrated GPU), else 0."""
@@ -294,7 +313,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     from rich.progress import TimeRemainingColumn
 
     from edgeprof.bench.execute import execute
-    from edgeprof.results.tables import op_shares_table, summary_table
+    from edgeprof.results.tables import summary_table
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=False) as progress:
@@ -323,9 +342,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     rows = result.rows
     title = f"edgeprof run on {result.profile}" + (" (EMULATED on this host)" if result.emulated else "")
     console.print(summary_table(rows, title=title))
-    shares = op_shares_table(rows)
-    if shares is not None:
-        console.print(shares)
+    _print_op_shares([result.run_dir])
     for row in rows:
         if row["status"] == "skipped":
             err_console.print(f"[yellow]skipped[/yellow] {row['model']} {row['quant']} on {row['backend']}: "

@@ -3,7 +3,8 @@
 Figures, each drawn only when the runs hold the data for it (a missing sensor leaves a note, not an
 empty or invented chart): decode tok/s vs batch per device (log axes), TTFT vs prompt length, J/token by
 device and quantization, power and temperature over time with the phases shaded, operator shares
-(measured by ONNX Runtime's profiler and predicted by the roofline), and peak memory.
+(measured by `--profile-ops` on llama.cpp or ONNX Runtime, beside the roofline's prediction, hatched),
+and peak memory.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from edgeprof.analysis.compare import Run, disambiguate, load_run, predict_row
+from edgeprof.analysis.compare import Run, disambiguate, load_run
 from edgeprof.results.formats import to_markdown
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -136,47 +137,30 @@ def _power_trace(run: Run):
 
 
 def _op_shares(runs: list[Run]):
-    """Measured (ORT profiler) and predicted (roofline) decode shares by operator category."""
-    from edgeprof.backends.ort_profile import OP_CATEGORIES
+    """Decode shares by operator category: measured (--profile-ops) where a run has them, each beside the
+    roofline's prediction for the same configuration on the same device, labelled as such."""
+    from edgeprof.analysis.op_shares import series_name, share_rows
+    from edgeprof.backends.op_categories import OP_CATEGORIES
 
-    bars: dict[str, dict[str, float]] = {}
-    for run in runs:
-        for row in run.rows:
-            measured = {c: row.get(f"ops_decode_share_{c}") for c in OP_CATEGORIES}
-            if any(v is not None for v in measured.values()):
-                bars[_series_label(run, row, " measured")] = {c: v or 0.0 for c, v in measured.items()}
-            predicted = _predicted_shares(run, row)
-            if predicted:
-                bars[_series_label(run, row, f" b{row['batch']} p{row['prompt_tokens']} predicted")] = predicted
-    if not bars:
+    rows = share_rows(runs)[:16]
+    if not rows:
         return None
-    bars = dict(list(bars.items())[:16])
     plt, fig, ax = _figure()
-    bottom = [0.0] * len(bars)
+    fig.set_size_inches(10, 5.5)
+    bottom = [0.0] * len(rows)
     for category in OP_CATEGORIES:
-        values = [shares.get(category, 0.0) for shares in bars.values()]
-        ax.bar(range(len(bars)), values, bottom=bottom, label=category)
+        values = [row.get(f"decode_{category}") or 0.0 for row in rows]
+        ax.bar(range(len(rows)), values, bottom=bottom, label=category, edgecolor="white", linewidth=0.5)
         bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_xticks(range(len(bars)), list(bars), rotation=60, ha="right", fontsize=6)
-    ax.set(ylabel="share of decode-step time", title="Operator shares in decode (measured and predicted)")
-    ax.legend(fontsize=7)
+    for index, row in enumerate(rows):  # predicted bars are hatched: never read as a measurement
+        if row["source"] == "predicted":
+            ax.bar(index, 1.0, fill=False, hatch="//", edgecolor="#555", linewidth=0)
+    ax.set_xticks(range(len(rows)), [series_name(row) for row in rows], rotation=60, ha="right", fontsize=6)
+    ax.set(ylabel="share of decode-step time",
+           title="Where decode time goes, by operator: measured (--profile-ops) and predicted (roofline, hatched)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
-
-
-def _predicted_shares(run: Run, row: dict) -> dict | None:
-    if row["batch"] != 1:
-        return None
-    from edgeprof.backends.ort_profile import OP_CATEGORIES
-
-    prediction = predict_row(run, row)
-    if not prediction:
-        return None
-    shares: dict[str, float] = {}
-    for category, share in prediction.shares("decode").items():  # e.g. the host's sampling: "other"
-        key = category if category in OP_CATEGORIES else "other"
-        shares[key] = shares.get(key, 0.0) + share
-    return shares
 
 
 def write_report(run_paths: list[Path], out: Path) -> Path:
@@ -216,15 +200,28 @@ def write_report(run_paths: list[Path], out: Path) -> Path:
     tables = []
     for run in runs:
         device = run.manifest.get("device", {})
-        tables.append(f"<h2>Run {html.escape(run.manifest.get('run_id', run.path.name))}: {html.escape(run.label)}"
-                      f"</h2><p>{html.escape(str(device.get('host', {}).get('cpu_model', '')))}; "
-                      f"{len(run.rows)} configurations</p>" + _html_table(run.rows))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeprof report</title><style>{_CSS}</style>"
-            f"</head><body><h1>edgeprof report: {html.escape(' vs '.join(r.label for r in runs))}</h1>"
+        models = sorted({f"{str(r['model']).removeprefix('synth:')} {r['quant']}" for r in run.rows})
+        tables.append(f"<h2>{html.escape(run.label)}: {html.escape(', '.join(models))}</h2>"
+                      f"<p>{html.escape(str(device.get('host', {}).get('cpu_model', '')))}; "
+                      f"{len(run.rows)} configurations; run {html.escape(run.manifest.get('run_id', run.path.name))}"
+                      f"</p>" + _html_table(run.rows))
+    title = report_title(runs)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             + "".join(sections) + "".join(tables) + "</body></html>")
     path = out / "report.html"
     path.write_text(page)
     return path
+
+
+def report_title(runs: list[Run]) -> str:
+    """`edgeprof: jetson-orin-nano-8gb vs h100-sxm`: the devices compared (a run's id only where two runs
+    share a device)."""
+    devices = []
+    for run in runs:
+        if run.label not in devices:
+            devices.append(run.label)
+    return "edgeprof: " + " vs ".join(devices)
 
 
 def _html_table(rows: list[dict]) -> str:

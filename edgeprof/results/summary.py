@@ -71,8 +71,14 @@ def _once_per_config(metrics: dict) -> dict:
     flat = {k: v for k, v in metrics.items() if k.startswith("fidelity_")}
     profile = metrics.get("op_profile") or {}
     for phase in ("prefill", "decode"):
-        for category, share in (profile.get(phase) or {}).get("share", {}).items():
+        measured = profile.get(phase) or {}
+        for category, share in measured.get("share", {}).items():
             flat[f"ops_{phase}_share_{category}"] = share
+        for figure in ("coverage", "dilation"):  # llama.cpp's profile: what the shares account for, and its cost
+            if measured.get(figure) is not None:
+                flat[f"ops_{phase}_{figure}"] = measured[figure]
+    if profile:
+        flat["ops_method"] = profile.get("method", "ONNX Runtime profiler")
     return flat
 
 

@@ -58,22 +58,52 @@ def _fidelity(row: dict) -> str:
 
 
 def op_shares_table(rows: list[dict]) -> Table | None:
-    """Share of kernel time by operator category, prefill and decode (from --profile-ops), or None."""
-    from edgeprof.backends.ort_profile import OP_CATEGORIES
+    """Operator time shares, prefill | decode, measured (`--profile-ops`) beside predicted (roofline), one
+    line per device, configuration and source (rows from `analysis.op_shares.share_rows`), or None."""
+    from edgeprof.backends.op_categories import OP_CATEGORIES
 
-    profiled = [r for r in rows if any(k.startswith("ops_decode_share_") for k in r)]
-    if not profiled:
+    if not rows:
         return None
-    table = Table(title="operator time shares (ONNX Runtime profiler; prefill | decode)", header_style="bold")
-    table.add_column("model")
-    table.add_column("quant")
+    table = Table(title="operator time shares, prefill | decode (measured by --profile-ops; predicted by the "
+                        "roofline on the same device)", header_style="bold")
+    for column in ("device", "model", "quant", "backend", "B/P", "source"):
+        table.add_column(column)
     for category in OP_CATEGORIES:
         table.add_column(category, justify="right")
-    for r in profiled:
-        table.add_row(_short_model(str(r["model"])), str(r["quant"]), *(
-            f"{100 * r.get(f'ops_prefill_share_{c}', 0):.0f}% | {100 * r.get(f'ops_decode_share_{c}', 0):.0f}%"
-            for c in OP_CATEGORIES))
+    table.add_column("coverage", justify="right")
+    for r in rows:
+        coverage = r.get("coverage_decode")
+        table.add_row(str(r["device"]), _short_model(str(r["model"])), str(r["quant"]), str(r["backend"]),
+                      f"{r['batch']}/{r['prompt_tokens']}", str(r["source"]), *(
+                          f"{_pct(r.get(f'prefill_{c}'))} | {_pct(r.get(f'decode_{c}'))}" for c in OP_CATEGORIES),
+                      f"{coverage:.2f}" if coverage is not None else "-")
     return table
+
+
+def layer_shares_table(records: list[dict]) -> Table | None:
+    """Decode ms per layer and category from llama.cpp's operator profile, per profiled configuration."""
+    from edgeprof.backends.op_categories import OP_CATEGORIES
+
+    table = Table(title="llama.cpp decode step by layer (ms, measured by --profile-ops)", header_style="bold")
+    for column in ("model", "quant", "B/P", "layer", *OP_CATEGORIES, "total"):
+        table.add_column(column, justify="left" if column in ("model", "quant") else "right")
+    seen = set()
+    for record in records:
+        by_layer = (record.get("metrics", {}).get("op_profile") or {}).get("decode_by_layer")
+        key = record.get("config_id")
+        if not by_layer or key in seen:
+            continue
+        seen.add(key)
+        hp, model = record.get("hyperparameters", {}), record.get("model", {})
+        for layer, ms in sorted(by_layer.items(), key=lambda item: int(item[0])):
+            table.add_row(_short_model(str(model.get("name"))), str(model.get("quant")),
+                          f"{hp.get('batch')}/{hp.get('prompt_tokens')}", layer,
+                          *(f"{ms.get(c, 0.0):.3f}" for c in OP_CATEGORIES), f"{sum(ms.values()):.3f}")
+    return table if seen else None
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
 
 
 def _gb(nbytes: float) -> str:
