@@ -5,6 +5,7 @@
 #   scripts/gpu/device_session.sh STAGE...
 #   stages: setup prep build nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
 #           calibrate roofline-long power-probe energy
+#           cupti-probe ops ops-ncu
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/edgeprof-out}
@@ -112,6 +113,21 @@ for name in names:
         --configs ${ENERGY_CONFIGS:-smollm2-135m:1,llama-3.2-1b:1,llama-3.2-1b:8} --runs-dir /tmp/energy-runs \
         --out "$OUT/energy_validation.json" 2>&1 | tee "$OUT/energy_validation.log"
       tar czf "$OUT/energy_runs.tar.gz" -C /tmp energy-runs ;;
+    cupti-probe)  # whether cupti-python starts here and what a decode step's kernels look like
+      python3 -c 'from cupti import cupti; print("cupti", cupti.get_version(), cupti.get_timestamp())' 2>&1 | tail -3
+      ls /usr/local/cuda/extras/CUPTI/lib64/ 2>/dev/null | head -5 ;;
+    ops)  # issue 13: measured operator shares on the GPU (CUPTI per window), checks 2 and 3; OPS_PROMPTS, OPS_BATCHES
+      for m in ${PREP_MODELS:-llama-3.2-1b}; do
+        while [ ! -e /tmp/prep-$m.done ]; do sleep 5; done
+        python3 scripts/validate_op_profile.py --model synth:$m --quant q4_k_m --gpu-layers -1 --threads 16 \
+          --batches ${OPS_BATCHES:-1,16} --prompts ${OPS_PROMPTS:-128,2048} --out "$OUT/op_profile_gpu_$m.json" \
+          2>&1 | grep -v "^llama_\|^load\|^print_info\|^graph_\|^sched_" | tee "$OUT/op_profile_gpu_$m.log"
+      done ;;
+    ops-ncu)  # the same decode steps timed by Nsight Compute, kernels aligned to the profiled categories
+      for m in ${PREP_MODELS:-llama-3.2-1b}; do
+        python3 scripts/gpu/ncu_decode_shares.py --profile "$OUT/op_profile_gpu_$m.json" --model synth:$m \
+          --quant q4_k_m --out "$OUT/ncu_shares_$m.json" 2>&1 | tail -12 | tee "$OUT/ncu_shares_$m.log"
+      done ;;
     parity)
       python3 scripts/bench_vs_llama_bench.py --model synth:llama-3.2-1b --quants q4_k_m,f16 --pairs 512:128 \
         --threads 16 --gpu-layers 99 --rounds 6 --llama-bench "$BUILD/bin/llama-bench" \
