@@ -107,17 +107,35 @@ def naive(profiles: dict[str, dict]) -> list[str]:
     return lines
 
 
-def footsteps(profiles: dict[str, dict], gpu: list[dict]) -> str:
-    """Measured decode shares of Llama-3.2-1B q4_k_m, batch 1, on both sides (for findings.md)."""
-    lines = ["| side | B | P | " + " | ".join(CATEGORIES) + " |", "|---|---|---|" + "---|" * len(CATEGORIES)]
-    report = profiles.get("cpu_llama-3.2-1b_q4_k_m")
-    for row in (report or {}).get("rows", []):
-        shares = row["llama.cpp"]["decode"]["share"]
-        lines.append(f"| CPU host, measured | {row['batch']} | {row['prompt']} | "
-                     + " | ".join(pct(shares, c) for c in CATEGORIES) + " |")
-    for r in gpu:
-        lines.append(f"| H100, measured | {r['batch']} | {r['prompt']} | "
-                     + " | ".join(pct(r['plain'], c) for c in CATEGORIES) + " |")
+def predicted(side: str, batch: int, prompt: int, calibrations: dict[str, Path]) -> dict[str, float]:
+    """The roofline's decode shares for Llama-3.2-1B q4_k_m with the committed calibration of each side (as
+    docs/findings.md §2), sampler none like the profile, folded onto the measured categories."""
+    from edgeprof.analysis.ceilings import device_ceilings
+    from edgeprof.analysis.roofline import predict
+    from edgeprof.backends.op_categories import predicted_as_measured
+    from edgeprof.devices import get_profile
+    from edgeprof.export.gguf_export import gguf_quant
+    from edgeprof.presets import get_preset
+
+    arch, quant = get_preset("llama-3.2-1b").architecture, gguf_quant("q4_k_m")
+    if side == "CPU host":
+        calibration = json.loads(calibrations["cpu"].read_text())["calibration"]
+        ceilings = device_ceilings(get_profile("generic-x86-64"), quant, False, calibration)
+    else:
+        ceilings = device_ceilings(get_profile("h100-sxm"), quant, True, json.loads(calibrations["gpu"].read_text()))
+    return predicted_as_measured(predict(arch, quant, ceilings, batch, prompt, 16, sampler="none").shares("decode"))
+
+
+def footsteps(profiles: dict[str, dict], gpu: list[dict], calibrations: dict[str, Path]) -> str:
+    """Measured decode shares of Llama-3.2-1B q4_k_m on both sides, each beside the roofline's prediction."""
+    lines = ["| side | B | P | source | " + " | ".join(CATEGORIES) + " |", "|---|---|---|---|" + "---|" * len(CATEGORIES)]
+    measured = [("CPU host", row["batch"], row["prompt"], row["llama.cpp"]["decode"]["share"])
+                for row in (profiles.get("cpu_llama-3.2-1b_q4_k_m") or {}).get("rows", [])]
+    measured += [("H100", r["batch"], r["prompt"], r["plain"]) for r in gpu]
+    for side, batch, prompt, shares in measured:
+        guess = predicted(side, batch, prompt, calibrations)
+        lines.append(f"| {side} | {batch} | {prompt} | measured | " + " | ".join(pct(shares, c) for c in CATEGORIES) + " |")
+        lines.append("| | | | predicted | " + " | ".join(pct(guess, c) for c in CATEGORIES) + " |")
     return "\n".join(lines)
 
 
@@ -125,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu", type=Path, default=Path("results/op_profile"))
     parser.add_argument("--gpu", type=Path, default=Path("results/gpu-h100/session6"))
+    parser.add_argument("--h100-calibration", type=Path, default=Path("results/gpu-h100/session3/h100-sxm.json"))
+    parser.add_argument("--cpu-calibration", type=Path, default=Path("results/roofline_validation_cpu.json"))
     args = parser.parse_args()
     gpu = gpu_rows(args.gpu)
     cpu = cpu_profiles(args.cpu)
@@ -140,7 +160,7 @@ def main() -> None:
     print("| model | P | grouped | every node |\n|---|---|---|---|")
     print("\n".join(naive(cpu)))
     print("\n## footsteps measured: Llama-3.2-1B q4_k_m decode shares\n")
-    print(footsteps(cpu, gpu))
+    print(footsteps(cpu, gpu, {"cpu": args.cpu_calibration, "gpu": args.h100_calibration}))
 
 
 if __name__ == "__main__":

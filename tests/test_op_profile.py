@@ -12,7 +12,7 @@ import llama_cpp  # noqa: F401  - before numpy-heavy imports; see load_llama_cpp
 from edgeprof.backends.cuda_kernels import KernelTimer, categorise_by_alignment, kernel_base_name  # noqa: E402
 from edgeprof.backends.llamacpp_nodes import Node, base_name, categorize, categorize_sequence  # noqa: E402
 from edgeprof.backends.llamacpp_profile import (  # noqa: E402
-    CallPlan, CallTimes, Window, _category_ms, list_graph_nodes, plan_calibration, plan_categories)
+    CallTimes, category_ms, list_graph_nodes, plan_calibration, plan_categories)
 from edgeprof.backends.op_categories import OP_CATEGORIES  # noqa: E402
 from edgeprof.bench.measure import make_prompts  # noqa: E402
 from edgeprof.config import Hyperparameters  # noqa: E402
@@ -88,7 +88,7 @@ def test_gpu_plans_keep_the_residual_add_with_the_matmul_it_fuses_into():
         ("ffn", "other")]
     # where the add still runs as a kernel of its own, the kernel timer hands its time back to "other"
     times = CallTimes([(2e3, 0), (10e3, 0), (5e3, 0), (12e3, 2e3), (2e3, 0), (30e3, 3e3)])
-    totals, _ = _category_ms(plan, times, 0.0)
+    totals, _ = category_ms(plan, times, 0.0)
     assert totals["other"] == pytest.approx(0.005) and totals["projections"] == pytest.approx(0.020)
     assert totals["ffn"] == pytest.approx(0.027)
 
@@ -98,7 +98,7 @@ def test_the_calibrated_overhead_is_taken_off_every_window():
     # each window took its work plus 3 us of overhead; the corrected sums are the work alone
     work_us = [1, 10, 6, 10, 1, 1, 30, 1]
     times = CallTimes([((w + 3) * 1e3, 0.0) for w in work_us])
-    totals, by_layer = _category_ms(plan, times, overhead_ns=3e3)
+    totals, by_layer = category_ms(plan, times, overhead_ns=3e3)
     assert totals["ffn"] == pytest.approx(0.030) and totals["projections"] == pytest.approx(0.020)
     assert sum(totals.values()) == pytest.approx(sum(work_us) / 1e3)
     assert by_layer[0]["attention"] == pytest.approx(0.006)

@@ -194,7 +194,7 @@ class WindowClock:
         return CallTimes(windows, self.kernel_timer.outside_ns, list(self.kernel_timer.last_kernels))
 
 
-def _category_ms(plan: CallPlan, times: CallTimes, overhead_ns: float) -> tuple[dict, dict]:
+def category_ms(plan: CallPlan, times: CallTimes, overhead_ns: float) -> tuple[dict, dict]:
     """Corrected ms per category and per (layer, category) for one call."""
     totals = dict.fromkeys(OP_CATEGORIES, 0.0)
     by_layer: dict[int, dict[str, float]] = {}
@@ -401,14 +401,14 @@ def _observe(plain, observed, clock: WindowClock, prompts, steps: int, plans: _P
     overhead_ns = 0.0 if timer is not None else statistics.median(calibration)
     decode_ms, decode_layers = [], []
     for times in decode_calls:
-        totals, by_layer = _category_ms(plans.decode, times, overhead_ns)
+        totals, by_layer = category_ms(plans.decode, times, overhead_ns)
         decode_ms.append(totals)
         decode_layers.append(by_layer)
     prefill_ms_rows, prefill_outside = [], []
     for chunks in prefill_calls:
         totals = dict.fromkeys(OP_CATEGORIES, 0.0)
         for plan, times in zip(plans.prefill, chunks):
-            for key, value in _category_ms(plan, times, overhead_ns)[0].items():
+            for key, value in category_ms(plan, times, overhead_ns)[0].items():
                 totals[key] += value
         prefill_ms_rows.append(totals)
         prefill_outside.append(sum(t.outside_ns for t in chunks) / 1e6)
