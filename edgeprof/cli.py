@@ -612,10 +612,15 @@ def models_list(ctx: typer.Context) -> None:
 @models_app.command("show")
 @user_errors
 def models_show(name: str) -> None:
-    """Details of one preset: its HF config fields and derived sizes."""
+    """Details of one preset (its HF config fields and derived sizes), or of a GGUF file's model."""
     from edgeprof.presets import get_preset
-    from edgeprof.results.tables import preset_detail_table
+    from edgeprof.results.tables import gguf_facts_table, preset_detail_table
 
+    if name.lower().endswith(".gguf"):
+        from edgeprof.source import resolve
+
+        console.print(gguf_facts_table(resolve(name).gguf_facts()))
+        return
     console.print(preset_detail_table(get_preset(name)))
 
 
@@ -693,9 +698,10 @@ def calibrate_command(
 @app.command()
 @user_errors
 def predict(
-    model: str = typer.Option("synth:llama-3.2-1b", "--model", "-m", help="synth:<preset> or an HF folder."),
+    model: str = typer.Option("synth:llama-3.2-1b", "--model", "-m",
+                              help="synth:<preset>, an HF folder, or a GGUF file (predicted at its own quantization)."),
     device: str = typer.Option("", "--device", "-d", help="Device profile (NAME or NAME:MODE); default: detected."),
-    quant: str = typer.Option("q4_k_m", "--quant", "-q", help="GGUF quantization."),
+    quant: str = typer.Option("q4_k_m", "--quant", "-q", help="GGUF quantization (not for a GGUF file)."),
     batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated."),
     prompt: int = typer.Option(512, "--prompt", "-p", min=1),
     gen: int = typer.Option(128, "--gen", "-n", min=1),
@@ -712,25 +718,22 @@ def predict(
     from edgeprof.config import Hyperparameters
     from edgeprof.devices import get_profile, host_facts, resolve_device
     from edgeprof.emulation import memory_needed
-    from edgeprof.export.gguf_export import gguf_quant
     from edgeprof.quant import kv_bytes_per_element
     from edgeprof.results.tables import prediction_tables
     from edgeprof.source import resolve
 
     source = resolve(model)
-    if source.architecture is None:
-        raise ConfigError(f"{model}: prediction needs an architecture (a synth preset or an HF folder)")
-    q = gguf_quant(quant)
+    architecture, q = source.roofline_inputs(quant)  # a GGUF file predicts at its own quantization
     profile = get_profile(device) if device else resolve_device("", host_facts())
     on_gpu = bool(profile.data.get("accelerator")) and not cpu
     ceilings = device_ceilings(profile, q, on_gpu, load_calibration(profile.name))
     predictions, fits = [], []
     for b in _ints(batch, "batch"):
         hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type, sampler=sampler).validate()
-        predictions.append(roofline_predict(source.architecture, q, ceilings, b, prompt, gen, kv_bytes_per_element(kv_type),
+        predictions.append(roofline_predict(architecture, q, ceilings, b, prompt, gen, kv_bytes_per_element(kv_type),
                                             sampler, hp.n_ubatch))
         fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
-    knee = compute_bound_batch(source.architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
+    knee = compute_bound_batch(architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
     roofs = ("costs fitted from real runs" if ceilings.by_category else
              f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s")
     title = f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: {roofs})"

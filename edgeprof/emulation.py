@@ -72,7 +72,9 @@ def storage_equivalent(quant: str) -> str:
 def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
     """Bytes for weights, KV cache and working memory (compute buffers + runtime, an estimate)."""
     arch = config.source.architecture
-    if arch is None:  # a user's GGUF file: its size is its weights
+    if arch is None and config.source.is_gguf:  # a user's GGUF: its size is its weights, its metadata the KV
+        return _gguf_memory(config, hp)
+    if arch is None:
         weights = config.source.path.stat().st_size
         return {"weights": weights, "total": weights + RUNTIME_OVERHEAD_BYTES}
     quant = GGUF_QUANTS[storage_equivalent(config.quant)]
@@ -81,6 +83,17 @@ def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
     kv = arch.kv_cache_bytes_per_token(kv_bytes_per_element(kv_type)) * hp.batch * hp.context_per_sequence
     tokens = min(hp.n_ubatch or 512, hp.batch * hp.prompt_tokens)
     working = 4 * tokens * (arch.vocab_size + 8 * arch.hidden_size) + RUNTIME_OVERHEAD_BYTES
+    return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}
+
+
+def _gguf_memory(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
+    """Weights (the file), KV cache from the GGUF's layers, KV heads and head sizes (any family; sliding
+    windows ignored, so an upper bound), and working memory as for a preset."""
+    facts = config.source.gguf_facts()
+    weights = facts.file_bytes
+    kv = facts.kv_cache_bytes_per_token(kv_bytes_per_element(hp.kv_type or "f16")) * hp.batch * hp.context_per_sequence
+    tokens = min(hp.n_ubatch or 512, hp.batch * hp.prompt_tokens)
+    working = 4 * tokens * (facts.vocab + 8 * facts.hidden) + RUNTIME_OVERHEAD_BYTES
     return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}
 
 

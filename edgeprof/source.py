@@ -38,6 +38,34 @@ class ModelSource:
         """A ready model file (GGUF or ONNX): run as given, on the backend that reads its format."""
         return self.kind in ("gguf", "onnx")
 
+    def gguf_facts(self):
+        """What a GGUF file's metadata says about its model (`gguf_facts.GgufFacts`); GGUF sources only."""
+        from edgeprof.gguf_facts import read_gguf_facts
+
+        if not self.is_gguf:
+            raise ModelSpecError(f"{self.spec} is not a GGUF file")
+        return read_gguf_facts(self.path)
+
+    def roofline_inputs(self, quant_name: str):
+        """(Architecture, GGUF quantization) the roofline predicts with: a preset's or folder's architecture
+        at `quant_name`, or a GGUF file's own family and quantization; a one-line ModelSpecError says
+        "prediction unavailable: <why>" for a family or a quantization the roofline does not model."""
+        from edgeprof.export.gguf_export import gguf_quant
+
+        if not self.is_gguf:
+            if self.architecture is None:
+                raise ModelSpecError(f"prediction unavailable: {self.spec} has no architecture (use a synth preset, "
+                                     "an HF folder or a GGUF file)")
+            return self.architecture, gguf_quant(quant_name)
+        facts = self.gguf_facts()
+        architecture = facts.architecture()
+        if facts.file_type is None:
+            raise ModelSpecError(f"prediction unavailable: {self.spec} does not record its quantization")
+        try:
+            return architecture, gguf_quant(facts.file_type)
+        except Exception:  # noqa: BLE001 - a storage type the predictor has no byte table for
+            raise ModelSpecError(f"prediction unavailable: quantization {facts.file_type}") from None
+
     def hf_folder(self) -> Path:
         """The HF checkpoint folder, writing the synth model into the cache first if needed."""
         if self.kind == "synth":

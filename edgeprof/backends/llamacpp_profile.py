@@ -277,7 +277,8 @@ def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray, kerne
                         if not categorize(node).matched})
     result.update({
         "backend": "llama.cpp",
-        "method": METHOD_CUPTI if kernel_timer is not None else METHOD_WALL,
+        "method": METHOD_CUPTI if kernel_timer is not None else METHOD_WALL + (
+            " (GPU without cupti-python: windows are launch-bound, shares approximate)" if hp.gpu_layers else ""),
         "nodes": {"prefill": sum(len(c) for c in prefill_calls), "decode": len(decode_nodes)},
         "unmatched_nodes": unmatched[:20],
         "decode_steps_profiled": steps,

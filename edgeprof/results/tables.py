@@ -126,6 +126,27 @@ def presets_table(presets: list[Preset]) -> Table:
     return table
 
 
+def gguf_facts_table(facts) -> Table:
+    """A GGUF file's model as its metadata states it (`gguf_facts.GgufFacts`), and whether it is predicted."""
+    table = Table(title=f"{facts.name or facts.family} (GGUF, {facts.family})", header_style="bold", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    rows = [("family", facts.family), ("quantization", facts.file_type or "-"),
+            ("parameters", f"{facts.parameters:,}"), ("file", f"{facts.file_bytes / 1e6:,.1f} MB"),
+            ("layers", facts.layers), ("hidden", facts.hidden), ("FFN", facts.ffn or "-"),
+            ("heads / KV heads", f"{facts.heads}/{facts.kv_heads}"),
+            ("head dim (K/V)", f"{facts.key_length}/{facts.value_length}"), ("vocab", facts.vocab),
+            ("tied embeddings", facts.tied_embeddings), ("trained context", facts.context_length or "-"),
+            ("sliding window", facts.sliding_window or "-"),
+            ("experts (total/used)", f"{facts.experts}/{facts.experts_used}" if facts.experts else "-"),
+            ("rope base", facts.rope_base or "-"),
+            ("KV cache per token (f16)", f"{facts.kv_cache_bytes_per_token():,.0f} bytes"),
+            ("roofline", "modelled" if facts.modelled else f"prediction unavailable: {facts.family}")]
+    for field, value in rows:
+        table.add_row(field, str(value))
+    return table
+
+
 def preset_detail_table(preset: Preset) -> Table:
     a = preset.architecture
     table = Table(title=f"{preset.display_name} ({preset.name})", header_style="bold", show_header=False)

@@ -1,0 +1,135 @@
+"""What a GGUF file says about its model, from its metadata and tensor table (the `gguf` package's reader
+and key names), for any family llama.cpp writes.
+
+Users bring GGUFs of families edgeprof has no preset for. Their shape (layers, heads, KV heads, head
+sizes, experts, sliding window, context) is enough for `models show` and for the KV-cache part of the
+memory fit; a roofline prediction additionally needs a family the predictor models, and says so otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeprof.errors import ModelSpecError
+
+# GGUF architectures whose graph the roofline models, and the HF model_type that describes them
+# (llama.cpp writes Mistral checkpoints as "llama").
+MODELLED_FAMILIES = {"llama": "llama", "qwen2": "qwen2"}
+
+
+@dataclass(frozen=True)
+class GgufFacts:
+    """A GGUF's model, as its metadata states it."""
+
+    family: str  # general.architecture: llama, qwen2, qwen3, gemma3, olmoe, ...
+    name: str | None
+    file_type: str | None  # the quantization llama.cpp recorded, lower case (q4_k_m, f16, ...)
+    layers: int
+    hidden: int
+    ffn: int | None
+    heads: int
+    kv_heads: int
+    key_length: int
+    value_length: int
+    context_length: int | None
+    vocab: int
+    tied_embeddings: bool
+    sliding_window: int | None
+    experts: int | None
+    experts_used: int | None
+    rope_base: float | None
+    rms_eps: float | None
+    parameters: int
+    file_bytes: int
+
+    def kv_cache_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
+        """K and V of one token in every layer (without sliding-window savings: an upper bound)."""
+        return self.layers * self.kv_heads * (self.key_length + self.value_length) * bytes_per_element
+
+    @property
+    def modelled(self) -> bool:
+        return self.family in MODELLED_FAMILIES
+
+    def hf_config(self) -> dict:
+        """The equivalent HF config fields of a modelled family (for `Architecture.from_hf_config`)."""
+        if not self.modelled:
+            raise ModelSpecError(f"prediction unavailable: {self.family} (the roofline models "
+                                 f"{', '.join(sorted(MODELLED_FAMILIES))})")
+        return {"model_type": MODELLED_FAMILIES[self.family], "hidden_size": self.hidden,
+                "intermediate_size": self.ffn, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+                "num_key_value_heads": self.kv_heads, "head_dim": self.key_length, "vocab_size": self.vocab,
+                "max_position_embeddings": self.context_length or 2048, "rms_norm_eps": self.rms_eps or 1e-6,
+                "rope_theta": self.rope_base or 10000.0, "tie_word_embeddings": self.tied_embeddings}
+
+    def architecture(self):
+        """An `Architecture` for the roofline, or a one-line ModelSpecError naming the unmodelled family."""
+        from edgeprof.architecture import Architecture
+
+        return Architecture.from_hf_config(self.hf_config())
+
+
+def read_gguf_facts(path: Path) -> GgufFacts:
+    """Read `path`'s metadata and tensor table; a file that is not a readable GGUF is a ModelSpecError."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path, "r")
+    except Exception as exc:  # noqa: BLE001 - the reader raises assorted errors on bad headers
+        raise ModelSpecError(f"{path}: not a readable GGUF ({type(exc).__name__}: {exc})") from None
+
+    def field(key: str):
+        found = reader.fields.get(key)
+        if found is None:
+            return None
+        try:
+            return found.contents()
+        except Exception:  # noqa: BLE001 - an exotic field type reads as absent
+            return None
+
+    family = field(gguf.Keys.General.ARCHITECTURE)
+    if not family:
+        raise ModelSpecError(f"{path}: the GGUF names no architecture (general.architecture)")
+
+    def arch(key: str, default=None):
+        value = field(key.format(arch=family))
+        if isinstance(value, list):  # per-layer values (e.g. KV heads): the largest bounds memory
+            value = max(value) if value else None
+        return default if value is None else value
+
+    shapes = {t.name: [int(d) for d in t.shape] for t in reader.tensors}
+    heads = int(arch(gguf.Keys.Attention.HEAD_COUNT, 0))
+    hidden = int(arch(gguf.Keys.LLM.EMBEDDING_LENGTH, 0))
+    embedding = shapes.get("token_embd.weight", [hidden, 0])
+    key_length = int(arch(gguf.Keys.Attention.KEY_LENGTH, hidden // heads if heads else 0))
+    file_type = field(gguf.Keys.General.FILE_TYPE)
+    try:
+        type_name = gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
+    except (TypeError, ValueError):
+        type_name = None
+    return GgufFacts(
+        family=str(family), name=field(gguf.Keys.General.NAME), file_type=type_name,
+        layers=int(arch(gguf.Keys.LLM.BLOCK_COUNT, 0)), hidden=hidden,
+        ffn=_int_or_none(arch(gguf.Keys.LLM.FEED_FORWARD_LENGTH)), heads=heads,
+        kv_heads=int(arch(gguf.Keys.Attention.HEAD_COUNT_KV, heads)), key_length=key_length,
+        value_length=int(arch(gguf.Keys.Attention.VALUE_LENGTH, key_length)),
+        context_length=_int_or_none(arch(gguf.Keys.LLM.CONTEXT_LENGTH)),
+        vocab=int(arch(gguf.Keys.LLM.VOCAB_SIZE, embedding[-1])),
+        tied_embeddings="output.weight" not in shapes,
+        sliding_window=_int_or_none(arch(gguf.Keys.Attention.SLIDING_WINDOW)),
+        experts=_int_or_none(arch(gguf.Keys.LLM.EXPERT_COUNT)),
+        experts_used=_int_or_none(arch(gguf.Keys.LLM.EXPERT_USED_COUNT)),
+        rope_base=_float_or_none(arch(gguf.Keys.Rope.FREQ_BASE)),
+        rms_eps=_float_or_none(arch(gguf.Keys.Attention.LAYERNORM_RMS_EPS)),
+        parameters=sum(math.prod(shape) for shape in shapes.values()),
+        file_bytes=path.stat().st_size,
+    )
+
+
+def _int_or_none(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(value)
