@@ -624,6 +624,43 @@ def models_show(name: str) -> None:
     console.print(preset_detail_table(get_preset(name)))
 
 
+@models_app.command("compare")
+@user_errors
+def models_compare(
+    models: list[str] = typer.Argument(..., help="Presets (NAME or synth:NAME), HF folders or GGUF files."),
+    context: int = typer.Option(4096, "--context", "-c", min=1, help="Context for the KV-cache column and the prediction."),
+    device: str = typer.Option("", "--device", "-d", help="Also predict batch-1 decode t/s on this device profile."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv or json."),
+) -> None:
+    """The converged-architecture table: shape, attention, FFN, positions, windows, experts, parameters,
+    KV-cache and weight bytes, side by side."""
+    from edgeprof.analysis.survey import predicted_decode, survey_row
+    from edgeprof.results.formats import to_csv, to_json, to_markdown
+    from edgeprof.results.tables import survey_table
+    from edgeprof.source import SYNTH_PREFIX, resolve
+
+    if fmt not in ("table", "md", "csv", "json"):
+        raise ConfigError(f"unknown format {fmt!r} for models compare (table, md, csv, json)")
+    sources = [resolve(m if m.startswith(SYNTH_PREFIX) or "/" in m or m.endswith(".gguf") or Path(m).exists()
+                       else SYNTH_PREFIX + m) for m in models]
+    rows = [survey_row(source, context) for source in sources]
+    if device:
+        from dataclasses import replace
+
+        from edgeprof.devices import get_profile, load_calibration
+
+        profile = get_profile(device)
+        calibration = load_calibration(profile.name)
+        rows = [replace(row, predicted_decode_tps=predicted_decode(source, context, profile, calibration))
+                for row, source in zip(rows, sources)]
+    if fmt == "table":
+        console.print(survey_table(rows, context, device))
+        return
+    flat = [row.to_dict() for row in rows]
+    sys.stdout.write({"md": lambda: to_markdown(flat, tuple(flat[0])), "csv": lambda: to_csv(flat),
+                      "json": lambda: to_json(flat)}[fmt]())
+
+
 @devices_app.callback()
 @user_errors
 def devices_list(ctx: typer.Context) -> None:

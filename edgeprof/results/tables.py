@@ -126,6 +126,41 @@ def presets_table(presets: list[Preset]) -> Table:
     return table
 
 
+def survey_table(rows: list, context: int, device: str = "") -> Table:
+    """`models compare`: one column per model, one line per architectural fact."""
+    table = Table(title=f"converged architectures (KV cache f16 at {context:,} tokens"
+                        + (f"; predicted on {device}" if device else "") + ")", header_style="bold")
+    table.add_column("")
+    for row in rows:
+        table.add_column(_short_model(row.model), justify="right")
+
+    def line(label: str, render) -> None:
+        table.add_row(label, *(render(row) for row in rows))
+
+    dash = lambda value: "-" if value is None else str(value)  # noqa: E731
+    line("family", lambda r: r.family)
+    line("parameters", lambda r: f"{r.parameters / 1e6:,.0f}M")
+    line("layers", lambda r: str(r.layers))
+    line("hidden", lambda r: str(r.hidden))
+    line("heads / KV heads", lambda r: f"{r.heads}/{r.kv_heads} ({'MQA' if r.kv_heads == 1 else 'MHA' if r.gqa_ratio == 1 else f'GQA {r.gqa_ratio:g}'})")
+    line("head dim", lambda r: str(r.head_dim))
+    line("FFN / hidden", lambda r: "-" if r.ffn_ratio is None else f"{r.ffn_ratio:.2f}")
+    line("activation", lambda r: dash(r.activation))
+    line("positions", lambda r: dash(r.positional))
+    line("sliding window", lambda r: dash(r.window))
+    line("experts (total/active)", lambda r: dash(r.experts))
+    line("tied embeddings", lambda r: "yes" if r.tied_embeddings else "no")
+    line("KV bytes / token", lambda r: f"{r.kv_bytes_per_token / 1024:,.1f} KiB")
+    line(f"KV at {context:,} tokens", lambda r: f"{r.kv_bytes_at_context / 1e6:,.1f} MB")
+    quants = sorted({q for r in rows for q in r.weight_bytes})
+    for quant in quants:
+        line(f"weights {quant}", lambda r, q=quant: "-" if q not in r.weight_bytes else f"{r.weight_bytes[q] / 1e9:.2f} GB")
+    if device:
+        line("decode t/s (b1, q4_k_m)", lambda r: r.predicted_decode_tps if isinstance(r.predicted_decode_tps, str)
+             else f"{r.predicted_decode_tps:,.1f}")
+    return table
+
+
 def gguf_facts_table(facts) -> Table:
     """A GGUF file's model as its metadata states it (`gguf_facts.GgufFacts`), and whether it is predicted."""
     table = Table(title=f"{facts.name or facts.family} (GGUF, {facts.family})", header_style="bold", show_header=False)

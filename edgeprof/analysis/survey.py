@@ -1,0 +1,90 @@
+"""`edgeprof models compare`: the converged-architecture table of the paper, for presets, HF folders and
+GGUF files side by side, with KV-cache and weight bytes and, on request, predicted decode speed.
+
+Each row is what the model's own description says: a preset's or folder's HF config, or a GGUF's metadata.
+Fields a source does not state are None (shown as "-"), never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgeprof.source import ModelSource
+
+SURVEY_QUANTS = ("f16", "q8_0", "q4_k_m")
+_ACTIVATIONS = {"silu": "SwiGLU", "gelu_pytorch_tanh": "GeGLU", "gelu": "GeGLU"}
+
+
+@dataclass(frozen=True)
+class SurveyRow:
+    model: str
+    family: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    gqa_ratio: float  # query heads per KV head (1 = MHA; heads = MQA)
+    head_dim: int
+    ffn_ratio: float | None  # FFN width / hidden
+    activation: str | None
+    positional: str | None
+    window: int | None  # sliding-window size of local layers
+    experts: str | None  # "total/active"
+    tied_embeddings: bool
+    parameters: int
+    kv_bytes_per_token: float  # f16 K and V, all layers
+    kv_bytes_at_context: float
+    weight_bytes: dict  # quantization -> bytes (a GGUF file: its own quantization only)
+    predicted_decode_tps: float | str | None = None  # batch 1 at the context, or why not
+
+    def to_dict(self) -> dict:
+        flat = asdict(self)
+        weights = flat.pop("weight_bytes")
+        flat.update({f"weights_{quant}_bytes": value for quant, value in weights.items()})
+        return flat
+
+
+def survey_row(source: ModelSource, context: int) -> SurveyRow:
+    """One model's row: from its architecture (presets, HF folders) or its GGUF metadata."""
+    if source.is_gguf:
+        facts = source.gguf_facts()
+        kv = facts.kv_cache_bytes_per_token()
+        return SurveyRow(
+            model=source.name, family=facts.family, layers=facts.layers, hidden=facts.hidden, heads=facts.heads,
+            kv_heads=facts.kv_heads, gqa_ratio=facts.heads / facts.kv_heads if facts.kv_heads else 0.0,
+            head_dim=facts.key_length, ffn_ratio=facts.ffn / facts.hidden if facts.ffn and facts.hidden else None,
+            activation=None, positional=f"RoPE θ={facts.rope_base:g}" if facts.rope_base else None,
+            window=facts.sliding_window,
+            experts=f"{facts.experts}/{facts.experts_used}" if facts.experts else None,
+            tied_embeddings=facts.tied_embeddings, parameters=facts.parameters, kv_bytes_per_token=kv,
+            kv_bytes_at_context=kv * context, weight_bytes={facts.file_type or "file": facts.file_bytes})
+    from edgeprof.quant import GGUF_QUANTS
+
+    arch = source.architecture
+    kv = arch.kv_cache_bytes_per_token()
+    rope = arch.config.get("rope_scaling") or {}
+    positional = f"RoPE θ={arch.rope_theta:g}" + (f" ({rope.get('rope_type')} ×{rope.get('factor')})" if rope else "")
+    return SurveyRow(
+        model=source.name, family=arch.model_type, layers=arch.num_layers, hidden=arch.hidden_size,
+        heads=arch.num_heads, kv_heads=arch.num_kv_heads, gqa_ratio=arch.num_heads / arch.num_kv_heads,
+        head_dim=arch.head_dim, ffn_ratio=arch.intermediate_size / arch.hidden_size,
+        activation=_ACTIVATIONS.get(str(arch.config.get("hidden_act", "silu")), arch.config.get("hidden_act")),
+        positional=positional, window=None, experts=None, tied_embeddings=arch.tie_word_embeddings,
+        parameters=arch.parameter_count, kv_bytes_per_token=kv, kv_bytes_at_context=kv * context,
+        weight_bytes={q: arch.gguf_weight_bytes(GGUF_QUANTS[q]) for q in SURVEY_QUANTS})
+
+
+def predicted_decode(source: ModelSource, context: int, profile, calibration: dict | None,
+                     quant: str = "q4_k_m") -> float | str:
+    """Batch-1 decode tokens/s at `context` on `profile` (GPU where it has one), or "unavailable: <why>"."""
+    from edgeprof.analysis.ceilings import device_ceilings
+    from edgeprof.analysis.roofline import predict
+    from edgeprof.errors import EdgeprofError
+
+    try:
+        architecture, q = source.roofline_inputs(quant)
+    except EdgeprofError as exc:
+        return str(exc).replace("prediction unavailable", "unavailable").split(" (")[0]
+    ceilings = device_ceilings(profile, q, bool(profile.data.get("accelerator")), calibration)
+    gen = 2
+    return predict(architecture, q, ceilings, 1, max(1, context - gen), gen).decode_tps
