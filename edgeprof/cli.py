@@ -616,10 +616,13 @@ def models_show(name: str) -> None:
     from edgeprof.presets import get_preset
     from edgeprof.results.tables import gguf_facts_table, preset_detail_table
 
-    if name.lower().endswith(".gguf"):
+    if name.lower().endswith(".gguf") or "/" in name:  # a file or a Hub id
         from edgeprof.source import resolve
 
-        console.print(gguf_facts_table(resolve(name).gguf_facts()))
+        source = resolve(name)
+        if not source.is_gguf:
+            raise ConfigError(f"{name} is a {source.kind} model; `models compare {name}` describes any model")
+        console.print(gguf_facts_table(source.gguf_facts()))
         return
     console.print(preset_detail_table(get_preset(name)))
 

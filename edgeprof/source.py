@@ -1,7 +1,8 @@
 """Turn a model spec string into something an exporter or backend can use.
 
 Specs: `synth:<preset>` (a random-weight checkpoint made on demand), a local HF folder
-(config.json + safetensors), or a `.gguf` or `.onnx` file used as given. Nothing is ever fetched from a network.
+(config.json + safetensors), a `.gguf` or `.onnx` file used as given, or a Hugging Face Hub id
+(`org/repo`, `org/repo-GGUF:Q4_K_M`; see `edgeprof.hub`), fetched through huggingface_hub's cache.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ModelSource:
     preset: Preset | None = None
     architecture: Architecture | None = None
     seed: int = 0
+    hub: dict | None = None  # a Hub spec's repository, requested revision, resolved commit and file
 
     @property
     def is_gguf(self) -> bool:
@@ -85,8 +87,13 @@ def resolve(spec: str, seed: int = 0) -> ModelSource:
         return ModelSource(spec, "synth", name, None, preset, preset.architecture, seed)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise ModelSpecError(f"no such file or folder: {spec} (for a synthetic model use synth:<preset>; "
-                             "`edgeprof models` lists presets)")
+        from edgeprof.hub import parse_hub_spec
+
+        ref = parse_hub_spec(spec)
+        if ref is not None:
+            return _from_hub(spec, ref)
+        raise ModelSpecError(f"no such file or folder: {spec} (for a synthetic model use synth:<preset>, for "
+                             "the Hugging Face Hub org/repo or org/repo-GGUF:Q4_K_M; `edgeprof models` lists presets)")
     if path.is_dir():
         config = read_json(path / "config.json", "expected a Hugging Face checkpoint")
         architecture = Architecture.from_hf_config(config)
@@ -96,6 +103,20 @@ def resolve(spec: str, seed: int = 0) -> ModelSource:
     if path.suffix.lower() == ".onnx":
         return ModelSource(spec, "onnx", f"onnx:{path.name}", path.resolve())
     raise ModelSpecError(f"{spec}: not a GGUF or ONNX file, nor a Hugging Face folder")
+
+
+def _from_hub(spec: str, ref) -> ModelSource:
+    """A Hub id, fetched into (or found in) the huggingface_hub cache: a GGUF file or a checkpoint folder.
+    A GGUF is identified by its content like any file; a checkpoint by repository and commit, so the same
+    files give the same config id on every device."""
+    from edgeprof.hub import fetch
+
+    model = fetch(ref)
+    if model.filename is not None:
+        return ModelSource(spec, "gguf", f"hub:{ref.repo}/{model.filename}", model.path, hub=model.record())
+    config = read_json(model.path / "config.json", "expected a Hugging Face checkpoint")
+    return ModelSource(spec, "hf", f"hub:{ref.repo}@{model.commit[:12]}", model.path, None,
+                       Architecture.from_hf_config(config), hub=model.record())
 
 
 def read_json(path: Path, why_needed: str) -> dict:

@@ -312,6 +312,7 @@ def make_record(run_id: str, device: dict, config: BenchConfig, artifact: Artifa
         "bytes": artifact.bytes if artifact else None, "sha256": artifact.sha256 if artifact else None,
         "path": artifact.path if artifact else None,
         "parameters": arch.parameter_count if arch else (info or {}).get("model_parameters"),
+        "hub": config.source.hub,  # repository, requested revision, resolved commit and file (Hub ids)
     }
     return Record(run_id=run_id, config_id=cid, run_key=key, repetition=repetition, status=status,
                   backend=config.backend, model=model, hyperparameters=config.hp.to_dict(), device=device,
