@@ -12,7 +12,9 @@ missing file, a gated or unknown repository is one line saying what to do.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +59,7 @@ def fetch(ref: HubRef) -> HubModel:
     """Download (or find in the cache) what `ref` names; errors are one-line ModelSpecErrors."""
     import huggingface_hub
 
-    with _hub_errors(ref):
+    with hub_errors(ref):
         files, commit = _list_files(ref)
         ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
         if ref.selector:
@@ -133,31 +135,25 @@ def _select_gguf(ref: HubRef, ggufs: list[str]) -> list[str]:
     return chosen
 
 
-class _hub_errors:
-    """Turn huggingface_hub's failures into one line each."""
+@contextlib.contextmanager
+def hub_errors(ref: HubRef) -> Iterator[None]:
+    """Turn huggingface_hub's failures into one line each (anything else passes through)."""
+    from huggingface_hub import errors
 
-    def __init__(self, ref: HubRef):
-        self.ref = ref
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is None or isinstance(exc, ModelSpecError):
-            return False
-        from huggingface_hub import errors
-
-        repo = self.ref.repo
-        if isinstance(exc, errors.GatedRepoError):
-            message = (f"{repo} is gated: accept its terms on huggingface.co, then log in "
-                       "(`huggingface-cli login` or HF_TOKEN)")
-        elif isinstance(exc, errors.RepositoryNotFoundError):
-            message = f"{repo}: no such repository on the Hub (or it is private: log in with HF_TOKEN)"
-        elif isinstance(exc, errors.RevisionNotFoundError):
-            message = f"{repo}: no revision {self.ref.revision!r}"
-        elif isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)) or _is_network_error(exc):
-            message = (f"{repo}: not in the local Hugging Face cache and the Hub cannot be reached "
-                       "(or HF_HUB_OFFLINE is set); download it once online")
-        else:
-            return False
-        raise ModelSpecError(message) from None
+    repo = ref.repo
+    try:
+        yield
+    except ModelSpecError:
+        raise
+    except errors.GatedRepoError:
+        raise ModelSpecError(f"{repo} is gated: accept its terms on huggingface.co, then log in "
+                             "(`huggingface-cli login` or HF_TOKEN)") from None
+    except errors.RepositoryNotFoundError:
+        raise ModelSpecError(f"{repo}: no such repository on the Hub (or it is private: log in with HF_TOKEN)") from None
+    except errors.RevisionNotFoundError:
+        raise ModelSpecError(f"{repo}: no revision {ref.revision!r}") from None
+    except Exception as exc:
+        if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)) or _is_network_error(exc):
+            raise ModelSpecError(f"{repo}: not in the local Hugging Face cache and the Hub cannot be reached "
+                                 "(or HF_HUB_OFFLINE is set); download it once online") from None
+        raise

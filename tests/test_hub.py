@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgeprof.errors import ModelSpecError
-from edgeprof.hub import HubRef, _hub_errors, parse_hub_spec
+from edgeprof.hub import HubRef, hub_errors, parse_hub_spec
 from test_cli import edgeprof
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -86,8 +86,8 @@ def test_gated_and_unknown_repositories_say_what_to_do():
     from huggingface_hub import errors
 
     with pytest.raises(ModelSpecError, match="gated: accept its terms .* HF_TOKEN"):
-        with _hub_errors(HubRef("meta-llama/Llama-3.2-1B", None, None)):
+        with hub_errors(HubRef("meta-llama/Llama-3.2-1B", None, None)):
             raise errors.GatedRepoError("403 gated")
     with pytest.raises(ModelSpecError, match="no such repository"):
-        with _hub_errors(HubRef("nobody/nothing", None, None)):
+        with hub_errors(HubRef("nobody/nothing", None, None)):
             raise errors.RepositoryNotFoundError("404")
