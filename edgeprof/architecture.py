@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from edgeprof.errors import ModelSpecError
 from edgeprof.quant import GGML_BLOCKS, GgufQuant, gguf_tensor_type
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+QK_NORM_MODEL_TYPES = ("qwen3",)  # RMSNorm over each head of q and k before the rotary embedding
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class TensorSpec:
 
     name: str
     shape: tuple[int, ...]
-    role: str  # embed, norm, q, k, v, o, gate, up, down, bias, output
+    role: str  # embed, norm, qk_norm, q, k, v, o, gate, up, down, bias, output
     layer: int = -1
 
     @property
@@ -81,6 +82,10 @@ class Architecture:
             raise ModelSpecError(f"config is missing the field {exc.args[0]!r}") from None
 
     @property
+    def qk_norm(self) -> bool:
+        return self.model_type in QK_NORM_MODEL_TYPES
+
+    @property
     def q_dim(self) -> int:
         return self.num_heads * self.head_dim
 
@@ -102,6 +107,9 @@ class Architecture:
                 specs.append(TensorSpec(p + "self_attn.q_proj.bias", (q,), "bias", n))
                 specs.append(TensorSpec(p + "self_attn.k_proj.bias", (kv,), "bias", n))
                 specs.append(TensorSpec(p + "self_attn.v_proj.bias", (kv,), "bias", n))
+            if self.qk_norm:
+                specs.append(TensorSpec(p + "self_attn.q_norm.weight", (self.head_dim,), "qk_norm", n))
+                specs.append(TensorSpec(p + "self_attn.k_norm.weight", (self.head_dim,), "qk_norm", n))
             specs.append(TensorSpec(p + "self_attn.o_proj.weight", (h, q), "o", n))
             specs.append(TensorSpec(p + "post_attention_layernorm.weight", (h,), "norm", n))
             specs.append(TensorSpec(p + "mlp.gate_proj.weight", (i, h), "gate", n))

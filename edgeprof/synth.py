@@ -63,7 +63,7 @@ def _random_tensor(spec: TensorSpec, seed: int, dtype: np.dtype) -> np.ndarray:
     # Seed per tensor name so each tensor is reproducible on its own.
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
     values = rng.standard_normal(spec.shape, dtype=np.float32)
-    if spec.role == "norm":
+    if spec.role in ("norm", "qk_norm"):
         values = 1.0 + 0.1 * values  # near one, but not exactly, so a missed norm shows in parity
     else:
         values *= 0.02

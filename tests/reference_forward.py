@@ -25,7 +25,8 @@ class ReferenceModel:
         self.n_kv = c.get("num_key_value_heads", self.n_heads)
         self.hd = c.get("head_dim") or self.h // self.n_heads
         self.eps = c["rms_norm_eps"]
-        self.bias = c["model_type"] == "qwen2"
+        self.bias = c["model_type"] == "qwen2" or bool(c.get("attention_bias"))
+        self.qk_norm = c["model_type"] == "qwen3"  # RMSNorm over each q and k head, before the rotary embedding
         self.inv_freq = self._inv_freq()
 
     def _inv_freq(self) -> np.ndarray:
@@ -75,6 +76,8 @@ class ReferenceModel:
             q = proj("q_proj").reshape(T, self.n_heads, self.hd).transpose(1, 0, 2)
             k = proj("k_proj").reshape(T, self.n_kv, self.hd).transpose(1, 0, 2)
             v = proj("v_proj").reshape(T, self.n_kv, self.hd).transpose(1, 0, 2)
+            if self.qk_norm:
+                q, k = self._rms(q, p + "self_attn.q_norm.weight"), self._rms(k, p + "self_attn.k_norm.weight")
             q, k = self._rope(q, pos), self._rope(k, pos)
             k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)
             scores = q @ k.transpose(0, 2, 1) / math.sqrt(self.hd) + mask

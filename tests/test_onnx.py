@@ -17,6 +17,7 @@ from edgeprof.config import Hyperparameters  # noqa: E402
 from edgeprof.errors import ArtifactError, BackendUnavailableError, QuantError  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402
 from edgeprof.export.onnx_export import check_onnx, export_onnx, onnx_quant  # noqa: E402
+from edgeprof.source import resolve  # noqa: E402
 from test_cli import edgeprof  # noqa: E402
 
 
@@ -235,3 +236,23 @@ def test_an_exporter_crash_is_a_failed_record_not_a_lost_sweep(tmp_path, tiny_so
     (run_dir,) = list((tmp_path / "runs").iterdir())
     (record,) = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
     assert record["status"] == "failed" and "export failed" in record["error"]
+
+
+def test_a_qk_norm_family_exports_with_optimums_attention_and_matches_llama_cpp():
+    # Qwen3 normalises each q/k head before the rotary embedding, which the GroupQueryAttention rewrite would
+    # skip; its export keeps optimum's attention and says so in the artifact's exporter.
+    source = resolve("synth:tiny-qwen3")
+    artifact = export_onnx(source, "fp32")
+    assert artifact.exporter.endswith("optimum-onnx+last-token-lm-head")
+    hp = Hyperparameters(batch=2, prompt_tokens=16, gen_tokens=32, threads=2, kv_type="f32", flash_attn="off")
+    prompts = np.random.default_rng(7).integers(0, 1024, (2, 16), dtype=np.int32)
+    gguf = open_session("llama.cpp", export_gguf(source, "f32").path, hp, need_logits=True)
+    ort = open_session("onnxruntime", artifact.path, hp)
+    try:
+        assert ort.info()["kv_cache"] == "concat"
+        # f32 on both sides, as in the Llama test above: accumulation order only (measured 8.5e-7)
+        assert _rel_err(ort.next_token_logits(prompts), gguf.next_token_logits(prompts)) < 1e-3
+        np.testing.assert_array_equal(_greedy(ort, prompts, 32), _greedy(gguf, prompts, 32))
+    finally:
+        gguf.close()
+        ort.close()

@@ -31,7 +31,7 @@ def _rel_err(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.fixture(scope="module", params=["synth:tiny", "synth:tiny-qwen2"])
+@pytest.fixture(scope="module", params=["synth:tiny", "synth:tiny-qwen2", "synth:tiny-qwen3"])
 def model(request):
     source = resolve(request.param)
     artifact = export_gguf(source, "f32")

@@ -77,3 +77,18 @@ def test_malformed_user_preset_is_a_clear_error(isolated_env):
             list_presets()
     finally:
         (folder / "broken.yaml").unlink()
+
+
+# Qwen3's model cards publish rounded figures (total, non-embedding); exact safetensors totals could not be
+# checked offline, so the derived counts are held to the precision the cards state.
+QWEN3_MODEL_CARDS = {"qwen3-0.6b": ("0.6", "0.44"), "qwen3-1.7b": ("1.7", "1.4"), "qwen3-4b": ("4.0", "3.6")}
+
+
+@pytest.mark.parametrize("name,card", sorted(QWEN3_MODEL_CARDS.items()))
+def test_qwen3_counts_match_their_model_cards(name, card):
+    arch = get_preset(name).architecture
+    total, non_embedding = card
+    decimals = lambda text: len(text.split(".")[1])  # noqa: E731
+    assert f"{arch.parameter_count / 1e9:.{decimals(total)}f}" == total
+    embedding = arch.vocab_size * arch.hidden_size
+    assert f"{(arch.parameter_count - embedding) / 1e9:.{decimals(non_embedding)}f}" == non_embedding

@@ -83,3 +83,17 @@ def test_an_earlier_cpu_fit_still_loads_with_phase_specific_rates():
     assert ceilings.rates("attention", "decode")[0] == pytest.approx(7e9)
     assert ceilings.rates("attention", "prefill")[0] == pytest.approx(5e10)
     assert ceilings.rates("norms", "decode") == (0.18e12, 25e9, False)
+
+
+def test_qk_norm_families_pay_for_their_per_head_norms():
+    from edgeprof.analysis.roofline import phase_ops
+    from edgeprof.export.gguf_export import gguf_quant
+    from edgeprof.presets import get_preset
+
+    arch = get_preset("qwen3-0.6b").architecture
+    ops = {op.name: op for op in phase_ops(arch, gguf_quant("q4_k_m"), batch=1, new_tokens=1, context=512)}
+    qk = ops["qk_norm"]
+    assert qk.category == "norms" and qk.kernels == 2 * arch.num_layers
+    assert qk.flops == 4.0 * (arch.q_dim + arch.kv_dim) * arch.num_layers  # one token: (q + kv) values per layer
+    plain = {op.name for op in phase_ops(get_preset("qwen2.5-0.5b").architecture, gguf_quant("q4_k_m"), 1, 1, 512)}
+    assert "qk_norm" not in plain

@@ -17,7 +17,7 @@ def test_models_compare_sets_presets_and_any_gguf_side_by_side(tmp_path):
     llama, qwen, gemma = rows["synth:llama-3.2-1b"], rows["synth:qwen2.5-0.5b"], rows["gguf:tiny-gemma3.gguf"]
     assert (llama["heads"], llama["kv_heads"], llama["gqa_ratio"], llama["parameters"]) == (32, 8, 4.0, 1_235_814_400)
     assert llama["kv_bytes_per_token"] == 2 * 16 * 8 * 64 * 2 and llama["kv_bytes_at_context"] == 2048 * 32768
-    assert qwen["family"] == "qwen2" and qwen["tied_embeddings"] is True
+    assert qwen["family"] == "qwen2" and qwen["tied_embeddings"] is True and qwen["norms"] == "pre-norm RMSNorm"
     assert llama["weights_q4_k_m_bytes"] < llama["weights_q8_0_bytes"] < llama["weights_f16_bytes"]
     assert isinstance(llama["predicted_decode_tps"], float) and llama["predicted_decode_tps"] > 0
     # a family the roofline does not model: its stated facts, and an explicit unavailable prediction

@@ -170,6 +170,9 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
         Op("lm_head", "lm_head", 2.0 * out_rows * H * V, lm_bytes * min(calls, out_rows), _ACT * out_rows * (H + V),
            min(calls, out_rows)),
     ]
+    if arch.qk_norm:  # Qwen3: an RMSNorm over each q and k head before the rotary embedding
+        ops.insert(4, Op("qk_norm", "norms", 4.0 * T * (q + kv) * L, 2 * hd * 4.0 * L, 2 * _ACT * T * (q + kv) * L,
+                         2 * L * n))
     if greedy:  # the host reads each sequence's logits once (an argmax: one compare per logit)
         ops.append(Op("sampling", "sampling", float(out_rows * V), 0.0, _ACT * out_rows * V, 0))
     return ops

@@ -27,6 +27,7 @@ class SurveyRow:
     head_dim: int
     ffn_ratio: float | None  # FFN width / hidden
     activation: str | None
+    norms: str | None  # where the norms sit
     positional: str | None
     window: int | None  # sliding-window size of local layers
     experts: str | None  # "total/active"
@@ -53,7 +54,7 @@ def survey_row(source: ModelSource, context: int) -> SurveyRow:
             model=source.name, family=facts.family, layers=facts.layers, hidden=facts.hidden, heads=facts.heads,
             kv_heads=facts.kv_heads, gqa_ratio=facts.heads / facts.kv_heads if facts.kv_heads else 0.0,
             head_dim=facts.key_length, ffn_ratio=facts.ffn / facts.hidden if facts.ffn and facts.hidden else None,
-            activation=None, positional=f"RoPE θ={facts.rope_base:g}" if facts.rope_base else None,
+            activation=None, norms=None, positional=f"RoPE θ={facts.rope_base:g}" if facts.rope_base else None,
             window=facts.sliding_window,
             experts=f"{facts.experts}/{facts.experts_used}" if facts.experts else None,
             tied_embeddings=facts.tied_embeddings, parameters=facts.parameters, kv_bytes_per_token=kv,
@@ -69,7 +70,7 @@ def survey_row(source: ModelSource, context: int) -> SurveyRow:
         heads=arch.num_heads, kv_heads=arch.num_kv_heads, gqa_ratio=arch.num_heads / arch.num_kv_heads,
         head_dim=arch.head_dim, ffn_ratio=arch.intermediate_size / arch.hidden_size,
         activation=_ACTIVATIONS.get(str(arch.config.get("hidden_act", "silu")), arch.config.get("hidden_act")),
-        positional=positional, window=None, experts=None, tied_embeddings=arch.tie_word_embeddings,
+        norms="pre-norm RMSNorm" + (" + q/k per head" if arch.qk_norm else ""), positional=positional, window=None, experts=None, tied_embeddings=arch.tie_word_embeddings,
         parameters=arch.parameter_count, kv_bytes_per_token=kv, kv_bytes_at_context=kv * context,
         weight_bytes={q: arch.gguf_weight_bytes(GGUF_QUANTS[q]) for q in SURVEY_QUANTS})
 

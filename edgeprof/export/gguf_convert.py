@@ -1,8 +1,8 @@
 """HF checkpoint -> GGUF (f32 or f16), written tensor by tensor.
 
 Layout follows llama.cpp's own converter: GGUF tensor names, the q/k row permutation that turns HF's
-half-split rotary layout back into llama.cpp's interleaved pairs (Llama/Mistral; Qwen2 uses NeoX rotary
-and is left alone), Llama-3 rope-frequency factors, and f32 for every 1-D tensor.
+half-split rotary layout back into llama.cpp's interleaved pairs (Llama/Mistral; Qwen2 and Qwen3 use NeoX
+rotary and are left alone), Llama-3 rope-frequency factors, and f32 for every 1-D tensor.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from edgeprof.export.gguf_vocab import read_vocabulary, write_vocabulary
 from edgeprof.errors import ArtifactError
 from edgeprof.safetensors_io import SafetensorsCheckpoint
 
-_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
+_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 _LAYER_NAMES = {
     "input_layernorm.weight": "attn_norm.weight",
     "self_attn.q_proj.weight": "attn_q.weight",
@@ -28,6 +28,8 @@ _LAYER_NAMES = {
     "self_attn.q_proj.bias": "attn_q.bias",
     "self_attn.k_proj.bias": "attn_k.bias",
     "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
     "self_attn.o_proj.weight": "attn_output.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
     "mlp.gate_proj.weight": "ffn_gate.weight",

@@ -12,7 +12,7 @@ from edgeprof.errors import ModelSpecError
 from edgeprof.source import read_json
 
 # llama.cpp names pre-tokenizers by family; it uses the regex of the named one when tokenizing text.
-_PRE_TOKENIZER_BY_FAMILY = {"qwen2": "qwen2", "mistral": "default"}
+_PRE_TOKENIZER_BY_FAMILY = {"qwen2": "qwen2", "qwen3": "qwen2", "mistral": "default"}
 
 
 @dataclass

@@ -103,8 +103,8 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
     work.mkdir(parents=True)
     try:
         if quant.name == "fp32":
-            _export_fp32(folder, work)
-            exporter += "optimum-onnx+gqa+last-token-lm-head"
+            fused = _export_fp32(folder, work)
+            exporter += "optimum-onnx+gqa+last-token-lm-head" if fused else "optimum-onnx+last-token-lm-head"
         else:
             parent = export_onnx(source, "fp32", progress)
             with _quiet():
@@ -197,7 +197,8 @@ def _quiet():
 
 
 # -- fp32 export -------------------------------------------------------------------------------
-def _export_fp32(hf_folder: Path, work: Path) -> None:
+def _export_fp32(hf_folder: Path, work: Path) -> bool:
+    """optimum's export, then edgeprof's rewrite; True where attention was fused (see `fusable`)."""
     require_exporter()
     from optimum.exporters.onnx import main_export
 
@@ -205,25 +206,39 @@ def _export_fp32(hf_folder: Path, work: Path) -> None:
     with _quiet():
         main_export(str(hf_folder), output=str(raw), task="text-generation-with-past", device="cpu",
                     do_validation=False)
-    _rewrite(raw / MODEL_FILE, work / MODEL_FILE, hf_folder)
+    config = json.loads((hf_folder / "config.json").read_text())
+    fused = fusable(config)
+    _rewrite(raw / MODEL_FILE, work / MODEL_FILE, hf_folder, fused)
     for name in _HF_SIDE_FILES:
         if (raw / name).exists():
             shutil.copy2(raw / name, work / name)
     shutil.rmtree(raw)
+    return fused
 
 
-def _rewrite(src: Path, dst: Path, hf_folder: Path) -> None:
-    """Fused attention with an in-place KV cache, the LM head on the last position only, and all weights
-    in one external-data file."""
+def fusable(config: dict) -> bool:
+    """Whether the GroupQueryAttention rewrite handles this family. It takes q and k straight from their
+    projections, so a family that normalises each q/k head first (Qwen3) would lose that norm: measured on
+    tiny-qwen3, the fused graph's logits were 51 % off llama.cpp's. Such families keep optimum's own
+    attention (and a concatenating KV cache)."""
+    from edgeprof.architecture import QK_NORM_MODEL_TYPES
+
+    return config.get("model_type") not in QK_NORM_MODEL_TYPES
+
+
+def _rewrite(src: Path, dst: Path, hf_folder: Path, fuse: bool = True) -> None:
+    """Fused attention with an in-place KV cache (where `fuse`), the LM head on the last position only, and
+    all weights in one external-data file."""
     import onnx
     from onnx import helper
 
     from edgeprof.export.onnx_gqa import fuse_group_query_attention
 
     model = onnx.load(str(src))  # with weights, so they are re-saved into DATA_FILE
-    fuse_group_query_attention(model, json.loads((hf_folder / "config.json").read_text()), hf_folder)
+    if fuse:
+        fuse_group_query_attention(model, json.loads((hf_folder / "config.json").read_text()), hf_folder)
+        helper.set_model_props(model, {KV_CACHE_METADATA: "shared-buffer"})
     _last_token_head(model, src)
-    helper.set_model_props(model, {KV_CACHE_METADATA: "shared-buffer"})
     _save(model, dst)
 
 

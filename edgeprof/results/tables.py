@@ -146,6 +146,7 @@ def survey_table(rows: list, context: int, device: str = "") -> Table:
     line("head dim", lambda r: str(r.head_dim))
     line("FFN / hidden", lambda r: "-" if r.ffn_ratio is None else f"{r.ffn_ratio:.2f}")
     line("activation", lambda r: dash(r.activation))
+    line("norms", lambda r: dash(r.norms))
     line("positions", lambda r: dash(r.positional))
     line("sliding window", lambda r: dash(r.window))
     line("experts (total/active)", lambda r: dash(r.experts))
