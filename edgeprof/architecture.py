@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from edgeprof.errors import ModelSpecError
 from edgeprof.quant import GGML_BLOCKS, GgufQuant, gguf_tensor_type
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
 QK_NORM_MODEL_TYPES = ("qwen3",)  # RMSNorm over each head of q and k before the rotary embedding
 
 
@@ -80,6 +80,16 @@ class Architecture:
             )
         except KeyError as exc:
             raise ModelSpecError(f"config is missing the field {exc.args[0]!r}") from None
+
+    @property
+    def rope_layers(self) -> tuple[bool, ...]:
+        """Per layer, whether it applies the rotary embedding. SmolLM3 leaves every 4th layer without
+        positions (NoPE; `no_rope_layers` in its config, 1 = rotary); llama.cpp hardcodes that step."""
+        if self.model_type != "smollm3":
+            return (True,) * self.num_layers
+        interval = int(self.config.get("no_rope_layer_interval", 4))
+        flags = self.config.get("no_rope_layers") or [int((n + 1) % interval != 0) for n in range(self.num_layers)]
+        return tuple(bool(flag) for flag in flags)
 
     @property
     def qk_norm(self) -> bool:

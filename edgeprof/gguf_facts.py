@@ -16,7 +16,7 @@ from edgeprof.errors import ModelSpecError
 
 # GGUF architectures whose graph the roofline models, and the HF model_type that describes them
 # (llama.cpp writes Mistral checkpoints as "llama").
-MODELLED_FAMILIES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+MODELLED_FAMILIES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "smollm3": "smollm3"}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ class ReferenceModel:
         self.eps = c["rms_norm_eps"]
         self.bias = c["model_type"] == "qwen2" or bool(c.get("attention_bias"))
         self.qk_norm = c["model_type"] == "qwen3"  # RMSNorm over each q and k head, before the rotary embedding
+        layers = c["num_hidden_layers"]  # SmolLM3: no_rope_layers (1 = rotary); others rotate every layer
+        self.rotary = c.get("no_rope_layers") or ([int((n + 1) % 4 != 0) for n in range(layers)]
+                                                   if c["model_type"] == "smollm3" else [1] * layers)
         self.inv_freq = self._inv_freq()
 
     def _inv_freq(self) -> np.ndarray:
@@ -78,7 +81,8 @@ class ReferenceModel:
             v = proj("v_proj").reshape(T, self.n_kv, self.hd).transpose(1, 0, 2)
             if self.qk_norm:
                 q, k = self._rms(q, p + "self_attn.q_norm.weight"), self._rms(k, p + "self_attn.k_norm.weight")
-            q, k = self._rope(q, pos), self._rope(k, pos)
+            if self.rotary[layer]:
+                q, k = self._rope(q, pos), self._rope(k, pos)
             k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)
             scores = q @ k.transpose(0, 2, 1) / math.sqrt(self.hd) + mask
             scores = np.exp(scores - scores.max(-1, keepdims=True))

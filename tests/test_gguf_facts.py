@@ -61,7 +61,7 @@ def test_an_unmodelled_family_is_shown_and_its_prediction_says_unavailable(tmp_p
     predicted = edgeprof("predict", "-m", str(path), "-d", "raspberry-pi-5")
     assert predicted.returncode == 2
     assert predicted.stderr.strip().splitlines() == ["error: prediction unavailable: gemma3 (the roofline models "
-                                                     "llama, qwen2, qwen3)"]
+                                                     "llama, qwen2, qwen3, smollm3)"]
 
 
 def test_the_memory_fit_of_any_gguf_counts_its_kv_cache(tmp_path):

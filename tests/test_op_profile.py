@@ -25,7 +25,7 @@ def _nodes(*specs: tuple[str, str, str]) -> list[Node]:
     return [Node(name, op, weight) for name, op, weight in specs]
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-qwen2", "tiny-qwen3"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3"])
 @pytest.mark.parametrize("flash_attn", ["on", "off"])
 def test_every_node_of_the_supported_families_has_a_category(preset, flash_attn):
     from edgeprof.export.gguf_export import export_gguf

@@ -92,3 +92,8 @@ def test_qwen3_counts_match_their_model_cards(name, card):
     assert f"{arch.parameter_count / 1e9:.{decimals(total)}f}" == total
     embedding = arch.vocab_size * arch.hidden_size
     assert f"{(arch.parameter_count - embedding) / 1e9:.{decimals(non_embedding)}f}" == non_embedding
+
+
+def test_smollm3_count_matches_its_model_card():
+    # The card says 3B; the shape is transformers' SmolLM3Config default, which is the 3B model's.
+    assert f"{get_preset('smollm3-3b').architecture.parameter_count / 1e9:.0f}" == "3"

@@ -97,3 +97,14 @@ def test_qk_norm_families_pay_for_their_per_head_norms():
     assert qk.flops == 4.0 * (arch.q_dim + arch.kv_dim) * arch.num_layers  # one token: (q + kv) values per layer
     plain = {op.name for op in phase_ops(get_preset("qwen2.5-0.5b").architecture, gguf_quant("q4_k_m"), 1, 1, 512)}
     assert "qk_norm" not in plain
+
+
+def test_smollm3s_layers_without_rope_do_not_rotate():
+    from edgeprof.analysis.roofline import phase_ops
+    from edgeprof.export.gguf_export import gguf_quant
+    from edgeprof.presets import get_preset
+
+    arch = get_preset("smollm3-3b").architecture
+    assert sum(arch.rope_layers) == 27 and not arch.rope_layers[3]  # 36 layers, every 4th without RoPE
+    rotary = next(op for op in phase_ops(arch, gguf_quant("q4_k_m"), 1, 1, 512) if op.name == "rotary")
+    assert rotary.kernels == 2 * 27

@@ -131,6 +131,7 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
     L, H, I, V = arch.num_layers, arch.hidden_size, arch.intermediate_size, arch.vocab_size
     q, kv, heads, hd = arch.q_dim, arch.kv_dim, arch.num_heads, arch.head_dim
     T = batch * new_tokens  # tokens through the projections
+    R = sum(arch.rope_layers)  # layers that apply the rotary embedding (SmolLM3 skips every 4th)
 
     def matmul(name: str, category: str, role: str, rows: int, cols: int) -> Op:
         weights = _weight_bytes(arch, quant, role, rows, cols)
@@ -154,7 +155,7 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
         matmul("q_proj", "projections", "q", q, H),
         matmul("k_proj", "projections", "k", kv, H),
         matmul("v_proj", "projections", "attn_v", kv, H),
-        Op("rotary", "attention", 6.0 * T * (q + kv) * L, 0.0, 2 * _ACT * T * (q + kv) * L, 2 * L * n),
+        Op("rotary", "attention", 6.0 * T * (q + kv) * R, 0.0, 2 * _ACT * T * (q + kv) * R, 2 * R * n),
         Op("attn_scores", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2 + kv_write, L * n),
         Op("softmax", "attention", 5.0 * pairs * heads * L, 0.0, 2 * _ACT * pairs * heads * L / max(new_tokens, 1),
            L * n),

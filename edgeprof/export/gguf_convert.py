@@ -19,7 +19,8 @@ from edgeprof.export.gguf_vocab import read_vocabulary, write_vocabulary
 from edgeprof.errors import ArtifactError
 from edgeprof.safetensors_io import SafetensorsCheckpoint
 
-_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "smollm3": "smollm3"}
+_INTERLEAVED_ROTARY = ("llama", "mistral", "smollm3")  # llama.cpp's "norm" rope type: q/k rows permuted
 _LAYER_NAMES = {
     "input_layernorm.weight": "attn_norm.weight",
     "self_attn.q_proj.weight": "attn_q.weight",
@@ -78,7 +79,7 @@ def llama3_rope_factors(arch: Architecture) -> np.ndarray | None:
 
 
 def _prepare(arch: Architecture, spec: TensorSpec, data: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if arch.model_type in ("llama", "mistral"):
+    if arch.model_type in _INTERLEAVED_ROTARY:
         if spec.role == "q":
             data = permute_rotary(data, arch.num_heads)
         elif spec.role == "k":
@@ -91,6 +92,9 @@ def convert_hf_to_gguf(folder: Path, arch: Architecture, out_path: Path, dtype_n
                        on_tensor: Callable[[int, int], None] | None = None) -> None:
     """Write `out_path` as a GGUF of `dtype_name` ("f32" or "f16"); `on_tensor(done, total)` reports progress."""
     dtype = np.dtype(np.float32 if dtype_name == "f32" else np.float16)
+    if arch.model_type == "smollm3" and arch.rope_layers != tuple((n + 1) % 4 != 0 for n in range(arch.num_layers)):
+        raise ArtifactError(f"{folder}: llama.cpp runs SmolLM3 with every 4th layer without RoPE; this checkpoint's "
+                            "no_rope_layers differ, so its GGUF would compute another model")
     checkpoint = SafetensorsCheckpoint(folder)
     vocab = read_vocabulary(folder, arch)
     gguf_arch = _GGUF_ARCH[arch.model_type]

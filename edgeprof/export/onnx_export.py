@@ -219,11 +219,13 @@ def _export_fp32(hf_folder: Path, work: Path) -> bool:
 def fusable(config: dict) -> bool:
     """Whether the GroupQueryAttention rewrite handles this family. It takes q and k straight from their
     projections, so a family that normalises each q/k head first (Qwen3) would lose that norm: measured on
-    tiny-qwen3, the fused graph's logits were 51 % off llama.cpp's. Such families keep optimum's own
-    attention (and a concatenating KV cache)."""
+    tiny-qwen3, the fused graph's logits were 51 % off llama.cpp's. Likewise a family with layers that
+    take no rotary embedding (SmolLM3). Such families keep optimum's own attention (and a concatenating KV
+    cache)."""
     from edgeprof.architecture import QK_NORM_MODEL_TYPES
 
-    return config.get("model_type") not in QK_NORM_MODEL_TYPES
+    # SmolLM3's NoPE layers: the fused op would apply the rotary embedding to every layer
+    return config.get("model_type") not in (*QK_NORM_MODEL_TYPES, "smollm3")
 
 
 def _rewrite(src: Path, dst: Path, hf_folder: Path, fuse: bool = True) -> None:
