@@ -86,17 +86,23 @@ def _list_files(ref: HubRef) -> tuple[list[str], str]:
         try:
             info = huggingface_hub.HfApi().model_info(ref.repo, revision=ref.revision, files_metadata=False)
             return [s.rfilename for s in info.siblings or []], info.sha
-        except (huggingface_hub.errors.OfflineModeIsEnabled, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - requests (0.x) and httpx (1.x on) raise different types
             if not _is_network_error(exc):
                 raise
     return _cached_files(ref)
 
 
-def _is_network_error(exc: Exception) -> bool:
-    import requests
+_NETWORK_ERRORS = frozenset({"OfflineModeIsEnabled", "ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout",
+                             "ConnectError", "NetworkError", "TimeoutException"})
 
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)) or \
-        type(exc).__name__ in ("OfflineModeIsEnabled", "ConnectError", "ConnectTimeout")
+
+def _is_network_error(exc: Exception) -> bool:
+    """A failure to reach the Hub, whichever HTTP library this huggingface_hub uses (requests before 1.0,
+    httpx from 1.0 on, which releases without requests installed), judged by class names so neither
+    library has to be importable."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return any(cls.__name__ in _NETWORK_ERRORS for cls in type(exc).__mro__)
 
 
 def _cached_files(ref: HubRef) -> tuple[list[str], str]:
@@ -147,7 +153,7 @@ def hub_errors(ref: HubRef) -> Iterator[None]:
         raise
     except errors.GatedRepoError:
         raise ModelSpecError(f"{repo} is gated: accept its terms on huggingface.co, then log in "
-                             "(`huggingface-cli login` or HF_TOKEN)") from None
+                             "(`hf auth login`, `huggingface-cli login` before huggingface_hub 1.0, or HF_TOKEN)") from None
     except errors.RepositoryNotFoundError:
         raise ModelSpecError(f"{repo}: no such repository on the Hub (or it is private: log in with HF_TOKEN)") from None
     except errors.RevisionNotFoundError:
