@@ -16,6 +16,15 @@ class ModelSpecError(EdgeprofError):
     """A model spec that names nothing usable (missing path, unknown synth preset, bad folder)."""
 
 
+class PredictionUnavailable(ModelSpecError):
+    """The roofline cannot predict this model: "prediction unavailable: <reason> (<detail>)". `reason` is the
+    short form tables show (a family, a quantization)."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"prediction unavailable: {reason}" + (f" ({detail})" if detail else ""))
+        self.reason = reason
+
+
 class ArtifactError(EdgeprofError):
     """A model file that is not what it claims to be (not GGUF, truncated, unsupported layout)."""
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeprof.errors import ModelSpecError
+from edgeprof.errors import ModelSpecError, PredictionUnavailable
 
 # GGUF architectures whose graph the roofline models, and the HF model_type that describes them
 # (llama.cpp writes Mistral checkpoints as "llama").
@@ -55,8 +55,7 @@ class GgufFacts:
     def hf_config(self) -> dict:
         """The equivalent HF config fields of a modelled family (for `Architecture.from_hf_config`)."""
         if not self.modelled:
-            raise ModelSpecError(f"prediction unavailable: {self.family} (the roofline models "
-                                 f"{', '.join(sorted(MODELLED_FAMILIES))})")
+            raise PredictionUnavailable(self.family, f"the roofline models {', '.join(sorted(MODELLED_FAMILIES))}")
         return {"model_type": MODELLED_FAMILIES[self.family], "hidden_size": self.hidden,
                 "intermediate_size": self.ffn, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
                 "num_key_value_heads": self.kv_heads, "head_dim": self.key_length, "vocab_size": self.vocab,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprof.architecture import Architecture
-from edgeprof.errors import ModelSpecError
+from edgeprof.errors import ModelSpecError, PredictionUnavailable
 from edgeprof.presets import Preset, get_preset
 
 SYNTH_PREFIX = "synth:"
@@ -56,17 +56,17 @@ class ModelSource:
 
         if not self.is_gguf:
             if self.architecture is None:
-                raise ModelSpecError(f"prediction unavailable: {self.spec} has no architecture (use a synth preset, "
-                                     "an HF folder or a GGUF file)")
+                raise PredictionUnavailable(f"{self.spec} has no architecture",
+                                            "use a synth preset, an HF folder or a GGUF file")
             return self.architecture, gguf_quant(quant_name)
         facts = self.gguf_facts()
         architecture = facts.architecture()
         if facts.file_type is None:
-            raise ModelSpecError(f"prediction unavailable: {self.spec} does not record its quantization")
+            raise PredictionUnavailable(f"{self.spec} does not record its quantization")
         try:
             return architecture, gguf_quant(facts.file_type)
         except Exception:  # noqa: BLE001 - a storage type the predictor has no byte table for
-            raise ModelSpecError(f"prediction unavailable: quantization {facts.file_type}") from None
+            raise PredictionUnavailable(f"quantization {facts.file_type}") from None
 
     def hf_folder(self) -> Path:
         """The HF checkpoint folder, writing the synth model into the cache first if needed."""

@@ -80,12 +80,12 @@ def predicted_decode(source: ModelSource, context: int, profile, calibration: di
     """Batch-1 decode tokens/s at `context` on `profile` (GPU where it has one), or "unavailable: <why>"."""
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import predict
-    from edgeprof.errors import EdgeprofError
+    from edgeprof.errors import PredictionUnavailable
 
     try:
         architecture, q = source.roofline_inputs(quant)
-    except EdgeprofError as exc:
-        return str(exc).replace("prediction unavailable", "unavailable").split(" (")[0]
+    except PredictionUnavailable as exc:
+        return f"unavailable: {exc.reason}"
     ceilings = device_ceilings(profile, q, bool(profile.data.get("accelerator")), calibration)
     gen = 2
     return predict(architecture, q, ceilings, 1, max(1, context - gen), gen).decode_tps
