@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from edgeprof.errors import ModelSpecError
 from edgeprof.quant import GGML_BLOCKS, GgufQuant, gguf_tensor_type
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
-QK_NORM_MODEL_TYPES = ("qwen3",)  # RMSNorm over each head of q and k before the rotary embedding
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3_text", "phi3",
+                         "qwen3_moe", "olmoe")
+QK_NORM_MODEL_TYPES = ("qwen3", "qwen3_moe", "gemma3_text", "olmoe")  # RMSNorm on q and k before the rotary
+GEMMA_MODEL_TYPES = ("gemma2", "gemma3_text")  # sandwich norms, (1 + w) RMSNorm, GeGLU, sliding windows
+MOE_MODEL_TYPES = ("qwen3_moe", "olmoe")  # routed experts, top-k per token
+FUSED_MODEL_TYPES = ("phi3",)  # one qkv_proj and one gate_up_proj per layer in the checkpoint
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,9 @@ class TensorSpec:
 
     name: str
     shape: tuple[int, ...]
-    role: str  # embed, norm, qk_norm, q, k, v, o, gate, up, down, bias, output
+    role: str  # embed, norm, qk_norm, q, k, v, qkv, o, gate, up, gate_up, down, bias, router, output
     layer: int = -1
+    expert: int = -1  # the routed expert a MoE tensor belongs to
 
     @property
     def numel(self) -> int:
@@ -81,6 +86,15 @@ class Architecture:
         except KeyError as exc:
             raise ModelSpecError(f"config is missing the field {exc.args[0]!r}") from None
 
+    def __post_init__(self) -> None:
+        if self.model_type == "qwen3_moe" and (self.config.get("mlp_only_layers") or
+                                               int(self.config.get("decoder_sparse_step", 1)) != 1):
+            raise ModelSpecError("qwen3_moe with dense layers (mlp_only_layers, decoder_sparse_step) is not supported: "
+                                 "llama.cpp runs every Qwen3-MoE layer as a MoE layer")
+        if self.is_moe and not 0 < self.experts_per_token <= self.num_experts:
+            raise ModelSpecError(f"num_experts_per_tok must be 1..num_experts ({self.num_experts}), "
+                                 f"not {self.experts_per_token}")
+
     @property
     def rope_layers(self) -> tuple[bool, ...]:
         """Per layer, whether it applies the rotary embedding. SmolLM3 leaves every 4th layer without
@@ -96,6 +110,97 @@ class Architecture:
         return self.model_type in QK_NORM_MODEL_TYPES
 
     @property
+    def qk_norm_per_head(self) -> bool:
+        """Qwen3 and Gemma 3 normalise each head (a head_dim weight); OLMoE the whole q and k projections."""
+        return self.model_type != "olmoe"
+
+    @property
+    def is_gemma(self) -> bool:
+        return self.model_type in GEMMA_MODEL_TYPES
+
+    @property
+    def is_moe(self) -> bool:
+        return self.model_type in MOE_MODEL_TYPES
+
+    @property
+    def fused_projections(self) -> bool:
+        return self.model_type in FUSED_MODEL_TYPES
+
+    @property
+    def activation(self) -> str:
+        """"gelu_tanh" (Gemma's GeGLU) or "silu" (SwiGLU), the gate's nonlinearity."""
+        act = self.config.get("hidden_activation") or self.config.get("hidden_act") or "silu"
+        return "gelu_tanh" if self.is_gemma or str(act).startswith("gelu") else "silu"
+
+    @property
+    def embedding_scale(self) -> float:
+        """Gemma multiplies the token embeddings by sqrt(hidden); others use them as they are."""
+        return math.sqrt(self.hidden_size) if self.is_gemma else 1.0
+
+    @property
+    def query_scale(self) -> float:
+        """The factor on q·k: Gemma's query_pre_attn_scalar**-0.5, otherwise head_dim**-0.5."""
+        scalar = self.config.get("query_pre_attn_scalar") if self.is_gemma else None
+        return float(scalar or self.head_dim) ** -0.5
+
+    @property
+    def attn_softcap(self) -> float | None:
+        """Gemma 2 bounds attention scores by cap·tanh(score/cap)."""
+        return _positive(self.config.get("attn_logit_softcapping")) if self.is_gemma else None
+
+    @property
+    def final_softcap(self) -> float | None:
+        """Gemma 2 bounds the logits likewise."""
+        return _positive(self.config.get("final_logit_softcapping")) if self.is_gemma else None
+
+    @property
+    def sliding_window(self) -> int | None:
+        """Tokens a local layer attends to (itself included), for the families llama.cpp runs windowed.
+        Mistral v0.1's config names a window too, but llama.cpp runs it as full attention, so it has none here."""
+        window = self.config.get("sliding_window") if self.is_gemma else None
+        return int(window) if window else None
+
+    @property
+    def swa_layers(self) -> tuple[bool, ...]:
+        """Per layer, whether it attends within the sliding window: the config's layer_types, else Gemma 2's
+        alternation (even layers local) and Gemma 3's sliding_window_pattern (5 local, then 1 global)."""
+        if self.sliding_window is None:
+            return (False,) * self.num_layers
+        types = self.config.get("layer_types")
+        if types:
+            return tuple(kind == "sliding_attention" for kind in types)
+        period = 2 if self.model_type == "gemma2" else int(self.config.get("sliding_window_pattern", 6))
+        return tuple((n + 1) % period != 0 for n in range(self.num_layers))
+
+    @property
+    def local_rope_theta(self) -> float:
+        """Gemma 3's local layers rotate with their own base (rope_local_base_freq)."""
+        return float(self.config.get("rope_local_base_freq", self.rope_theta))
+
+    @property
+    def rotary_dim(self) -> int:
+        """Dimensions of each head the rotary embedding turns (Phi's partial_rotary_factor)."""
+        return int(self.head_dim * float(self.config.get("partial_rotary_factor", 1.0)))
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.config.get("num_experts", 0)) if self.is_moe else 0
+
+    @property
+    def experts_per_token(self) -> int:
+        return int(self.config.get("num_experts_per_tok", 0)) if self.is_moe else 0
+
+    @property
+    def expert_intermediate_size(self) -> int:
+        """One expert's FFN width (Qwen3-MoE's moe_intermediate_size; OLMoE's intermediate_size)."""
+        return int(self.config.get("moe_intermediate_size") or self.intermediate_size) if self.is_moe else 0
+
+    @property
+    def norm_topk_prob(self) -> bool:
+        """Whether the top-k routing weights are renormalised to sum to one."""
+        return bool(self.config.get("norm_topk_prob", False))
+
+    @property
     def q_dim(self) -> int:
         return self.num_heads * self.head_dim
 
@@ -105,29 +210,58 @@ class Architecture:
 
     def tensors(self) -> list[TensorSpec]:
         """Every weight tensor with its HF name, in checkpoint order."""
-        h, i, q, kv = self.hidden_size, self.intermediate_size, self.q_dim, self.kv_dim
+        h = self.hidden_size
         specs = [TensorSpec("model.embed_tokens.weight", (self.vocab_size, h), "embed")]
         for n in range(self.num_layers):
-            p = f"model.layers.{n}."
-            specs.append(TensorSpec(p + "input_layernorm.weight", (h,), "norm", n))
-            specs.append(TensorSpec(p + "self_attn.q_proj.weight", (q, h), "q", n))
-            specs.append(TensorSpec(p + "self_attn.k_proj.weight", (kv, h), "k", n))
-            specs.append(TensorSpec(p + "self_attn.v_proj.weight", (kv, h), "v", n))
-            if self.qkv_bias:
-                specs.append(TensorSpec(p + "self_attn.q_proj.bias", (q,), "bias", n))
-                specs.append(TensorSpec(p + "self_attn.k_proj.bias", (kv,), "bias", n))
-                specs.append(TensorSpec(p + "self_attn.v_proj.bias", (kv,), "bias", n))
-            if self.qk_norm:
-                specs.append(TensorSpec(p + "self_attn.q_norm.weight", (self.head_dim,), "qk_norm", n))
-                specs.append(TensorSpec(p + "self_attn.k_norm.weight", (self.head_dim,), "qk_norm", n))
-            specs.append(TensorSpec(p + "self_attn.o_proj.weight", (h, q), "o", n))
-            specs.append(TensorSpec(p + "post_attention_layernorm.weight", (h,), "norm", n))
-            specs.append(TensorSpec(p + "mlp.gate_proj.weight", (i, h), "gate", n))
-            specs.append(TensorSpec(p + "mlp.up_proj.weight", (i, h), "up", n))
-            specs.append(TensorSpec(p + "mlp.down_proj.weight", (h, i), "down", n))
+            specs += self._attention_tensors(n) + self._ffn_tensors(n)
         specs.append(TensorSpec("model.norm.weight", (h,), "norm"))
         if not self.tie_word_embeddings:
             specs.append(TensorSpec("lm_head.weight", (self.vocab_size, h), "output"))
+        return specs
+
+    def _attention_tensors(self, n: int) -> list[TensorSpec]:
+        h, q, kv, p = self.hidden_size, self.q_dim, self.kv_dim, f"model.layers.{n}."
+        specs = [TensorSpec(p + "input_layernorm.weight", (h,), "norm", n)]
+        if self.fused_projections:
+            specs.append(TensorSpec(p + "self_attn.qkv_proj.weight", (q + 2 * kv, h), "qkv", n))
+        else:
+            specs += [TensorSpec(p + "self_attn.q_proj.weight", (q, h), "q", n),
+                      TensorSpec(p + "self_attn.k_proj.weight", (kv, h), "k", n),
+                      TensorSpec(p + "self_attn.v_proj.weight", (kv, h), "v", n)]
+        if self.qkv_bias:
+            specs += [TensorSpec(p + "self_attn.q_proj.bias", (q,), "bias", n),
+                      TensorSpec(p + "self_attn.k_proj.bias", (kv,), "bias", n),
+                      TensorSpec(p + "self_attn.v_proj.bias", (kv,), "bias", n)]
+        if self.qk_norm:
+            q_width, k_width = (self.head_dim, self.head_dim) if self.qk_norm_per_head else (q, kv)
+            specs += [TensorSpec(p + "self_attn.q_norm.weight", (q_width,), "qk_norm", n),
+                      TensorSpec(p + "self_attn.k_norm.weight", (k_width,), "qk_norm", n)]
+        specs.append(TensorSpec(p + "self_attn.o_proj.weight", (h, q), "o", n))
+        specs.append(TensorSpec(p + "post_attention_layernorm.weight", (h,), "norm", n))
+        return specs
+
+    def _ffn_tensors(self, n: int) -> list[TensorSpec]:
+        h, i, p = self.hidden_size, self.intermediate_size, f"model.layers.{n}."
+        specs = []
+        if self.is_gemma:  # Gemma's sandwich: post_attention_layernorm above closes attention, this opens the FFN
+            specs.append(TensorSpec(p + "pre_feedforward_layernorm.weight", (h,), "norm", n))
+        if self.is_moe:
+            e_i = self.expert_intermediate_size
+            specs.append(TensorSpec(p + "mlp.gate.weight", (self.num_experts, h), "router", n))
+            for e in range(self.num_experts):
+                ep = p + f"mlp.experts.{e}."
+                specs += [TensorSpec(ep + "gate_proj.weight", (e_i, h), "gate", n, e),
+                          TensorSpec(ep + "up_proj.weight", (e_i, h), "up", n, e),
+                          TensorSpec(ep + "down_proj.weight", (h, e_i), "down", n, e)]
+        elif self.fused_projections:
+            specs += [TensorSpec(p + "mlp.gate_up_proj.weight", (2 * i, h), "gate_up", n),
+                      TensorSpec(p + "mlp.down_proj.weight", (h, i), "down", n)]
+        else:
+            specs += [TensorSpec(p + "mlp.gate_proj.weight", (i, h), "gate", n),
+                      TensorSpec(p + "mlp.up_proj.weight", (i, h), "up", n),
+                      TensorSpec(p + "mlp.down_proj.weight", (h, i), "down", n)]
+        if self.is_gemma:
+            specs.append(TensorSpec(p + "post_feedforward_layernorm.weight", (h,), "norm", n))
         return specs
 
     @property
@@ -135,14 +269,20 @@ class Architecture:
         """Unique parameters (a tied lm_head counts once, as HF does)."""
         return sum(t.numel for t in self.tensors())
 
+    @property
+    def active_parameter_count(self) -> int:
+        """Parameters one token computes with: all but the routed experts it does not pick."""
+        idle = self.num_experts - self.experts_per_token
+        return self.parameter_count - idle * 3 * self.hidden_size * self.expert_intermediate_size * self.num_layers
+
     def gguf_weight_bytes(self, quant: GgufQuant) -> int:
         """Weight bytes of a GGUF of this model at `quant`, following llama.cpp's per-tensor types."""
         total = 0
         for t in self.tensors():
-            if len(t.shape) == 1:
-                total += t.numel * 4  # norms and biases stay f32
+            if len(t.shape) == 1 or t.role == "router":
+                total += t.numel * 4  # norms, biases and MoE routers stay f32, as llama.cpp keeps them
                 continue
-            role = {"v": "attn_v", "down": "ffn_down"}.get(t.role, t.role)
+            role = {"v": "attn_v", "down": "ffn_down", "qkv": "attn_qkv"}.get(t.role, t.role)
             if t.role == "embed" and self.tie_word_embeddings:
                 role = "output"  # llama.cpp quantizes a tied embedding as the output matrix
             ggml_type = gguf_tensor_type(quant, role, t.layer, self.num_layers, t.shape[-1])
@@ -151,5 +291,17 @@ class Architecture:
         return total
 
     def kv_cache_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
-        """K and V for one token across all layers (f16 cache by default)."""
+        """K and V for one token across all layers (f16 cache by default), windows aside."""
         return 2 * self.num_layers * self.kv_dim * bytes_per_element
+
+    def kv_cache_bytes(self, context: int, bytes_per_element: float = 2.0, window_cells: int | None = None) -> float:
+        """K and V held for `context` tokens of one sequence: local layers keep at most `window_cells` cells
+        (llama.cpp's SWA cache: the window plus a micro-batch, padded; the window itself by default)."""
+        cells = window_cells if window_cells is not None else (self.sliding_window or context)
+        local = sum(self.swa_layers)
+        per_layer = 2 * self.kv_dim * bytes_per_element
+        return per_layer * ((self.num_layers - local) * context + local * min(context, cells))
+
+
+def _positive(value) -> float | None:
+    return float(value) if value else None

@@ -101,9 +101,10 @@ def _uses_more_bits(layer: int, n_layers: int) -> bool:
 def gguf_tensor_type(quant: GgufQuant, role: str, layer: int, n_layers: int, n_cols: int) -> str:
     """The ggml type llama.cpp's quantizer gives one 2D tensor, simplified from llama-quant.cpp.
 
-    `role` is "output" (lm_head, or the tied embedding acting as it), "embed", "attn_v", "ffn_down"
-    or another projection. Rows whose length is not a multiple of the block fall back to a legacy type,
-    as llama.cpp does.
+    `role` is "output" (lm_head, or the tied embedding acting as it), "embed", "attn_v", "ffn_down",
+    "attn_qkv" (a fused projection, which the _m mixes give one step more) or another projection. Rows
+    whose length is not a multiple of the block fall back to a legacy type, as llama.cpp does. (llama.cpp's
+    rules for models of exactly 8 experts, Mixtral's, are not modelled.)
     """
     base = quant.base_type
     if not quant.needs_quantizer:
@@ -114,6 +115,9 @@ def gguf_tensor_type(quant: GgufQuant, role: str, layer: int, n_layers: int, n_c
         chosen = "q6_k" if base in ("q4_k", "q5_k") else "q5_k" if base == "q3_k" else base
     elif quant.mix == "l" and role in ("attn_v", "ffn_down"):
         chosen = "q5_k"
+    elif role == "attn_qkv" and quant.mix in ("m", "l"):
+        chosen = {"q3_k": "q4_k", "q4_k": "q5_k", "q5_k": "q6_k"}.get(base, base) if quant.mix == "m" or base == "q3_k" \
+            else base
     else:
         chosen = base
     block = GGML_BLOCKS[chosen][0]

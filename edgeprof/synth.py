@@ -20,7 +20,7 @@ from edgeprof.paths import cache_root, ensure_writable_dir
 from edgeprof.presets import Preset
 from edgeprof.safetensors_io import write_streaming
 
-SYNTH_FORMAT_VERSION = 1  # bump when the weights or files written here change
+SYNTH_FORMAT_VERSION = 2  # bump when the weights or files written here change
 _COMPLETE_MARKER = ".complete"
 
 
@@ -55,16 +55,22 @@ def write_checkpoint(folder: Path, preset: Preset, seed: int) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     tensors = arch.tensors()
     specs = [(t.name, t.shape, dtype) for t in tensors]
-    write_streaming(folder / "model.safetensors", specs, (_random_tensor(t, seed, dtype) for t in tensors))
+    write_streaming(folder / "model.safetensors", specs,
+                    (_random_tensor(t, seed, dtype, arch.is_gemma) for t in tensors))
     write_tokenizer(folder, arch)
 
 
-def _random_tensor(spec: TensorSpec, seed: int, dtype: np.dtype) -> np.ndarray:
-    # Seed per tensor name so each tensor is reproducible on its own.
+def _random_tensor(spec: TensorSpec, seed: int, dtype: np.dtype, norm_offset: bool = False) -> np.ndarray:
+    """Seeded per tensor name, so each tensor is reproducible on its own. Norm gains are near one but not
+    exactly, so a missed norm shows in parity (Gemma stores w of a (1 + w) gain: near zero). Routers get
+    larger weights than projections: their logits then spread by about 1, far beyond the rounding that
+    could otherwise flip a near-tie top-k choice between two implementations."""
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
     values = rng.standard_normal(spec.shape, dtype=np.float32)
     if spec.role in ("norm", "qk_norm"):
-        values = 1.0 + 0.1 * values  # near one, but not exactly, so a missed norm shows in parity
+        values = 0.1 * values + (0.0 if norm_offset else 1.0)
+    elif spec.role == "router":
+        values *= 0.1
     else:
         values *= 0.02
     return values.astype(dtype, copy=False)
@@ -99,12 +105,24 @@ def _merge_pieces(alphabet: list[str]) -> Iterator[tuple[str, str]]:
 def bos_eos_ids(arch: Architecture) -> tuple[int, int]:
     """BOS and EOS token ids from the config (the first EOS where it lists several)."""
     eos = arch.config.get("eos_token_id", 2)
-    return int(arch.config.get("bos_token_id", 1)), int(eos[0] if isinstance(eos, list) else eos)
+    eos = int(eos[0] if isinstance(eos, list) else eos)
+    bos = arch.config.get("bos_token_id", 1)
+    return (eos if bos is None else int(bos)), eos  # OLMoE names no BOS: its documents start with EOS
 
 
 def special_tokens(arch: Architecture) -> dict[int, str]:
-    """BOS/EOS ids from the config with generic names (the same string when they coincide)."""
+    """BOS/EOS ids from the config with generic names (the same string when they coincide).
+
+    Phi-3: llama.cpp looks up <unk>, <s>, </s> and <|endoftext|> by name in any GGUF whose name says "phi3"
+    and fails to load one that lacks them, so a Phi-3 synth has all four (the spare ones from id 3 up)."""
     bos, eos = bos_eos_ids(arch)
+    if arch.model_type == "phi3":
+        specials = {bos: "<|endoftext|>"} if bos == eos else {bos: "<s>", eos: "</s>"}
+        spare = (i for i in range(3, arch.vocab_size) if i not in specials)
+        for name in ("<unk>", "<s>", "</s>", "<|endoftext|>"):
+            if name not in specials.values():
+                specials[next(spare)] = name
+        return specials
     if bos == eos:
         return {bos: "<|endoftext|>"}
     return {bos: "<|begin_of_text|>", eos: "<|end_of_text|>"}

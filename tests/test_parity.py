@@ -25,14 +25,23 @@ F32_BOUND = 1e-5
 #   (8.7e-4 and 9.7e-4 here; 1.004e-3 on a Zen 4 host, which failed the old 1e-3 bound). 8u leaves 4x.
 F16_UNIT_ROUNDOFF = 2.0 ** -11
 DEFAULT_BOUND = 8 * F16_UNIT_ROUNDOFF
+# - GeGLU families (Gemma) in all f32: ggml's CPU GELU reads a table of f16 values indexed by the f16-rounded
+#   input (ggml-cpu/vec.h, GGML_GELU_FP16), so each GELU value carries up to about 1.5u of relative error
+#   whatever the other types. Measured on the logits: 0.57u (tiny-gemma2) and 0.93u (tiny-gemma3); emulating
+#   the table in the reference removes 70-85 % of it. 4u leaves 4x, and stays 4x below the smallest
+#   structural slip measured (tiny-gemma2 without its attention soft-cap: 7.6e-3).
+GELU_TABLE_BOUND = 4 * F16_UNIT_ROUNDOFF
 
 
 def _rel_err(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.fixture(scope="module", params=["synth:tiny", "synth:tiny-qwen2", "synth:tiny-qwen3",
-                                                           "synth:tiny-smollm3"])
+FAMILY_PRESETS = ["synth:tiny", "synth:tiny-qwen2", "synth:tiny-qwen3", "synth:tiny-smollm3", "synth:tiny-gemma2",
+                  "synth:tiny-gemma3", "synth:tiny-phi3", "synth:tiny-qwen3moe", "synth:tiny-olmoe"]
+
+
+@pytest.fixture(scope="module", params=FAMILY_PRESETS)
 def model(request):
     source = resolve(request.param)
     artifact = export_gguf(source, "f32")
@@ -58,7 +67,8 @@ def _f32_last_logits(artifact, prompt: list[int]) -> np.ndarray:
 
 def test_f32_logits_match_reference_exactly(model):
     artifact, reference, prompt = model
-    assert _rel_err(_f32_last_logits(artifact, prompt), reference.logits(prompt)[-1]) < F32_BOUND
+    bound = GELU_TABLE_BOUND if reference.gemma else F32_BOUND
+    assert _rel_err(_f32_last_logits(artifact, prompt), reference.logits(prompt)[-1]) < bound
 
 
 def test_default_settings_within_f16_rounding_and_greedy_tokens_the_reference_would_pick(model):

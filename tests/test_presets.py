@@ -97,3 +97,39 @@ def test_qwen3_counts_match_their_model_cards(name, card):
 def test_smollm3_count_matches_its_model_card():
     # The card says 3B; the shape is transformers' SmolLM3Config default, which is the 3B model's.
     assert f"{get_preset('smollm3-3b').architecture.parameter_count / 1e9:.0f}" == "3"
+
+
+# Families of issue 14, against the exact counts the HF safetensors metadata reports (the rounded model-card
+# figure in the comment).
+PUBLISHED_2025_PARAMETERS = {
+    "gemma-3-270m": 268_098_176,  # 270M: 170M embedding + 100M transformer
+    "gemma-3-1b": 999_885_952,  # 1B: 302M embedding + 698M non-embedding (Gemma 3 report, table 1)
+    "gemma-2-2b": 2_614_341_888,  # 2.61B
+    "phi-4-mini": 3_836_021_760,  # 3.8B
+    "qwen3-30b-a3b": 30_532_122_624,  # 30.5B
+    "olmoe-1b-7b": 6_919_161_856,  # 6.9B
+}
+
+
+@pytest.mark.parametrize("name,expected", sorted(PUBLISHED_2025_PARAMETERS.items()))
+def test_2025_family_counts_match_the_published_models(name, expected):
+    assert get_preset(name).architecture.parameter_count == expected
+
+
+def test_gemma_3_4b_text_has_the_reports_non_embedding_parameters():
+    a = get_preset("gemma-3-4b").architecture
+    assert f"{(a.parameter_count - a.vocab_size * a.hidden_size) / 1e6:.0f}" == "3209"  # report: 3,209M
+
+
+@pytest.mark.parametrize("name,active", [("qwen3-30b-a3b", 3.3), ("olmoe-1b-7b", 1.3)])
+def test_moe_active_parameters_match_their_cards(name, active):
+    # The cards round to 0.1B (Qwen down: 3.353B is "3.3B"; OLMoE up: 1.282B is "1.3B").
+    assert abs(get_preset(name).architecture.active_parameter_count / 1e9 - active) < 0.06
+
+
+def test_gemma_layer_patterns_follow_the_configs():
+    gemma3 = get_preset("gemma-3-1b").architecture
+    assert gemma3.swa_layers[:6] == (True,) * 5 + (False,) and sum(gemma3.swa_layers) == 22  # 26 layers: 4 global
+    gemma2 = get_preset("gemma-2-2b").architecture
+    assert gemma2.swa_layers[:4] == (True, False, True, False) and gemma2.attn_softcap == 50.0
+    assert get_preset("phi-4-mini").architecture.rotary_dim == 96  # 0.75 of 128

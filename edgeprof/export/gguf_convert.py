@@ -1,14 +1,18 @@
 """HF checkpoint -> GGUF (f32 or f16), written tensor by tensor.
 
-Layout follows llama.cpp's own converter: GGUF tensor names, the q/k row permutation that turns HF's
-half-split rotary layout back into llama.cpp's interleaved pairs (Llama/Mistral; Qwen2 and Qwen3 use NeoX
-rotary and are left alone), Llama-3 rope-frequency factors, and f32 for every 1-D tensor.
+Layout follows llama.cpp's own converter: tensor names from the `gguf` package's table, the q/k row
+permutation that turns HF's half-split rotary layout back into llama.cpp's interleaved pairs
+(Llama/Mistral/SmolLM3; the other families use NeoX rotary and are left alone), routed experts stacked
+per layer, Gemma's (1 + w) norm gains stored as such, Llama-3 and LongRoPE frequency factors, each
+family's metadata (windows, soft-caps, experts), and f32 for every 1-D tensor and MoE router.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
@@ -19,34 +23,22 @@ from edgeprof.export.gguf_vocab import read_vocabulary, write_vocabulary
 from edgeprof.errors import ArtifactError
 from edgeprof.safetensors_io import SafetensorsCheckpoint
 
-_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "smollm3": "smollm3"}
+_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "smollm3": "smollm3",
+              "gemma2": "gemma2", "gemma3_text": "gemma3", "phi3": "phi3", "qwen3_moe": "qwen3moe", "olmoe": "olmoe"}
 _INTERLEAVED_ROTARY = ("llama", "mistral", "smollm3")  # llama.cpp's "norm" rope type: q/k rows permuted
-_LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.q_norm.weight": "attn_q_norm.weight",
-    "self_attn.k_norm.weight": "attn_k_norm.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-_TOP_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-              "lm_head.weight": "output.weight"}
+_EXPERT_PART = re.compile(r"\.experts\.\d+\.")
 
 
-def gguf_name(hf_name: str) -> str:
-    """The llama.cpp tensor name of an HF tensor name."""
-    if hf_name in _TOP_NAMES:
-        return _TOP_NAMES[hf_name]
-    _, _, layer, rest = hf_name.split(".", 3)  # model.layers.N.rest
-    return f"blk.{layer}.{_LAYER_NAMES[rest]}"
+def gguf_name(hf_name: str, arch: Architecture) -> str:
+    """The llama.cpp tensor name of an HF tensor name, from the `gguf` package's own name table (a routed
+    expert's tensor names the stacked tensor of all experts of its layer)."""
+    arch_enum = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == _GGUF_ARCH[arch.model_type])
+    name_map = gguf.get_tensor_name_map(arch_enum, arch.num_layers)
+    stacked = _EXPERT_PART.sub(".experts.", hf_name)
+    found = name_map.get_name(stacked, try_suffixes=(".weight", ".bias"))
+    if found is None:
+        raise ArtifactError(f"no GGUF name for {hf_name} in llama.cpp's {_GGUF_ARCH[arch.model_type]} tensor table")
+    return found
 
 
 def permute_rotary(weights: np.ndarray, n_heads: int) -> np.ndarray:
@@ -79,26 +71,110 @@ def llama3_rope_factors(arch: Architecture) -> np.ndarray | None:
 
 
 def _prepare(arch: Architecture, spec: TensorSpec, data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if arch.is_gemma and spec.role in ("norm", "qk_norm"):
+        data = data.astype(np.float32) + 1.0  # llama.cpp's RMSNorm multiplies by w: store Gemma's (1 + w)
     if arch.model_type in _INTERLEAVED_ROTARY:
         if spec.role == "q":
             data = permute_rotary(data, arch.num_heads)
         elif spec.role == "k":
             data = permute_rotary(data, arch.num_kv_heads)
-    target = np.float32 if data.ndim == 1 else dtype
+    target = np.float32 if data.ndim == 1 or spec.role == "router" else dtype
     return np.ascontiguousarray(data, dtype=target)
+
+
+@dataclass(frozen=True)
+class _GgufTensor:
+    """One tensor of the GGUF: a checkpoint tensor, or a routed-expert stack [experts, rows, cols]."""
+
+    name: str
+    parts: tuple[TensorSpec, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        first = self.parts[0].shape
+        return (len(self.parts), *first) if self.parts[0].expert >= 0 else first
+
+    def dtype(self, dtype: np.dtype) -> np.dtype:
+        return np.dtype(np.float32 if len(self.parts[0].shape) == 1 or self.parts[0].role == "router" else dtype)
+
+
+def _gguf_tensors(arch: Architecture) -> list[_GgufTensor]:
+    """The GGUF's tensors in checkpoint order, each layer's experts stacked where their first one stands."""
+    tensors: dict[str, list[TensorSpec]] = {}
+    for spec in arch.tensors():
+        tensors.setdefault(gguf_name(spec.name, arch), []).append(spec)
+    return [_GgufTensor(name, tuple(parts)) for name, parts in tensors.items()]
+
+
+def check_convertible(arch: Architecture, folder: Path) -> None:
+    """Refuse a checkpoint whose GGUF llama.cpp would run as another model (its graph hardcodes these)."""
+    def refuse(why: str) -> None:
+        raise ArtifactError(f"{folder}: {why}, so its GGUF would compute another model")
+
+    if arch.model_type == "smollm3" and arch.rope_layers != tuple((n + 1) % 4 != 0 for n in range(arch.num_layers)):
+        refuse("llama.cpp runs SmolLM3 with every 4th layer without RoPE; this checkpoint's no_rope_layers differ")
+    if arch.is_gemma and not math.isclose(arch.query_scale, arch.head_dim ** -0.5):
+        refuse(f"llama.cpp scales Gemma's queries by head_dim**-0.5; this query_pre_attn_scalar is not head_dim "
+               f"({arch.head_dim})")
+    if arch.model_type == "gemma3_text" and arch.attn_softcap:
+        refuse("llama.cpp's Gemma 3 graph has no attention soft-cap; this config sets one")
+    if arch.model_type == "qwen3_moe" and not arch.norm_topk_prob:
+        refuse("llama.cpp renormalises Qwen3-MoE's top-k routing weights; this config's norm_topk_prob is false")
+    if arch.model_type == "olmoe" and (arch.norm_topk_prob or arch.config.get("clip_qkv")
+                                       or arch.num_kv_heads != arch.num_heads):
+        refuse("llama.cpp runs OLMoE with unnormalised routing weights, no clip_qkv and as many KV heads as heads; "
+               "this config differs")
+
+
+def _add_family_metadata(writer: gguf.GGUFWriter, arch: Architecture) -> None:
+    """The keys each family's llama.cpp graph reads beyond the common ones."""
+    if arch.sliding_window:
+        writer.add_sliding_window(arch.sliding_window)
+        writer.add_sliding_window_pattern(list(arch.swa_layers))
+    if arch.model_type == "gemma3_text":
+        writer.add_rope_freq_base_swa(arch.local_rope_theta)
+        scaling = arch.rope_scaling or {}
+        if str(scaling.get("rope_type", scaling.get("type", ""))) == "linear":
+            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            writer.add_rope_scaling_factor(float(scaling["factor"]))
+    if arch.attn_softcap:
+        writer.add_attn_logit_softcapping(arch.attn_softcap)
+    if arch.final_softcap:
+        writer.add_final_logit_softcapping(arch.final_softcap)
+    if arch.is_moe:
+        writer.add_expert_count(arch.num_experts)
+        writer.add_expert_used_count(arch.experts_per_token)
+        writer.add_expert_feed_forward_length(arch.expert_intermediate_size)
+    longrope = longrope_factors(arch)
+    if longrope is not None:
+        original = int(arch.config["original_max_position_embeddings"])
+        writer.add_rope_scaling_attn_factors(longrope_attention_factor(arch))
+        writer.add_rope_scaling_orig_ctx_len(original)
+
+
+def longrope_factors(arch: Architecture) -> tuple[np.ndarray, np.ndarray] | None:
+    """Phi's LongRoPE (short, long) per-frequency divisors, or None without LongRoPE."""
+    scaling = arch.rope_scaling or {}
+    if str(scaling.get("rope_type", scaling.get("type", ""))).lower() != "longrope":
+        return None
+    return (np.asarray(scaling["short_factor"], dtype=np.float32), np.asarray(scaling["long_factor"], dtype=np.float32))
+
+
+def longrope_attention_factor(arch: Architecture) -> float:
+    """LongRoPE's cos/sin magnitude: sqrt(1 + ln(scale) / ln(original context)), as HF computes it."""
+    original = int(arch.config["original_max_position_embeddings"])
+    scale = arch.max_position_embeddings / original
+    return 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(original))
 
 
 def convert_hf_to_gguf(folder: Path, arch: Architecture, out_path: Path, dtype_name: str, model_name: str,
                        on_tensor: Callable[[int, int], None] | None = None) -> None:
     """Write `out_path` as a GGUF of `dtype_name` ("f32" or "f16"); `on_tensor(done, total)` reports progress."""
     dtype = np.dtype(np.float32 if dtype_name == "f32" else np.float16)
-    if arch.model_type == "smollm3" and arch.rope_layers != tuple((n + 1) % 4 != 0 for n in range(arch.num_layers)):
-        raise ArtifactError(f"{folder}: llama.cpp runs SmolLM3 with every 4th layer without RoPE; this checkpoint's "
-                            "no_rope_layers differ, so its GGUF would compute another model")
+    check_convertible(arch, folder)
     checkpoint = SafetensorsCheckpoint(folder)
     vocab = read_vocabulary(folder, arch)
-    gguf_arch = _GGUF_ARCH[arch.model_type]
-    writer = gguf.GGUFWriter(out_path, gguf_arch)
+    writer = gguf.GGUFWriter(out_path, _GGUF_ARCH[arch.model_type])
     writer.add_name(model_name)
     writer.add_context_length(arch.max_position_embeddings)
     writer.add_embedding_length(arch.hidden_size)
@@ -107,33 +183,47 @@ def convert_hf_to_gguf(folder: Path, arch: Architecture, out_path: Path, dtype_n
     writer.add_head_count(arch.num_heads)
     writer.add_head_count_kv(arch.num_kv_heads)
     writer.add_rope_freq_base(arch.rope_theta)
-    writer.add_rope_dimension_count(arch.head_dim)
+    writer.add_rope_dimension_count(arch.rotary_dim)
     writer.add_key_length(arch.head_dim)
     writer.add_value_length(arch.head_dim)
     writer.add_layer_norm_rms_eps(arch.rms_norm_eps)
     writer.add_vocab_size(len(vocab.tokens))
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype_name == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    _add_family_metadata(writer, arch)
     write_vocabulary(writer, vocab, arch)
 
-    specs = arch.tensors()
-    for spec in specs:
-        if spec.name not in checkpoint:
-            raise ArtifactError(f"{folder}: checkpoint lacks tensor {spec.name}")
-        target = np.float32 if len(spec.shape) == 1 else dtype
-        writer.add_tensor_info(gguf_name(spec.name), spec.shape, np.dtype(target),
-                               spec.numel * np.dtype(target).itemsize)
-    rope_factors = llama3_rope_factors(arch)
-    if rope_factors is not None:
-        writer.add_tensor_info("rope_freqs.weight", rope_factors.shape, rope_factors.dtype, rope_factors.nbytes)
+    tensors = _gguf_tensors(arch)
+    for tensor in tensors:
+        for part in tensor.parts:
+            if part.name not in checkpoint:
+                raise ArtifactError(f"{folder}: checkpoint lacks tensor {part.name}")
+        target = tensor.dtype(dtype)
+        writer.add_tensor_info(tensor.name, tensor.shape, target, math.prod(tensor.shape) * target.itemsize)
+    extras = _extra_tensors(arch)
+    for name, values in extras:
+        writer.add_tensor_info(name, values.shape, values.dtype, values.nbytes)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    total = len(specs)
-    for done, spec in enumerate(specs, 1):
-        writer.write_tensor_data(_prepare(arch, spec, checkpoint.read(spec.name), dtype))
+    total = len(tensors)
+    for done, tensor in enumerate(tensors, 1):
+        parts = [_prepare(arch, part, checkpoint.read(part.name), dtype) for part in tensor.parts]
+        writer.write_tensor_data(np.stack(parts) if tensor.parts[0].expert >= 0 else parts[0])
         if on_tensor:
             on_tensor(done, total)
-    if rope_factors is not None:
-        writer.write_tensor_data(rope_factors)
+    for _, values in extras:
+        writer.write_tensor_data(values)
     writer.close()
+
+
+def _extra_tensors(arch: Architecture) -> list[tuple[str, np.ndarray]]:
+    """Tensors llama.cpp wants that the checkpoint keeps in its config: rope frequency factors."""
+    extras = []
+    rope_factors = llama3_rope_factors(arch)
+    if rope_factors is not None:
+        extras.append(("rope_freqs.weight", rope_factors))
+    longrope = longrope_factors(arch)
+    if longrope is not None:
+        extras += [("rope_factors_short.weight", longrope[0]), ("rope_factors_long.weight", longrope[1])]
+    return extras

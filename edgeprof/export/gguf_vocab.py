@@ -12,7 +12,8 @@ from edgeprof.errors import ModelSpecError
 from edgeprof.source import read_json
 
 # llama.cpp names pre-tokenizers by family; it uses the regex of the named one when tokenizing text.
-_PRE_TOKENIZER_BY_FAMILY = {"qwen2": "qwen2", "qwen3": "qwen2", "mistral": "default"}
+_PRE_TOKENIZER_BY_FAMILY = {"qwen2": "qwen2", "qwen3": "qwen2", "qwen3_moe": "qwen2", "olmoe": "olmo",
+                            "mistral": "default"}
 
 
 @dataclass
@@ -74,7 +75,8 @@ def write_vocabulary(writer: gguf.GGUFWriter, vocab: Vocabulary, arch: Architect
     if vocab.model == "gpt2":
         pre = _PRE_TOKENIZER_BY_FAMILY.get(arch.model_type)
         if pre is None:
-            pre = "llama-bpe" if arch.vocab_size >= 128000 else "smollm" if arch.vocab_size == 49152 else "default"
+            pre = ("gpt-4o" if arch.model_type == "phi3" and arch.vocab_size >= 200000 else
+                   "llama-bpe" if arch.vocab_size >= 128000 else "smollm" if arch.vocab_size == 49152 else "default")
         writer.add_tokenizer_pre(pre)
         writer.add_token_merges(vocab.merges)
     else:
