@@ -258,3 +258,37 @@ def test_families_the_fused_rewrite_cannot_take_keep_optimums_attention_and_matc
     finally:
         gguf.close()
         ort.close()
+
+
+@pytest.mark.parametrize("preset", ["tiny-gemma2", "tiny-gemma3", "tiny-phi3", "tiny-qwen3moe"])
+def test_2025_families_export_to_onnx_and_match_the_numpy_reference(preset):
+    """optimum exports these families (OLMoE it does not); none takes the fused rewrite, so each runs optimum's
+    own attention. Gemma 2 is traced with eager attention, the only one that applies its attention soft-cap."""
+    from reference_forward import ReferenceModel
+
+    source = resolve(f"synth:{preset}")
+    artifact = export_onnx(source, "fp32")
+    assert artifact.exporter.endswith("optimum-onnx+last-token-lm-head")
+    reference = ReferenceModel(source.hf_folder())
+    prompts = np.random.default_rng(7).integers(3, 1024, (2, 40), dtype=np.int32)
+    hp = Hyperparameters(batch=2, prompt_tokens=40, gen_tokens=32, threads=2)
+    ort = open_session("onnxruntime", artifact.path, hp)
+    try:
+        got = ort.next_token_logits(prompts)
+        tokens = _greedy(ort, prompts, 32)
+    finally:
+        ort.close()
+    for row in range(2):
+        expected = reference.logits(prompts[row].tolist())
+        # fp32 throughout (ORT's GELU is the exact tanh form): accumulation order only, measured 5.6e-7-1.3e-6
+        assert _rel_err(got[row], expected[-1]) < 1e-5
+        # each greedy token is the reference's argmax along ORT's own continuation, up to what the 1e-5 bound
+        # allows: only a top-2 gap below twice the bound could flip the choice on another CPU
+        forced = reference.logits(prompts[row].tolist() + tokens[row, :-1].tolist())[39:]
+        for chosen, ref in zip(tokens[row], forced):
+            assert ref[chosen] >= ref.max() - 2e-5 * float(np.linalg.norm(ref))
+
+
+def test_onnx_export_of_a_family_optimum_does_not_export_is_one_clear_error():
+    with pytest.raises(ArtifactError, match="olmoe"):
+        export_onnx(resolve("synth:tiny-olmoe"), "fp32")
