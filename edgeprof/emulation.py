@@ -15,6 +15,7 @@ from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import Hyperparameters
 from edgeprof.devices import DeviceProfile, HostFacts
 from edgeprof.errors import ConfigError
+from edgeprof.analysis.roofline import swa_cache_cells
 from edgeprof.quant import GGUF_QUANTS, kv_bytes_per_element
 
 RUNTIME_OVERHEAD_BYTES = 150e6  # llama.cpp's own allocations besides weights, KV and compute buffers (estimate)
@@ -80,18 +81,21 @@ def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
     quant = GGUF_QUANTS[storage_equivalent(config.quant)]
     weights = arch.gguf_weight_bytes(quant)
     kv_type = hp.kv_type or ("f16" if config.quant == "fp16" else "f32")  # ONNX: the cache in the model's dtype
-    kv = arch.kv_cache_bytes_per_token(kv_bytes_per_element(kv_type)) * hp.batch * hp.context_per_sequence
+    # llama.cpp keeps a window-sized cache for sliding-window layers; optimum's ONNX graph concatenates all
+    cells = swa_cache_cells(arch, hp.n_ubatch or 512) if config.format == "gguf" else arch.max_position_embeddings
+    kv = arch.kv_cache_bytes(hp.context_per_sequence, kv_bytes_per_element(kv_type), cells) * hp.batch
     tokens = min(hp.n_ubatch or 512, hp.batch * hp.prompt_tokens)
     working = 4 * tokens * (arch.vocab_size + 8 * arch.hidden_size) + RUNTIME_OVERHEAD_BYTES
     return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}
 
 
 def _gguf_memory(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
-    """Weights (the file), KV cache from the GGUF's layers, KV heads and head sizes (any family; sliding
-    windows ignored, so an upper bound), and working memory as for a preset."""
+    """Weights (the file), KV cache from the GGUF's layers, KV heads, head sizes and window pattern (any
+    family; an unmodelled family's windows are ignored, an upper bound), and working memory as for a preset."""
     facts = config.source.gguf_facts()
     weights = facts.file_bytes
-    kv = facts.kv_cache_bytes_per_token(kv_bytes_per_element(hp.kv_type or "f16")) * hp.batch * hp.context_per_sequence
+    kv = facts.kv_cache_bytes(hp.context_per_sequence, kv_bytes_per_element(hp.kv_type or "f16"),
+                              hp.n_ubatch or 512) * hp.batch
     tokens = min(hp.n_ubatch or 512, hp.batch * hp.prompt_tokens)
     working = 4 * tokens * (facts.vocab + 8 * facts.hidden) + RUNTIME_OVERHEAD_BYTES
     return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}

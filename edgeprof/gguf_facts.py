@@ -16,7 +16,9 @@ from edgeprof.errors import ModelSpecError, PredictionUnavailable
 
 # GGUF architectures whose graph the roofline models, and the HF model_type that describes them
 # (llama.cpp writes Mistral checkpoints as "llama").
-MODELLED_FAMILIES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "smollm3": "smollm3"}
+MODELLED_FAMILIES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "smollm3": "smollm3", "gemma2": "gemma2",
+                     "gemma3": "gemma3_text", "phi3": "phi3", "qwen3moe": "qwen3_moe", "olmoe": "olmoe"}
+_DEFAULT_SWA_PERIOD = {"gemma2": 2, "gemma3": 6}  # llama.cpp's load_swa_pattern defaults
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,24 @@ class GgufFacts:
     rms_eps: float | None
     parameters: int
     file_bytes: int
+    swa_layers: tuple[bool, ...] | None = None  # per layer, whether it is a sliding-window layer
+    expert_ffn: int | None = None
+    rope_dims: int | None = None
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
+    rope_base_swa: float | None = None
 
     def kv_cache_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
         """K and V of one token in every layer (without sliding-window savings: an upper bound)."""
         return self.layers * self.kv_heads * (self.key_length + self.value_length) * bytes_per_element
+
+    def kv_cache_bytes(self, context: int, bytes_per_element: float = 2.0, ubatch: int = 512) -> float:
+        """K and V llama.cpp holds for `context` tokens of one sequence: a sliding-window layer keeps the window
+        plus a micro-batch, padded to 256 (the native tools' default); other layers keep every token."""
+        per_layer = self.kv_heads * (self.key_length + self.value_length) * bytes_per_element
+        local = sum(self.swa_layers or ()) if self.sliding_window else 0
+        cells = -(-((self.sliding_window or 0) + ubatch) // 256) * 256
+        return per_layer * ((self.layers - local) * context + local * min(context, cells))
 
     @property
     def modelled(self) -> bool:
@@ -56,11 +72,29 @@ class GgufFacts:
         """The equivalent HF config fields of a modelled family (for `Architecture.from_hf_config`)."""
         if not self.modelled:
             raise PredictionUnavailable(self.family, f"the roofline models {', '.join(sorted(MODELLED_FAMILIES))}")
-        return {"model_type": MODELLED_FAMILIES[self.family], "hidden_size": self.hidden,
-                "intermediate_size": self.ffn, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
-                "num_key_value_heads": self.kv_heads, "head_dim": self.key_length, "vocab_size": self.vocab,
-                "max_position_embeddings": self.context_length or 2048, "rms_norm_eps": self.rms_eps or 1e-6,
-                "rope_theta": self.rope_base or 10000.0, "tie_word_embeddings": self.tied_embeddings}
+        config = {"model_type": MODELLED_FAMILIES[self.family], "hidden_size": self.hidden,
+                  "intermediate_size": self.ffn or self.expert_ffn, "num_hidden_layers": self.layers,
+                  "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "head_dim": self.key_length,
+                  "vocab_size": self.vocab, "max_position_embeddings": self.context_length or 2048,
+                  "rms_norm_eps": self.rms_eps or 1e-6, "rope_theta": self.rope_base or 10000.0,
+                  "tie_word_embeddings": self.tied_embeddings}
+        if self.family in _DEFAULT_SWA_PERIOD:
+            config.update(hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=self.key_length,
+                          attn_logit_softcapping=self.attn_softcap, final_logit_softcapping=self.final_softcap,
+                          rope_local_base_freq=self.rope_base_swa or self.rope_base or 10000.0)
+            if self.sliding_window and self.swa_layers:
+                config.update(sliding_window=self.sliding_window, layer_types=[
+                    "sliding_attention" if local else "full_attention" for local in self.swa_layers])
+        if self.family == "phi3" and self.rope_dims:
+            config["partial_rotary_factor"] = self.rope_dims / self.key_length
+        if self.experts:
+            config.update(num_experts=self.experts, num_experts_per_tok=self.experts_used,
+                          norm_topk_prob=self.family == "qwen3moe")
+            if self.family == "qwen3moe":
+                config["moe_intermediate_size"] = self.expert_ffn or self.ffn
+            else:
+                config["intermediate_size"] = self.expert_ffn or self.ffn
+        return config
 
     def architecture(self):
         """An `Architecture` for the roofline, or a one-line ModelSpecError naming the unmodelled family."""
@@ -123,7 +157,25 @@ def read_gguf_facts(path: Path) -> GgufFacts:
         rms_eps=_float_or_none(arch(gguf.Keys.Attention.LAYERNORM_RMS_EPS)),
         parameters=sum(math.prod(shape) for shape in shapes.values()),
         file_bytes=path.stat().st_size,
+        swa_layers=_swa_layers(field(gguf.Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=family)),
+                               _DEFAULT_SWA_PERIOD.get(str(family)), int(arch(gguf.Keys.LLM.BLOCK_COUNT, 0))),
+        expert_ffn=_int_or_none(arch(gguf.Keys.LLM.EXPERT_FEED_FORWARD_LENGTH)),
+        rope_dims=_int_or_none(arch(gguf.Keys.Rope.DIMENSION_COUNT)),
+        attn_softcap=_float_or_none(arch(gguf.Keys.LLM.ATTN_LOGIT_SOFTCAPPING)),
+        final_softcap=_float_or_none(arch(gguf.Keys.LLM.FINAL_LOGIT_SOFTCAPPING)),
+        rope_base_swa=_float_or_none(arch(gguf.Keys.Rope.FREQ_BASE_SWA)),
     )
+
+
+def _swa_layers(pattern, default_period: int | None, layers: int) -> tuple[bool, ...] | None:
+    """The per-layer window flags: the GGUF's array, or llama.cpp's rule for a period n (the last layer of
+    every n is global: il % n < n - 1), the family's default period where the key is absent."""
+    if isinstance(pattern, list):
+        return tuple(bool(flag) for flag in pattern)
+    period = int(pattern) if pattern is not None else default_period
+    if period is None:
+        return None
+    return tuple(period == 0 or n % period < period - 1 for n in range(layers))
 
 
 def _int_or_none(value) -> int | None:

@@ -14,11 +14,11 @@ from test_cli import edgeprof
 
 
 def _write_unmodelled_gguf(path: Path) -> Path:
-    """A tiny GGUF of a family the roofline does not model (gemma3: sliding window, K/V heads of 128)."""
+    """A tiny GGUF of a family the roofline does not model (cohere2: sliding window, K/V heads of 128)."""
     import gguf
 
-    writer = gguf.GGUFWriter(str(path), "gemma3")
-    writer.add_name("tiny-gemma3")
+    writer = gguf.GGUFWriter(str(path), "cohere2")
+    writer.add_name("tiny-cohere2")
     writer.add_block_count(2)
     writer.add_embedding_length(64)
     writer.add_feed_forward_length(128)
@@ -51,17 +51,41 @@ def test_a_modelled_family_reads_back_as_its_preset():
 
 
 def test_an_unmodelled_family_is_shown_and_its_prediction_says_unavailable(tmp_path):
-    path = _write_unmodelled_gguf(tmp_path / "tiny-gemma3.gguf")
+    path = _write_unmodelled_gguf(tmp_path / "tiny-cohere2.gguf")
     facts = read_gguf_facts(path)
-    assert (facts.family, facts.sliding_window, facts.key_length, facts.vocab) == ("gemma3", 512, 128, 300)
+    assert (facts.family, facts.sliding_window, facts.key_length, facts.vocab) == ("cohere2", 512, 128, 300)
     assert facts.parameters == 300 * 64 + 2 * 512 * 64 and facts.tied_embeddings
     shown = edgeprof("models", "show", str(path))
     assert shown.returncode == 0, shown.stderr
-    assert "gemma3" in shown.stdout and "512" in shown.stdout and "prediction unavailable: gemma3" in shown.stdout
+    assert "cohere2" in shown.stdout and "512" in shown.stdout and "prediction unavailable: cohere2" in shown.stdout
     predicted = edgeprof("predict", "-m", str(path), "-d", "raspberry-pi-5")
     assert predicted.returncode == 2
-    assert predicted.stderr.strip().splitlines() == ["error: prediction unavailable: gemma3 (the roofline models "
-                                                     "llama, qwen2, qwen3, smollm3)"]
+    (line,) = predicted.stderr.strip().splitlines()
+    assert line.startswith("error: prediction unavailable: cohere2 (the roofline models gemma2, gemma3, llama, ")
+
+
+@pytest.mark.parametrize("preset", ["tiny-gemma2", "tiny-gemma3", "tiny-phi3", "tiny-qwen3moe", "tiny-olmoe"])
+def test_each_2025_family_reads_back_from_its_gguf_to_the_same_prediction(preset):
+    """The GGUF alone (window pattern, soft-caps, partial rotary, experts) gives the roofline what the preset
+    gives it: the same parameters, KV cache and predicted times."""
+    from edgeprof.analysis.ceilings import Ceilings
+    from edgeprof.analysis.roofline import predict
+    from edgeprof.export.gguf_export import export_gguf
+    from edgeprof.quant import GGUF_QUANTS
+    from edgeprof.source import resolve
+
+    source = resolve(f"synth:{preset}")
+    facts = read_gguf_facts(Path(export_gguf(source, "f32").path))
+    arch, expected = facts.architecture(), source.architecture
+    assert facts.parameters == expected.parameter_count
+    assert (arch.swa_layers, arch.rotary_dim, arch.num_experts, arch.experts_per_token, arch.attn_softcap) == (
+        expected.swa_layers, expected.rotary_dim, expected.num_experts, expected.experts_per_token,
+        expected.attn_softcap)
+    ceilings = Ceilings(1e12, 1e11, 1e-6, "test")
+    ours, theirs = (predict(a, GGUF_QUANTS["f32"], ceilings, 4, 600, 64) for a in (arch, expected))
+    assert (ours.ttft_s, ours.decode_step_s) == pytest.approx((theirs.ttft_s, theirs.decode_step_s), rel=1e-12)
+    assert facts.kv_cache_bytes(4096) == expected.kv_cache_bytes(4096, window_cells=512 + 256 if expected.sliding_window
+                                                                 else None)
 
 
 def test_the_memory_fit_of_any_gguf_counts_its_kv_cache(tmp_path):
@@ -69,7 +93,7 @@ def test_the_memory_fit_of_any_gguf_counts_its_kv_cache(tmp_path):
     from edgeprof.emulation import memory_needed
     from edgeprof.source import resolve
 
-    source = resolve(str(_write_unmodelled_gguf(tmp_path / "tiny-gemma3.gguf")))
+    source = resolve(str(_write_unmodelled_gguf(tmp_path / "tiny-cohere2.gguf")))
     hp = Hyperparameters(batch=2, prompt_tokens=1000, gen_tokens=24, kv_type="f16")
     need = memory_needed(BenchConfig(source, "f32", "llama.cpp", hp), hp)
     # 2 layers x 1 KV head x (128 + 128) x 2 bytes per token, for 2 sequences of 1024 tokens

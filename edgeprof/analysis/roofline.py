@@ -123,60 +123,137 @@ def _weight_bytes(arch: Architecture, quant: GgufQuant, role: str, rows: int, co
     return total
 
 
+def swa_cache_cells(arch: Architecture, ubatch: int = 512) -> int | None:
+    """Cells llama.cpp's SWA cache holds per sequence on a local layer: the window plus a micro-batch, padded
+    to 256 (llama-kv-cache-iswa.cpp; the native tools' default, swa_full off), or None without windows."""
+    if not arch.sliding_window:
+        return None
+    return -(-(arch.sliding_window + ubatch) // 256) * 256
+
+
+def expected_experts_touched(experts: int, per_token: int, tokens: float) -> float:
+    """Distinct experts a call's tokens route to, in expectation if each token picks its top-k uniformly:
+    E·(1 − (1 − k/E)^T). One token touches k; the count grows towards min(E, T·k) and saturates at E. Real
+    routers are less uniform (tokens of one text share experts), so this bounds real decode from above."""
+    if experts <= 0 or tokens <= 0:
+        return 0.0
+    return experts * (1.0 - (1.0 - per_token / experts) ** tokens)
+
+
 def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int, context: int,
-              kv_bytes: float = 2.0, calls: int = 1, greedy: bool = False) -> list[Op]:
+              kv_bytes: float = 2.0, calls: int = 1, greedy: bool = False, ubatch: int = 512) -> list[Op]:
     """Operators of one phase: `new_tokens` per sequence (P for prefill, 1 for a decode step) attending over
     `context` positions (P for prefill, c for decode), in `calls` passes; with `greedy`, the host's argmax
-    over each sequence's logits. All figures summed over layers."""
+    over each sequence's logits. All figures summed over layers.
+
+    Family features: local (sliding-window) layers scan only what llama.cpp's SWA cache holds
+    (`swa_cache_cells`); soft-caps add a scale-tanh-scale on the scores and on the logits; Gemma adds a
+    norm after attention and after the FFN and scales the embeddings; fused checkpoints (Phi-3) run one
+    qkv and one gate_up matmul; partial rotary turns only `rotary_dim` of each head; MoE layers read the
+    router and the experts the call's tokens touch (`expected_experts_touched`) and compute with k experts
+    per token."""
     L, H, I, V = arch.num_layers, arch.hidden_size, arch.intermediate_size, arch.vocab_size
     q, kv, heads, hd = arch.q_dim, arch.kv_dim, arch.num_heads, arch.head_dim
     T = batch * new_tokens  # tokens through the projections
     R = sum(arch.rope_layers)  # layers that apply the rotary embedding (SmolLM3 skips every 4th)
+    rot = arch.rotary_dim / hd  # share of each head the rotary embedding turns (Phi: partial)
+
+    def weights_of(role: str, rows: int, cols: int) -> float:
+        return _weight_bytes(arch, quant, role, rows, cols)
 
     def matmul(name: str, category: str, role: str, rows: int, cols: int) -> Op:
-        weights = _weight_bytes(arch, quant, role, rows, cols)
-        return Op(name, category, 2.0 * T * rows * cols * L, weights * calls, _ACT * T * (rows + cols) * L, L * calls)
+        return Op(name, category, 2.0 * T * rows * cols * L, weights_of(role, rows, cols) * calls,
+                  _ACT * T * (rows + cols) * L, L * calls)
 
-    # Attention over the causal context: prefill sums 1..P per sequence, decode reads c positions.
+    # Attention: each layer scans its context (a local layer: at most its SWA cache); prefill sums 1..P per
+    # sequence (a local layer: min(t, window) for each t), decode reads c positions.
+    cells = swa_cache_cells(arch, ubatch)
+    layer_context = [min(context, cells) if local and cells else context for local in arch.swa_layers]
     if new_tokens == context:
-        pairs = batch * context * (context + 1) / 2
+        window = arch.sliding_window or context
+        pairs_of = [batch * (context * (context + 1) / 2 if not local or window >= context else
+                             window * (window + 1) / 2 + (context - window) * window) for local in arch.swa_layers]
     else:
-        pairs = batch * new_tokens * context
-    kv_read = 2 * batch * context * kv * kv_bytes * L
+        pairs_of = [batch * new_tokens * c for c in layer_context]
+    pairs = sum(pairs_of)  # summed over layers
+    kv_read = 2 * batch * sum(layer_context) * kv * kv_bytes
     kv_write = 2 * T * kv * kv_bytes * L
     out_rows = batch  # logits for each sequence's last token only
-    lm_role = "output"
-    lm_weights = GGML_BLOCKS[gguf_tensor_type(quant, lm_role, -1, L, H)]
+    lm_weights = GGML_BLOCKS[gguf_tensor_type(quant, "output", -1, L, H)]
     lm_bytes = V * H / lm_weights[0] * lm_weights[1]
     n = calls  # every pass launches each kernel once
-    ops = [
-        Op("embedding", "embedding", 0.0, T * H * 2.0, T * H * _ACT, n),
-        Op("attn_norm", "norms", 4.0 * T * H * L, H * 4.0 * L, 2 * _ACT * T * H * L, L * n),
-        matmul("q_proj", "projections", "q", q, H),
-        matmul("k_proj", "projections", "k", kv, H),
-        matmul("v_proj", "projections", "attn_v", kv, H),
-        Op("rotary", "attention", 6.0 * T * (q + kv) * R, 0.0, 2 * _ACT * T * (q + kv) * R, 2 * R * n),
-        Op("attn_scores", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2 + kv_write, L * n),
-        Op("softmax", "attention", 5.0 * pairs * heads * L, 0.0, 2 * _ACT * pairs * heads * L / max(new_tokens, 1),
-           L * n),
-        Op("attn_v", "attention", 2.0 * pairs * heads * hd * L, 0.0, kv_read / 2, L * n),
+    score_flops = 5.0 + (12.0 if arch.attn_softcap else 0.0)  # softmax; a soft-cap adds scale, tanh, scale
+    act_flops = 8.0 if arch.activation == "gelu_tanh" else 5.0
+
+    def norm(name: str, rows: int = T, layers: int = L) -> Op:
+        return Op(name, "norms", 4.0 * rows * H * layers, H * 4.0 * layers, 2 * _ACT * rows * H * layers, layers * n)
+
+    ops = [Op("embedding", "embedding", T * H if arch.embedding_scale != 1.0 else 0.0, T * H * 2.0,
+              T * H * _ACT * (2 if arch.embedding_scale != 1.0 else 1), n), norm("attn_norm")]
+    if arch.fused_projections:
+        ops.append(matmul("qkv_proj", "projections", "attn_qkv", q + 2 * kv, H))
+    else:
+        ops += [matmul("q_proj", "projections", "q", q, H), matmul("k_proj", "projections", "k", kv, H),
+                matmul("v_proj", "projections", "attn_v", kv, H)]
+    if arch.qk_norm:  # Qwen3, Gemma 3: an RMSNorm over each q and k head; OLMoE: over the whole projections
+        gains = 2 * hd if arch.qk_norm_per_head else q + kv
+        ops.append(Op("qk_norm", "norms", 4.0 * T * (q + kv) * L, gains * 4.0 * L, 2 * _ACT * T * (q + kv) * L,
+                      2 * L * n))
+    ops += [
+        Op("rotary", "attention", 6.0 * T * (q + kv) * R * rot, 0.0, 2 * _ACT * T * (q + kv) * R * rot, 2 * R * n),
+        Op("attn_scores", "attention", 2.0 * pairs * heads * hd, 0.0, kv_read / 2 + kv_write, L * n),
+        Op("softmax", "attention", score_flops * pairs * heads, 0.0, 2 * _ACT * pairs * heads / max(new_tokens, 1),
+           L * n * (4 if arch.attn_softcap else 1)),
+        Op("attn_v", "attention", 2.0 * pairs * heads * hd, 0.0, kv_read / 2, L * n),
         matmul("o_proj", "projections", "o", H, q),
-        Op("ffn_norm", "norms", 4.0 * T * H * L, H * 4.0 * L, 2 * _ACT * T * H * L, L * n),
-        matmul("ffn_gate", "ffn", "gate", I, H),
-        matmul("ffn_up", "ffn", "up", I, H),
-        Op("ffn_act", "ffn", 5.0 * T * I * L, 0.0, 3 * _ACT * T * I * L, L * n),
-        matmul("ffn_down", "ffn", "ffn_down", H, I),
-        Op("output_norm", "norms", 4.0 * out_rows * H, H * 4.0, 2 * _ACT * out_rows * H, n),
-        # the head runs only in passes that end a sequence: at most one per sequence
-        Op("lm_head", "lm_head", 2.0 * out_rows * H * V, lm_bytes * min(calls, out_rows), _ACT * out_rows * (H + V),
-           min(calls, out_rows)),
     ]
-    if arch.qk_norm:  # Qwen3: an RMSNorm over each q and k head before the rotary embedding
-        ops.insert(4, Op("qk_norm", "norms", 4.0 * T * (q + kv) * L, 2 * hd * 4.0 * L, 2 * _ACT * T * (q + kv) * L,
-                         2 * L * n))
+    if arch.is_gemma:
+        ops.append(norm("attn_post_norm"))
+    ops.append(norm("ffn_norm"))
+    if arch.is_moe:
+        ops += _moe_ops(arch, quant, T, calls, n)
+    elif arch.fused_projections:
+        ops.append(matmul("ffn_gate_up", "ffn", "up", 2 * I, H))
+    else:
+        ops += [matmul("ffn_gate", "ffn", "gate", I, H), matmul("ffn_up", "ffn", "up", I, H)]
+    if not arch.is_moe:
+        ops += [Op("ffn_act", "ffn", act_flops * T * I * L, 0.0, 3 * _ACT * T * I * L, L * n),
+                matmul("ffn_down", "ffn", "ffn_down", H, I)]
+    if arch.is_gemma:
+        ops.append(norm("ffn_post_norm"))
+    ops.append(norm("output_norm", out_rows, 1))
+    # the head runs only in passes that end a sequence: at most one per sequence
+    head_calls = min(calls, out_rows)
+    ops.append(Op("lm_head", "lm_head", 2.0 * out_rows * H * V, lm_bytes * head_calls, _ACT * out_rows * (H + V),
+                  head_calls))
+    if arch.final_softcap:  # Gemma 2: scale, tanh, scale over every logit
+        ops.append(Op("logit_softcap", "lm_head", 12.0 * out_rows * V, 0.0, 6 * _ACT * out_rows * V, 3 * head_calls))
     if greedy:  # the host reads each sequence's logits once (an argmax: one compare per logit)
         ops.append(Op("sampling", "sampling", float(out_rows * V), 0.0, _ACT * out_rows * V, 0))
     return ops
+
+
+def _moe_ops(arch: Architecture, quant: GgufQuant, tokens: int, calls: int, n: int) -> list[Op]:
+    """A MoE layer's FFN: the router (f32, as llama.cpp keeps it), the routing (softmax, top-k, weights), and
+    three expert matmuls that read the experts the call's tokens touch and compute k experts per token."""
+    L, H, E, k, e_i = arch.num_layers, arch.hidden_size, arch.num_experts, arch.experts_per_token, \
+        arch.expert_intermediate_size
+    touched = expected_experts_touched(E, k, tokens / max(calls, 1))  # per call; every call re-reads its experts
+
+    def experts(name: str, role: str, rows: int, cols: int) -> Op:
+        per_expert = _weight_bytes(arch, quant, role, rows, cols)
+        return Op(name, "ffn", 2.0 * tokens * k * rows * cols * L, per_expert * touched * calls,
+                  _ACT * tokens * k * (rows + cols) * L, L * n)
+
+    return [
+        Op("ffn_router", "ffn", 2.0 * tokens * E * H * L, 4.0 * E * H * L * calls, _ACT * tokens * (E + H) * L, L * n),
+        Op("ffn_routing", "ffn", 10.0 * tokens * E * L, 0.0, 4 * _ACT * tokens * E * L, 5 * L * n),
+        experts("ffn_gate_exps", "gate", e_i, H),
+        experts("ffn_up_exps", "up", e_i, H),
+        Op("ffn_act", "ffn", 5.0 * tokens * k * e_i * L, 0.0, 3 * _ACT * tokens * k * e_i * L, L * n),
+        experts("ffn_down_exps", "ffn_down", H, e_i),
+        Op("ffn_moe_sum", "ffn", 2.0 * tokens * k * H * L, 0.0, 2 * _ACT * tokens * k * H * L, 2 * L * n),
+    ]
 
 
 def time_ops(ops: list[Op], ceilings: Ceilings, phase: str = "", tokens_per_call: int = 1) -> list[OpTime]:
@@ -238,8 +315,9 @@ def workload_ops(arch: Architecture, quant: GgufQuant, batch: int, prompt: int, 
     """Per phase, its ops and the tokens each llama_decode call carries: prefill in micro-batches of `ubatch`,
     and one decode step at the mean decode context (prompt + gen/2). Predictions and fits both start here."""
     greedy = sampler == "greedy"
-    prefill = phase_ops(arch, quant, batch, prompt, prompt, kv_bytes, prefill_calls(batch, prompt, ubatch), greedy)
-    decode = phase_ops(arch, quant, batch, 1, prompt + max(gen, 1) // 2, kv_bytes, 1, greedy)
+    prefill = phase_ops(arch, quant, batch, prompt, prompt, kv_bytes, prefill_calls(batch, prompt, ubatch), greedy,
+                        ubatch)
+    decode = phase_ops(arch, quant, batch, 1, prompt + max(gen, 1) // 2, kv_bytes, 1, greedy, ubatch)
     return {"prefill": (prefill, min(batch * prompt, ubatch)), "decode": (decode, batch)}
 
 

@@ -30,9 +30,11 @@ class SurveyRow:
     norms: str | None  # where the norms sit
     positional: str | None
     window: int | None  # sliding-window size of local layers
+    window_pattern: str | None  # "5 local : 1 global"
     experts: str | None  # "total/active"
     tied_embeddings: bool
     parameters: int
+    active_parameters: int | None  # per token (MoE: the routed experts a token does not pick left out)
     kv_bytes_per_token: float  # f16 K and V, all layers
     kv_bytes_at_context: float
     weight_bytes: dict  # quantization -> bytes (a GGUF file: its own quantization only)
@@ -50,29 +52,65 @@ def survey_row(source: ModelSource, context: int) -> SurveyRow:
     if source.is_gguf:
         facts = source.gguf_facts()
         kv = facts.kv_cache_bytes_per_token()
+        active = facts.architecture().active_parameter_count if facts.modelled else None
         return SurveyRow(
             model=source.name, family=facts.family, layers=facts.layers, hidden=facts.hidden, heads=facts.heads,
             kv_heads=facts.kv_heads, gqa_ratio=facts.heads / facts.kv_heads if facts.kv_heads else 0.0,
             head_dim=facts.key_length, ffn_ratio=facts.ffn / facts.hidden if facts.ffn and facts.hidden else None,
             activation=None, norms=None, positional=f"RoPE θ={facts.rope_base:g}" if facts.rope_base else None,
-            window=facts.sliding_window,
+            window=facts.sliding_window, window_pattern=_pattern(facts.swa_layers) if facts.sliding_window else None,
             experts=f"{facts.experts}/{facts.experts_used}" if facts.experts else None,
-            tied_embeddings=facts.tied_embeddings, parameters=facts.parameters, kv_bytes_per_token=kv,
-            kv_bytes_at_context=kv * context, weight_bytes={facts.file_type or "file": facts.file_bytes})
+            tied_embeddings=facts.tied_embeddings, parameters=facts.parameters, active_parameters=active,
+            kv_bytes_per_token=kv, kv_bytes_at_context=facts.kv_cache_bytes(context),
+            weight_bytes={facts.file_type or "file": facts.file_bytes})
+    from edgeprof.analysis.roofline import swa_cache_cells
     from edgeprof.quant import GGUF_QUANTS
 
     arch = source.architecture
     kv = arch.kv_cache_bytes_per_token()
-    rope = arch.config.get("rope_scaling") or {}
-    positional = f"RoPE θ={arch.rope_theta:g}" + (f" ({rope.get('rope_type')} ×{rope.get('factor')})" if rope else "")
     return SurveyRow(
         model=source.name, family=arch.model_type, layers=arch.num_layers, hidden=arch.hidden_size,
         heads=arch.num_heads, kv_heads=arch.num_kv_heads, gqa_ratio=arch.num_heads / arch.num_kv_heads,
-        head_dim=arch.head_dim, ffn_ratio=arch.intermediate_size / arch.hidden_size,
-        activation=_ACTIVATIONS.get(str(arch.config.get("hidden_act", "silu")), arch.config.get("hidden_act")),
-        norms="pre-norm RMSNorm" + (" + q/k per head" if arch.qk_norm else ""), positional=positional, window=None, experts=None, tied_embeddings=arch.tie_word_embeddings,
-        parameters=arch.parameter_count, kv_bytes_per_token=kv, kv_bytes_at_context=kv * context,
+        head_dim=arch.head_dim,
+        ffn_ratio=(arch.expert_intermediate_size if arch.is_moe else arch.intermediate_size) / arch.hidden_size,
+        activation="GeGLU" if arch.activation == "gelu_tanh" else "SwiGLU", norms=_norms(arch),
+        positional=_positional(arch), window=arch.sliding_window,
+        window_pattern=_pattern(arch.swa_layers) if arch.sliding_window else None,
+        experts=f"{arch.num_experts}/{arch.experts_per_token}" if arch.is_moe else None,
+        tied_embeddings=arch.tie_word_embeddings, parameters=arch.parameter_count,
+        active_parameters=arch.active_parameter_count, kv_bytes_per_token=kv,
+        kv_bytes_at_context=arch.kv_cache_bytes(context, window_cells=swa_cache_cells(arch)),
         weight_bytes={q: arch.gguf_weight_bytes(GGUF_QUANTS[q]) for q in SURVEY_QUANTS})
+
+
+def _norms(arch) -> str:
+    placement = "pre+post (sandwich) RMSNorm, 1+w" if arch.is_gemma else "pre-norm RMSNorm"
+    if arch.qk_norm:
+        placement += " + q/k " + ("per head" if arch.qk_norm_per_head else "whole projection")
+    return placement
+
+
+def _positional(arch) -> str:
+    rope = arch.rope_scaling or {}
+    text = f"RoPE θ={arch.rope_theta:g}"
+    if rope:
+        text += f" ({rope.get('rope_type', rope.get('type'))} ×{rope.get('factor', '')})"
+    if arch.rotary_dim < arch.head_dim:
+        text += f" on {arch.rotary_dim}/{arch.head_dim} dims"
+    if arch.sliding_window and arch.local_rope_theta != arch.rope_theta:
+        text += f"; local θ={arch.local_rope_theta:g}"
+    if not all(arch.rope_layers):
+        text += f"; NoPE on {arch.rope_layers.count(False)} layers"
+    return text
+
+
+def _pattern(swa_layers) -> str | None:
+    """"5 local : 1 global" from per-layer window flags (counted over the whole stack)."""
+    if not swa_layers:
+        return None
+    local = sum(swa_layers)
+    global_ = len(swa_layers) - local
+    return f"{local} local : {global_} global"
 
 
 def predicted_decode(source: ModelSource, context: int, profile, calibration: dict | None,

@@ -127,6 +127,7 @@ class LlamaCppSession:
             "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[hp.flash_attn]
         ctx_params.no_perf = True
+        ctx_params.swa_full = False  # a window-sized cache on sliding-window layers, as llama-bench/-cli/-server
         self._eval_callback = eval_callback  # llama.cpp calls it for the context's life: keep it alive
         if eval_callback is not None:
             ctx_params.cb_eval = eval_callback

@@ -140,6 +140,8 @@ def survey_table(rows: list, context: int, device: str = "") -> Table:
     dash = lambda value: "-" if value is None else str(value)  # noqa: E731
     line("family", lambda r: r.family)
     line("parameters", lambda r: f"{r.parameters / 1e6:,.0f}M")
+    line("active per token", lambda r: "-" if r.active_parameters in (None, r.parameters)
+         else f"{r.active_parameters / 1e6:,.0f}M")
     line("layers", lambda r: str(r.layers))
     line("hidden", lambda r: str(r.hidden))
     line("heads / KV heads", lambda r: f"{r.heads}/{r.kv_heads} ({'MQA' if r.kv_heads == 1 else 'MHA' if r.gqa_ratio == 1 else f'GQA {r.gqa_ratio:g}'})")
@@ -148,7 +150,7 @@ def survey_table(rows: list, context: int, device: str = "") -> Table:
     line("activation", lambda r: dash(r.activation))
     line("norms", lambda r: dash(r.norms))
     line("positions", lambda r: dash(r.positional))
-    line("sliding window", lambda r: dash(r.window))
+    line("sliding window", lambda r: dash(r.window) + (f" ({r.window_pattern})" if r.window_pattern else ""))
     line("experts (total/active)", lambda r: dash(r.experts))
     line("tied embeddings", lambda r: "yes" if r.tied_embeddings else "no")
     line("KV bytes / token", lambda r: f"{r.kv_bytes_per_token / 1024:,.1f} KiB")
