@@ -71,11 +71,24 @@ def _progress() -> Progress:
                     console=err_console, transient=False)
 
 
+def _pinned(specs: list[str], revision: str) -> list[str]:
+    """`--revision` applied to the Hub ids among `specs` (presets, folders and files pass unchanged); a
+    revision with no Hub id to pin is a one-line error."""
+    from edgeprof.hub import parse_hub_spec, with_revision
+
+    if not revision:
+        return specs
+    if all(parse_hub_spec(spec) is None for spec in specs):
+        raise ConfigError(f"--revision applies to Hugging Face Hub ids (org/repo); none among {', '.join(specs)}")
+    return [spec if parse_hub_spec(spec) is None else with_revision(spec, revision) for spec in specs]
+
+
 @app.command()
 @user_errors
 def run(
     model: str = typer.Option("synth:smollm2-135m", "--model", "-m",
                               help="synth:<preset>, an HF folder or a .gguf file; comma-separated for several."),
+    revision: str = typer.Option("", "--revision", help="Branch, tag or commit for Hugging Face Hub ids (as org/repo@REV)."),
     quant: str = typer.Option("q4_k_m,f16", "--quant", "-q",
                               help="Quantizations, comma-separated: GGUF (q4_k_m, q8_0, f16, ...) for llama.cpp, "
                                    "ONNX (fp32, fp16, int8, int4, int4-b<block>) for onnxruntime; f32/f16 serve both."),
@@ -135,7 +148,7 @@ def run(
         "n_batch": _ints(n_batch, "n-batch"), "n_ubatch": _ints(n_ubatch, "n-ubatch"), "sampler": _strs(sampler),
         "provider": _strs(provider), "graph_opt": _strs(graph_opt),
     }
-    spec = SweepSpec(models=_strs(model), quants=_strs(quant), backends=_strs(backend), grid=grid,
+    spec = SweepSpec(models=_pinned(_strs(model), revision), quants=_strs(quant), backends=_strs(backend), grid=grid,
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
                      fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
                      energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus)
@@ -548,6 +561,7 @@ def sensors(
 def export(
     model: str = typer.Argument(..., help="synth:<preset> or a local HF folder."),
     to: str = typer.Option("gguf", "--to", help="Artifact format: gguf or onnx."),
+    revision: str = typer.Option("", "--revision", help="Branch, tag or commit for Hugging Face Hub ids (as org/repo@REV)."),
     quant: str = typer.Option("", "--quant", "-q",
                               help="Quantizations, comma-separated (default q4_k_m for gguf, fp32,int4 for onnx; "
                                    "int4-b<block> sets the MatMulNBits block size)."),
@@ -561,7 +575,7 @@ def export(
 
     if to not in ("gguf", "onnx"):
         raise ConfigError(f"unknown export format {to!r} (available: gguf, onnx)")
-    source = resolve(model)
+    source = resolve(_pinned([model], revision)[0])
     if source.is_file:
         raise ConfigError(f"{model} is already a {source.kind.upper()} file; export takes synth:<preset> or an HF folder")
     lookup, exporter = (gguf_quant, export_gguf) if to == "gguf" else (onnx_quant, export_onnx)
@@ -611,7 +625,10 @@ def models_list(ctx: typer.Context) -> None:
 
 @models_app.command("show")
 @user_errors
-def models_show(name: str) -> None:
+def models_show(
+    name: str,
+    revision: str = typer.Option("", "--revision", help="Branch, tag or commit for Hugging Face Hub ids (as org/repo@REV)."),
+) -> None:
     """Details of one preset (its HF config fields and derived sizes), or of a GGUF file's model."""
     from edgeprof.presets import get_preset
     from edgeprof.results.tables import gguf_facts_table, preset_detail_table
@@ -619,7 +636,7 @@ def models_show(name: str) -> None:
     if name.lower().endswith(".gguf") or "/" in name:  # a file or a Hub id
         from edgeprof.source import resolve
 
-        source = resolve(name)
+        source = resolve(_pinned([name], revision)[0])
         if not source.is_gguf:
             raise ConfigError(f"{name} is a {source.kind} model; `models compare {name}` describes any model")
         console.print(gguf_facts_table(source.gguf_facts()))
@@ -634,6 +651,7 @@ def models_compare(
     context: int = typer.Option(4096, "--context", "-c", min=1, help="Context for the KV-cache column and the prediction."),
     device: str = typer.Option("", "--device", "-d", help="Also predict batch-1 decode t/s on this device profile."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv or json."),
+    revision: str = typer.Option("", "--revision", help="Branch, tag or commit for Hugging Face Hub ids (as org/repo@REV)."),
 ) -> None:
     """The converged-architecture table: shape, attention, FFN, positions, windows, experts, parameters,
     KV-cache and weight bytes, side by side."""
@@ -644,8 +662,9 @@ def models_compare(
 
     if fmt not in ("table", "md", "csv", "json"):
         raise ConfigError(f"unknown format {fmt!r} for models compare (table, md, csv, json)")
-    sources = [resolve(m if m.startswith(SYNTH_PREFIX) or "/" in m or m.endswith(".gguf") or Path(m).exists()
-                       else SYNTH_PREFIX + m) for m in models]
+    specs = [m if m.startswith(SYNTH_PREFIX) or "/" in m or m.endswith(".gguf") or Path(m).exists()
+             else SYNTH_PREFIX + m for m in models]
+    sources = [resolve(spec) for spec in _pinned(specs, revision)]
     rows = [survey_row(source, context) for source in sources]
     if device:
         from dataclasses import replace
@@ -706,8 +725,9 @@ def calibrate_command(
     threads: int = typer.Option(0, "--threads", "-t", help="Threads for the bandwidth test; 0 = physical cores."),
     gpu: bool = typer.Option(True, "--gpu/--no-gpu", help="Also measure the GPU (needs torch with CUDA)."),
     llama: bool = typer.Option(True, "--llama/--no-llama",
-                               help="Also fit effective costs from short llama.cpp runs (a few minutes on 2 cores; "
-                                    "on a GPU build, the GPU's too)."),
+                               help="Also fit effective costs from short llama.cpp runs of SmolLM2-135M and "
+                                    "Llama-3.2-1B (about ten minutes on 2 cores the first time; on a GPU build, the "
+                                    "GPU's too)."),
 ) -> None:
     """Measure this host's memory bandwidth and matmul rates; the predictor then uses them."""
     from edgeprof.analysis.fit import describe
@@ -717,7 +737,8 @@ def calibrate_command(
 
     facts = host_facts()
     profile = detect_profile(facts)
-    err_console.print(f"calibrating {profile.name} ({'a few minutes: real llama.cpp runs' if llama else 'about a minute'})…")
+    how_long = "about ten minutes: real llama.cpp runs of two presets" if llama else "about a minute"
+    err_console.print(f"calibrating {profile.name} ({how_long})…")
     result = calibrate(profile.name, threads or None, facts, with_gpu=gpu, with_llama=llama)
     console.print(f"memory bandwidth (triad, {result['threads']} threads): {result['memory_bandwidth_gbps']:.1f} GB/s")
     console.print(f"CPU fp32 matmul: {result['cpu_tflops_fp32'] * 1e3:.1f} GFLOP/s; int8: {result['cpu_int8']}")
@@ -748,6 +769,7 @@ def predict(
     kv_type: str = typer.Option("f16", "--kv-type"),
     sampler: str = typer.Option("greedy", "--sampler", help="greedy (the host reads every logit) or none."),
     cpu: bool = typer.Option(False, "--cpu", help="Predict for the CPU even where the device has a GPU."),
+    revision: str = typer.Option("", "--revision", help="Branch, tag or commit for Hugging Face Hub ids (as org/repo@REV)."),
 ) -> None:
     """Predict TTFT, decode speed, each operator's share and bound, and whether the model fits."""
     from edgeprof.analysis.ceilings import device_ceilings
@@ -762,7 +784,7 @@ def predict(
     from edgeprof.results.tables import prediction_tables
     from edgeprof.source import resolve
 
-    source = resolve(model)
+    source = resolve(_pinned([model], revision)[0])
     architecture, q = source.roofline_inputs(quant)  # a GGUF file predicts at its own quantization
     profile = get_profile(device) if device else resolve_device("", host_facts())
     on_gpu = bool(profile.data.get("accelerator")) and not cpu

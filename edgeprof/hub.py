@@ -55,6 +55,19 @@ def parse_hub_spec(spec: str) -> HubRef | None:
     return HubRef(found["repo"], found["revision"], found["selector"])
 
 
+def with_revision(spec: str, revision: str) -> str:
+    """`spec` pinned to `revision` (the `--revision` flag): a Hub id gains `@revision`; one that names another
+    revision, or a spec that is no Hub id, is a one-line ModelSpecError. An empty revision changes nothing."""
+    if not revision:
+        return spec
+    ref = parse_hub_spec(spec)
+    if ref is None:
+        raise ModelSpecError(f"--revision applies to Hugging Face Hub ids (org/repo); {spec} is not one")
+    if ref.revision and ref.revision != revision:
+        raise ModelSpecError(f"{spec} names revision {ref.revision!r} and --revision says {revision!r}; give one")
+    return f"{ref.repo}@{revision}" + (f":{ref.selector}" if ref.selector else "")
+
+
 def fetch(ref: HubRef) -> HubModel:
     """Download (or find in the cache) what `ref` names; errors are one-line ModelSpecErrors."""
     import huggingface_hub

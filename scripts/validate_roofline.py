@@ -2,7 +2,7 @@
 
 Measures each preset x batch on this host through the real runner (or reads an existing run directory
 with --run), predicts the same configurations with this host's calibration (`edgeprof calibrate`), and
-prints predicted / measured. The CPU fit sees only SmolLM2-135M (batch 1 and 4), the GPU fit SmolLM2-135M
+prints predicted / measured. The CPU fit sees SmolLM2-135M and Llama-3.2-1B (batch 1 and 4), the GPU fit SmolLM2-135M
 and Llama-3.2-1B (batch 1, 4, 16 at prompts 64-1024); the table marks the presets a fit saw.
 
     python scripts/validate_roofline.py --presets smollm2-135m,smollm2-360m,qwen2.5-0.5b --batch 1,2,4,8,16 \
@@ -78,22 +78,22 @@ def main() -> None:
         arch = get_preset(row["model"].removeprefix("synth:")).architecture
         p = predict(arch, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
                     sampler=row["sampler"], ubatch=int(row["n_ubatch"]))
-        table.append({"model": row["model"], "batch": row["batch"], "in_fit": row["model"].removeprefix("synth:") in fitted,
+        table.append({"model": row["model"], "batch": row["batch"], "prompt": row["prompt_tokens"], "in_fit": row["model"].removeprefix("synth:") in fitted,
                       "decode_tps_measured": row["decode_tps_mean"], "decode_tps_predicted": p.decode_tps,
                       "ttft_ms_measured": row["ttft_ms_mean"], "ttft_ms_predicted": p.ttft_s * 1e3})
     fit = fits.get(args.quant)
     print(f"{profile.name} {'GPU' if on_gpu else 'CPU'} ceilings: {ceilings.source}; quant {args.quant}, prompt "
           f"{args.prompt}, gen {args.gen}, sampler {args.sampler}, {args.threads} threads")
     print(f"fit on {', '.join(fitted) or 'nothing'}: {describe(fit) if isinstance(fit, dict) else fit}\n")
-    print("| model | batch | decode t/s measured | predicted | ratio | TTFT ms measured | predicted | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | batch | prompt | decode t/s measured | predicted | ratio | TTFT ms measured | predicted | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     decode_ok = ttft_ok = 0
     for r in table:
         d = r["decode_tps_predicted"] / r["decode_tps_measured"]
         t = r["ttft_ms_predicted"] / r["ttft_ms_measured"]
         decode_ok += abs(d - 1) <= 0.25
         ttft_ok += abs(t - 1) <= 0.35
-        print(f"| {r['model']}{' (in fit)' if r['in_fit'] else ''} | {r['batch']} | {r['decode_tps_measured']:.1f} | {r['decode_tps_predicted']:.1f} | "
+        print(f"| {r['model']}{' (in fit)' if r['in_fit'] else ''} | {r['batch']} | {r['prompt']} | {r['decode_tps_measured']:.1f} | {r['decode_tps_predicted']:.1f} | "
               f"{d:.2f} | {r['ttft_ms_measured']:.0f} | {r['ttft_ms_predicted']:.0f} | {t:.2f} |")
     print(f"\ndecode within 25 %: {decode_ok}/{len(table)}; TTFT within 35 %: {ttft_ok}/{len(table)}")
     if args.out:

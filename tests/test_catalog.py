@@ -60,3 +60,19 @@ def test_installed_wheel_reads_its_own_catalog_not_site_packages_models(tmp_path
     assert where.startswith(str(site))  # the wheel's copy, not the checkout
     assert int(presets) == len(list((ROOT / "models").glob("*.yaml")))
     assert int(profiles) == len(list((ROOT / "devices").glob("*.yaml")))
+
+
+def test_a_gguf_files_row_is_predicted_from_its_own_metadata_and_an_unmodelled_one_is_not(tmp_path, tiny_gguf_f32):
+    from test_gguf_facts import _write_unmodelled_gguf
+
+    profile = get_profile("raspberry-pi-5")
+    stored = {"device": {"profile": profile.name}, "calibration": None,
+              "device_profile": {"name": profile.name, "display_name": profile.display_name, "kind": profile.kind,
+                                 "data": profile.data}}
+    row = dict(ROW, model="gguf:tiny.f32.gguf", model_spec=str(tiny_gguf_f32.path), quant="f32")
+    run = Run(Path("run"), stored, [row])
+    preset_row = dict(ROW, model="synth:tiny", quant="f32")
+    assert predict_row(run, row).decode_tps == predict_row(run, preset_row).decode_tps  # the file is synth:tiny's
+    unmodelled = dict(row, model_spec=str(_write_unmodelled_gguf(tmp_path / "tiny-cohere2.gguf")))
+    assert predict_row(run, unmodelled) is None
+    assert predict_row(run, dict(row, model_spec=str(tmp_path / "gone.gguf"))) is None  # not on this host

@@ -91,3 +91,23 @@ def test_gated_and_unknown_repositories_say_what_to_do():
     with pytest.raises(ModelSpecError, match="no such repository"):
         with hub_errors(HubRef("nobody/nothing", None, None)):
             raise errors.RepositoryNotFoundError("404")
+
+
+def test_the_revision_flag_pins_hub_ids_and_refuses_what_it_cannot_pin(offline_hub, tmp_path):
+    (offline_hub / "models--edge-org--tiny-GGUF" / "refs" / "v1").write_text(COMMIT)  # a tag, as the cache keeps it
+    result = edgeprof("run", "-m", "edge-org/tiny-GGUF:F32,synth:tiny", "--revision", "v1", "-q", "f32", "-p", "8",
+                      "-n", "4", "-r", "1", "--warmup", "0", "--no-fidelity", "--sample-hz", "0",
+                      "-o", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    hub = [r["model"]["hub"] for r in records if r["model"].get("hub")]
+    assert hub and all(h["revision"] == "v1" and h["commit"] == COMMIT for h in hub)
+    assert edgeprof("models", "show", "edge-org/tiny-GGUF:F32", "--revision", "v1").returncode == 0
+    missing = edgeprof("models", "show", "edge-org/tiny-GGUF:F32", "--revision", "v2")
+    assert missing.returncode == 2 and "not in the local Hugging Face cache" in missing.stderr
+    clash = edgeprof("models", "show", "edge-org/tiny-GGUF@main:F32", "--revision", "v1")
+    assert clash.returncode == 2 and clash.stderr.strip().splitlines() == [
+        "error: edge-org/tiny-GGUF@main:F32 names revision 'main' and --revision says 'v1'; give one"]
+    nothing = edgeprof("predict", "-m", "synth:tiny", "--revision", "v1")
+    assert nothing.returncode == 2 and "applies to Hugging Face Hub ids" in nothing.stderr

@@ -108,3 +108,58 @@ def test_smollm3s_layers_without_rope_do_not_rotate():
     assert sum(arch.rope_layers) == 27 and not arch.rope_layers[3]  # 36 layers, every 4th without RoPE
     rotary = next(op for op in phase_ops(arch, gguf_quant("q4_k_m"), 1, 1, 512) if op.name == "rotary")
     assert rotary.kernels == 2 * 27
+
+
+def test_local_layers_read_only_the_swa_cache_llama_cpp_keeps():
+    from edgeprof.analysis.roofline import swa_cache_cells
+
+    arch = get_preset("gemma-3-1b").architecture  # 22 local layers (window 512), 4 global, 1 KV head of 256
+    cells = swa_cache_cells(arch, 512)
+    assert cells == 1024  # window 512 + micro-batch 512, padded to 256
+    quant = GGUF_QUANTS["q4_k_m"]
+    scores = {c: next(op for op in phase_ops(arch, quant, 1, 1, c) if op.name == "attn_scores") for c in (512, 8192)}
+    per_cell = 2 * arch.kv_dim * 2.0 / 2  # K (half of K+V) of one cell, f16
+    kv_write = 2 * arch.kv_dim * 2.0 * arch.num_layers
+    assert scores[8192].other_bytes == pytest.approx(per_cell * (4 * 8192 + 22 * 1024) + kv_write)
+    assert scores[512].other_bytes == pytest.approx(per_cell * 26 * 512 + kv_write)  # within the window: all alike
+    # the KV cache the backend allocates, and the one a cache without windows would hold
+    assert arch.kv_cache_bytes(8192, 2.0, cells) == 2 * arch.kv_dim * 2.0 * (4 * 8192 + 22 * 1024)
+    assert arch.kv_cache_bytes(8192, 2.0, cells) < 0.3 * arch.kv_cache_bytes_per_token() * 8192
+
+
+def test_moe_reads_the_experts_its_tokens_touch_and_computes_k_per_token():
+    from edgeprof.analysis.roofline import expected_experts_touched
+
+    assert expected_experts_touched(64, 8, 1) == pytest.approx(8)  # one token: its k experts
+    for tokens in (2, 4, 16, 512):
+        touched = expected_experts_touched(64, 8, tokens)
+        assert 8 < touched <= min(64, 8 * tokens)  # up to min(E, B k), saturating at E
+    arch = get_preset("olmoe-1b-7b").architecture
+    quant = GGUF_QUANTS["q4_k_m"]
+
+    def experts(batch):
+        return [op for op in phase_ops(arch, quant, batch, 1, 512) if op.name.endswith("_exps")]
+
+    one, sixteen = experts(1), experts(16)
+    ratio = sum(op.weight_bytes for op in sixteen) / sum(op.weight_bytes for op in one)
+    assert ratio == pytest.approx(expected_experts_touched(64, 8, 16) / 8)  # 56.4 of 64 experts vs 8
+    assert sum(op.flops for op in sixteen) == pytest.approx(16 * sum(op.flops for op in one))  # FLOPs: active only
+    # a dense FFN of the same width would read every expert: the MoE reads 8/64 of it at batch 1
+    all_experts = 3 * arch.num_layers * arch.num_experts * arch.hidden_size * arch.expert_intermediate_size
+    assert sum(op.weight_bytes for op in one) < 0.2 * all_experts  # ~4.5 bits per weight, 1/8 of the experts
+
+
+def test_soft_caps_and_sandwich_norms_cost_what_they_add():
+    from dataclasses import replace
+
+    gemma2 = get_preset("gemma-2-2b").architecture
+    uncapped = replace(gemma2, config={**gemma2.config, "attn_logit_softcapping": None,
+                                       "final_logit_softcapping": None})
+    quant = GGUF_QUANTS["q4_k_m"]
+    capped_ops = {op.name: op for op in phase_ops(gemma2, quant, 1, 1, 1024)}
+    plain_ops = {op.name: op for op in phase_ops(uncapped, quant, 1, 1, 1024)}
+    assert capped_ops["softmax"].flops > plain_ops["softmax"].flops and "logit_softcap" in capped_ops
+    assert "logit_softcap" not in plain_ops
+    assert {"attn_post_norm", "ffn_post_norm"} <= set(capped_ops)  # Gemma's norms after attention and FFN
+    phi = {op.name for op in phase_ops(get_preset("phi-4-mini").architecture, quant, 1, 1, 1024)}
+    assert {"qkv_proj", "ffn_gate_up"} <= phi and "q_proj" not in phi  # one fused matmul each

@@ -107,24 +107,26 @@ def run_device(run: Run):
 
 
 def predict_row(run: Run, row: dict):
-    """The roofline `Prediction` for one summary row on its run's device, or None where there is none
-    (not a synth preset, not llama.cpp, or a device without figures or calibration)."""
+    """The roofline `Prediction` for one summary row on its run's device, or None where there is none (not
+    llama.cpp, a model this host cannot describe, a family the roofline does not model, or a device without
+    figures or calibration). Presets and HF folders predict at the row's quantization; a GGUF file (or a Hub
+    GGUF in the local cache) from its own metadata, wherever it was run."""
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import predict
     from edgeprof.errors import EdgeprofError
-    from edgeprof.export.gguf_export import gguf_quant
     from edgeprof.quant import kv_bytes_per_element
     from edgeprof.source import resolve
 
-    if row["backend"] != "llama.cpp" or not str(row["model"]).startswith("synth:"):
+    synth = str(row["model"]).startswith("synth:")
+    spec = str(row["model"]).split("@")[0] if synth else row.get("model_spec")
+    if row["backend"] != "llama.cpp" or not spec:
         return None
     try:
-        source = resolve(str(row["model"]).split("@")[0])
-        quant = gguf_quant(str(row["quant"]))
+        architecture, quant = resolve(str(spec)).roofline_inputs(str(row["quant"]))
         profile, calibration = run_device(run)
         on_gpu = bool(profile.data.get("accelerator")) and row["gpu_layers"] != 0
         ceilings = device_ceilings(profile, quant, on_gpu, calibration)
-        return predict(source.architecture, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
+        return predict(architecture, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
                        kv_bytes_per_element(row["kv_type"]), row.get("sampler") or "greedy",
                        int(row.get("n_ubatch") or 512))
     except (EdgeprofError, KeyError):

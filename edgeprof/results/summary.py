@@ -48,7 +48,7 @@ def summarize(records: list[dict]) -> list[dict]:
         failed = [r for r in group if r["status"] != "ok"]
         row = {
             "run_key": key, "config_id": first["config_id"], "model": first["model"].get("name"),
-            "format": first["model"].get("format"), "quant": first["model"].get("quant"),
+            "model_spec": first["model"].get("spec"), "format": first["model"].get("format"), "quant": first["model"].get("quant"),
             "backend": first["backend"], "device": first["device"].get("profile"),
             **first["hyperparameters"],
             "repetitions": len(ok),

@@ -5,7 +5,7 @@
 #   scripts/gpu/device_session.sh STAGE...
 #   stages: setup prep build nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
 #           calibrate roofline-long power-probe energy
-#           cupti-probe ops ops-ncu
+#           cupti-probe ops ops-ncu families
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/edgeprof-out}
@@ -123,6 +123,16 @@ for name in names:
           --batches ${OPS_BATCHES:-1,16} --prompts ${OPS_PROMPTS:-128,2048} --out "$OUT/op_profile_gpu_$m.json" \
           2>&1 | grep -v "^llama_\|^load\|^print_info\|^graph_\|^sched_" | tee "$OUT/op_profile_gpu_$m.log"
       done ;;
+    families)  # issue 14: families side by side at identical settings (FAMILY_MODELS, each waits for its prep marker)
+      models=""
+      for m in ${FAMILY_MODELS:-gemma-3-1b llama-3.2-1b qwen3-0.6b smollm2-360m}; do
+        while [ ! -e /tmp/prep-$m.done ]; do sleep 5; done
+        models="$models${models:+,}synth:$m"
+      done
+      python3 -m edgeprof run -m "$models" -q q4_k_m -ngl -1 -t 16 -b ${FAMILY_BATCHES:-1,16} \
+        -p ${FAMILY_PROMPTS:-128,2048} -n 64 -r 3 -o /tmp/family-runs 2>&1 \
+        | grep -v "^llama_\|^load\|^print_info\|^graph_\|^sched_" | tail -30 | tee -a "$OUT/families.log"
+      tar czf "$OUT/family_runs.tar.gz" -C /tmp family-runs ;;
     ops-ncu)  # the same decode steps timed by Nsight Compute, kernels aligned to the profiled categories
       for m in ${PREP_MODELS:-llama-3.2-1b}; do
         python3 scripts/gpu/ncu_decode_shares.py --profile "$OUT/op_profile_gpu_$m.json" --model synth:$m \
