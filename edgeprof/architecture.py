@@ -294,6 +294,10 @@ class Architecture:
         """K and V for one token across all layers (f16 cache by default), windows aside."""
         return 2 * self.num_layers * self.kv_dim * bytes_per_element
 
+    def swa_cache_cells(self, ubatch: int = 512) -> int | None:
+        """Cells llama.cpp keeps per sequence on each local layer (`llama_swa_cells`)."""
+        return llama_swa_cells(self.sliding_window, ubatch)
+
     def kv_cache_bytes(self, context: int, bytes_per_element: float = 2.0, window_cells: int | None = None) -> float:
         """K and V held for `context` tokens of one sequence: local layers keep at most `window_cells` cells
         (llama.cpp's SWA cache: the window plus a micro-batch, padded; the window itself by default)."""
@@ -301,6 +305,14 @@ class Architecture:
         local = sum(self.swa_layers)
         per_layer = 2 * self.kv_dim * bytes_per_element
         return per_layer * ((self.num_layers - local) * context + local * min(context, cells))
+
+
+def llama_swa_cells(window: int | None, ubatch: int = 512) -> int | None:
+    """Cells llama.cpp's SWA cache holds per sequence on a sliding-window layer: the window plus a micro-batch,
+    padded to 256 (llama-kv-cache-iswa.cpp, with swa_full off as in the native tools); None without a window."""
+    if not window:
+        return None
+    return -(-(window + ubatch) // 256) * 256
 
 
 def _positive(value) -> float | None:

@@ -15,7 +15,6 @@ from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import Hyperparameters
 from edgeprof.devices import DeviceProfile, HostFacts
 from edgeprof.errors import ConfigError
-from edgeprof.analysis.roofline import swa_cache_cells
 from edgeprof.quant import GGUF_QUANTS, kv_bytes_per_element
 
 RUNTIME_OVERHEAD_BYTES = 150e6  # llama.cpp's own allocations besides weights, KV and compute buffers (estimate)
@@ -82,7 +81,7 @@ def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
     weights = arch.gguf_weight_bytes(quant)
     kv_type = hp.kv_type or ("f16" if config.quant == "fp16" else "f32")  # ONNX: the cache in the model's dtype
     # llama.cpp keeps a window-sized cache for sliding-window layers; optimum's ONNX graph concatenates all
-    cells = swa_cache_cells(arch, hp.n_ubatch or 512) if config.format == "gguf" else arch.max_position_embeddings
+    cells = arch.swa_cache_cells(hp.n_ubatch or 512) if config.format == "gguf" else arch.max_position_embeddings
     kv = arch.kv_cache_bytes(hp.context_per_sequence, kv_bytes_per_element(kv_type), cells) * hp.batch
     tokens = min(hp.n_ubatch or 512, hp.batch * hp.prompt_tokens)
     working = 4 * tokens * (arch.vocab_size + 8 * arch.hidden_size) + RUNTIME_OVERHEAD_BYTES

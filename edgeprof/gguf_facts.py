@@ -59,9 +59,11 @@ class GgufFacts:
     def kv_cache_bytes(self, context: int, bytes_per_element: float = 2.0, ubatch: int = 512) -> float:
         """K and V llama.cpp holds for `context` tokens of one sequence: a sliding-window layer keeps the window
         plus a micro-batch, padded to 256 (the native tools' default); other layers keep every token."""
+        from edgeprof.architecture import llama_swa_cells
+
         per_layer = self.kv_heads * (self.key_length + self.value_length) * bytes_per_element
         local = sum(self.swa_layers or ()) if self.sliding_window else 0
-        cells = -(-((self.sliding_window or 0) + ubatch) // 256) * 256
+        cells = llama_swa_cells(self.sliding_window, ubatch) or context
         return per_layer * ((self.layers - local) * context + local * min(context, cells))
 
     @property

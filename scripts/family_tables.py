@@ -16,7 +16,6 @@ import json
 import math
 from pathlib import Path
 
-from edgeprof.analysis.roofline import swa_cache_cells
 from edgeprof.presets import get_preset
 
 
@@ -42,7 +41,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def kv_megabytes(model: str, batch: int, context: int, ubatch: int) -> tuple[float, float]:
     """(allocated by llama.cpp, without windows) f16 KV cache in MB for `batch` sequences of `context`."""
     arch = get_preset(model.removeprefix("synth:")).architecture
-    allocated = arch.kv_cache_bytes(context, 2.0, swa_cache_cells(arch, ubatch)) * batch
+    allocated = arch.kv_cache_bytes(context, 2.0, arch.swa_cache_cells(ubatch)) * batch
     return allocated / 1e6, arch.kv_cache_bytes_per_token() * context * batch / 1e6
 
 

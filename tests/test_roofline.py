@@ -111,10 +111,8 @@ def test_smollm3s_layers_without_rope_do_not_rotate():
 
 
 def test_local_layers_read_only_the_swa_cache_llama_cpp_keeps():
-    from edgeprof.analysis.roofline import swa_cache_cells
-
     arch = get_preset("gemma-3-1b").architecture  # 22 local layers (window 512), 4 global, 1 KV head of 256
-    cells = swa_cache_cells(arch, 512)
+    cells = arch.swa_cache_cells(512)
     assert cells == 1024  # window 512 + micro-batch 512, padded to 256
     quant = GGUF_QUANTS["q4_k_m"]
     scores = {c: next(op for op in phase_ops(arch, quant, 1, 1, c) if op.name == "attn_scores") for c in (512, 8192)}

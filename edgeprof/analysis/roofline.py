@@ -123,14 +123,6 @@ def _weight_bytes(arch: Architecture, quant: GgufQuant, role: str, rows: int, co
     return total
 
 
-def swa_cache_cells(arch: Architecture, ubatch: int = 512) -> int | None:
-    """Cells llama.cpp's SWA cache holds per sequence on a local layer: the window plus a micro-batch, padded
-    to 256 (llama-kv-cache-iswa.cpp; the native tools' default, swa_full off), or None without windows."""
-    if not arch.sliding_window:
-        return None
-    return -(-(arch.sliding_window + ubatch) // 256) * 256
-
-
 def expected_experts_touched(experts: int, per_token: int, tokens: float) -> float:
     """Distinct experts a call's tokens route to, in expectation if each token picks its top-k uniformly:
     E·(1 − (1 − k/E)^T). One token touches k; the count grows towards min(E, T·k) and saturates at E. Real
@@ -147,7 +139,7 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
     over each sequence's logits. All figures summed over layers.
 
     Family features: local (sliding-window) layers scan only what llama.cpp's SWA cache holds
-    (`swa_cache_cells`); soft-caps add a scale-tanh-scale on the scores and on the logits; Gemma adds a
+    (`Architecture.swa_cache_cells`); soft-caps add a scale-tanh-scale on the scores and on the logits; Gemma adds a
     norm after attention and after the FFN and scales the embeddings; fused checkpoints (Phi-3) run one
     qkv and one gate_up matmul; partial rotary turns only `rotary_dim` of each head; MoE layers read the
     router and the experts the call's tokens touch (`expected_experts_touched`) and compute with k experts
@@ -167,7 +159,7 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
 
     # Attention: each layer scans its context (a local layer: at most its SWA cache); prefill sums 1..P per
     # sequence (a local layer: min(t, window) for each t), decode reads c positions.
-    cells = swa_cache_cells(arch, ubatch)
+    cells = arch.swa_cache_cells(ubatch)
     layer_context = [min(context, cells) if local and cells else context for local in arch.swa_layers]
     if new_tokens == context:
         window = arch.sliding_window or context

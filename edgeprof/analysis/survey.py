@@ -63,7 +63,6 @@ def survey_row(source: ModelSource, context: int) -> SurveyRow:
             tied_embeddings=facts.tied_embeddings, parameters=facts.parameters, active_parameters=active,
             kv_bytes_per_token=kv, kv_bytes_at_context=facts.kv_cache_bytes(context),
             weight_bytes={facts.file_type or "file": facts.file_bytes})
-    from edgeprof.analysis.roofline import swa_cache_cells
     from edgeprof.quant import GGUF_QUANTS
 
     arch = source.architecture
@@ -79,7 +78,7 @@ def survey_row(source: ModelSource, context: int) -> SurveyRow:
         experts=f"{arch.num_experts}/{arch.experts_per_token}" if arch.is_moe else None,
         tied_embeddings=arch.tie_word_embeddings, parameters=arch.parameter_count,
         active_parameters=arch.active_parameter_count, kv_bytes_per_token=kv,
-        kv_bytes_at_context=arch.kv_cache_bytes(context, window_cells=swa_cache_cells(arch)),
+        kv_bytes_at_context=arch.kv_cache_bytes(context, window_cells=arch.swa_cache_cells()),
         weight_bytes={q: arch.gguf_weight_bytes(GGUF_QUANTS[q]) for q in SURVEY_QUANTS})
 
 
