@@ -170,7 +170,7 @@ class Architecture:
         if types:
             return tuple(kind == "sliding_attention" for kind in types)
         period = 2 if self.model_type == "gemma2" else int(self.config.get("sliding_window_pattern", 6))
-        return tuple((n + 1) % period != 0 for n in range(self.num_layers))
+        return periodic_swa_layers(period, self.num_layers)
 
     @property
     def local_rope_theta(self) -> float:
@@ -302,9 +302,19 @@ class Architecture:
         """K and V held for `context` tokens of one sequence: local layers keep at most `window_cells` cells
         (llama.cpp's SWA cache: the window plus a micro-batch, padded; the window itself by default)."""
         cells = window_cells if window_cells is not None else (self.sliding_window or context)
-        local = sum(self.swa_layers)
-        per_layer = 2 * self.kv_dim * bytes_per_element
-        return per_layer * ((self.num_layers - local) * context + local * min(context, cells))
+        return windowed_kv_bytes(2 * self.kv_dim * bytes_per_element, self.num_layers, sum(self.swa_layers), context,
+                                 cells)
+
+
+def periodic_swa_layers(period: int, layers: int) -> tuple[bool, ...]:
+    """Window flags for a period n: the last layer of every n is global (llama.cpp's set_swa_pattern,
+    il % n < n - 1, which is HF's (il + 1) % n != 0); a period of 0 makes every layer local."""
+    return tuple(period == 0 or n % period < period - 1 for n in range(layers))
+
+
+def windowed_kv_bytes(per_token_layer: float, layers: int, local_layers: int, context: int, cells: int) -> float:
+    """K and V bytes for `context` tokens when `local_layers` of `layers` keep at most `cells` cells each."""
+    return per_token_layer * ((layers - local_layers) * context + local_layers * min(context, cells))
 
 
 def llama_swa_cells(window: int | None, ubatch: int = 512) -> int | None:

@@ -59,12 +59,12 @@ class GgufFacts:
     def kv_cache_bytes(self, context: int, bytes_per_element: float = 2.0, ubatch: int = 512) -> float:
         """K and V llama.cpp holds for `context` tokens of one sequence: a sliding-window layer keeps the window
         plus a micro-batch, padded to 256 (the native tools' default); other layers keep every token."""
-        from edgeprof.architecture import llama_swa_cells
+        from edgeprof.architecture import llama_swa_cells, windowed_kv_bytes
 
         per_layer = self.kv_heads * (self.key_length + self.value_length) * bytes_per_element
         local = sum(self.swa_layers or ()) if self.sliding_window else 0
-        cells = llama_swa_cells(self.sliding_window, ubatch) or context
-        return per_layer * ((self.layers - local) * context + local * min(context, cells))
+        return windowed_kv_bytes(per_layer, self.layers, local, context,
+                                 llama_swa_cells(self.sliding_window, ubatch) or context)
 
     @property
     def modelled(self) -> bool:
@@ -170,14 +170,14 @@ def read_gguf_facts(path: Path) -> GgufFacts:
 
 
 def _swa_layers(pattern, default_period: int | None, layers: int) -> tuple[bool, ...] | None:
-    """The per-layer window flags: the GGUF's array, or llama.cpp's rule for a period n (the last layer of
-    every n is global: il % n < n - 1), the family's default period where the key is absent."""
+    """The per-layer window flags: the GGUF's array, or llama.cpp's rule for a period
+    (`periodic_swa_layers`), the family's default period where the key is absent."""
+    from edgeprof.architecture import periodic_swa_layers
+
     if isinstance(pattern, list):
         return tuple(bool(flag) for flag in pattern)
     period = int(pattern) if pattern is not None else default_period
-    if period is None:
-        return None
-    return tuple(period == 0 or n % period < period - 1 for n in range(layers))
+    return None if period is None else periodic_swa_layers(period, layers)
 
 
 def _int_or_none(value) -> int | None:

@@ -150,11 +150,8 @@ def phase_ops(arch: Architecture, quant: GgufQuant, batch: int, new_tokens: int,
     R = sum(arch.rope_layers)  # layers that apply the rotary embedding (SmolLM3 skips every 4th)
     rot = arch.rotary_dim / hd  # share of each head the rotary embedding turns (Phi: partial)
 
-    def weights_of(role: str, rows: int, cols: int) -> float:
-        return _weight_bytes(arch, quant, role, rows, cols)
-
     def matmul(name: str, category: str, role: str, rows: int, cols: int) -> Op:
-        return Op(name, category, 2.0 * T * rows * cols * L, weights_of(role, rows, cols) * calls,
+        return Op(name, category, 2.0 * T * rows * cols * L, _weight_bytes(arch, quant, role, rows, cols) * calls,
                   _ACT * T * (rows + cols) * L, L * calls)
 
     # Attention: each layer scans its context (a local layer: at most its SWA cache); prefill sums 1..P per

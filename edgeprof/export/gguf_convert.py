@@ -29,11 +29,15 @@ _INTERLEAVED_ROTARY = ("llama", "mistral", "smollm3")  # llama.cpp's "norm" rope
 _EXPERT_PART = re.compile(r"\.experts\.\d+\.")
 
 
-def gguf_name(hf_name: str, arch: Architecture) -> str:
-    """The llama.cpp tensor name of an HF tensor name, from the `gguf` package's own name table (a routed
-    expert's tensor names the stacked tensor of all experts of its layer)."""
+def tensor_name_map(arch: Architecture) -> gguf.TensorNameMap:
+    """The `gguf` package's HF -> llama.cpp name table for this family and depth (built once per export)."""
     arch_enum = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == _GGUF_ARCH[arch.model_type])
-    name_map = gguf.get_tensor_name_map(arch_enum, arch.num_layers)
+    return gguf.get_tensor_name_map(arch_enum, arch.num_layers)
+
+
+def gguf_name(hf_name: str, arch: Architecture, name_map: gguf.TensorNameMap) -> str:
+    """The llama.cpp tensor name of an HF tensor name (a routed expert's tensor names the stacked tensor of
+    all experts of its layer)."""
     stacked = _EXPERT_PART.sub(".experts.", hf_name)
     found = name_map.get_name(stacked, try_suffixes=(".weight", ".bias"))
     if found is None:
@@ -100,9 +104,10 @@ class _GgufTensor:
 
 def _gguf_tensors(arch: Architecture) -> list[_GgufTensor]:
     """The GGUF's tensors in checkpoint order, each layer's experts stacked where their first one stands."""
+    name_map = tensor_name_map(arch)
     tensors: dict[str, list[TensorSpec]] = {}
     for spec in arch.tensors():
-        tensors.setdefault(gguf_name(spec.name, arch), []).append(spec)
+        tensors.setdefault(gguf_name(spec.name, arch, name_map), []).append(spec)
     return [_GgufTensor(name, tuple(parts)) for name, parts in tensors.items()]
 
 
