@@ -2,7 +2,8 @@
 
 The sdist of llama-cpp-python vendors llama.cpp at the exact commit it was built from, so building
 `llama-bench` from it compares edgeprof with the very same kernels. Binaries are cached under
-`$EDGEPROF_CACHE/native/`; the build uses llama.cpp's defaults (-march=native, OpenMP) like pip's.
+`$EDGEPROF_CACHE/native/`; the build uses llama.cpp's defaults (-march=native, OpenMP) like pip's, and
+leaves out ggml's AMX matmul as README's install does (`NO_AMX`: GCC 12 miscompiles its tile configuration).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from importlib import metadata
 from pathlib import Path
 
 from edgeprof.paths import cache_root
+
+
+# The same flags README's install gives pip (CMAKE_ARGS), so the tools run the library's kernels.
+NO_AMX = ["-DCMAKE_C_FLAGS=-U__AMX_INT8__", "-DCMAKE_CXX_FLAGS=-U__AMX_INT8__"]
 
 
 def source_dir() -> Path:
@@ -38,6 +43,6 @@ def ensure_tool(target: str = "llama-bench", cmake_args: list[str] | None = None
             tar.extractall(dest, filter="data")
     subprocess.run(["cmake", "-S", str(src), "-B", str(src / "build"), "-DCMAKE_BUILD_TYPE=Release",
                     "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                    "-DLLAMA_BUILD_SERVER=OFF", *(cmake_args or [])], check=True)
+                    "-DLLAMA_BUILD_SERVER=OFF", *NO_AMX, *(cmake_args or [])], check=True)
     subprocess.run(["cmake", "--build", str(src / "build"), "--target", target, "-j"], check=True)
     return binary
