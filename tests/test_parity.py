@@ -122,26 +122,35 @@ def test_batched_sequences_match_single_runs(tiny_gguf_f32):
         assert together[i].tolist() == generate(prompts[i:i + 1])[0].tolist()
 
 
-def test_greedy_on_the_device_picks_the_tokens_the_host_argmax_picks(tiny_gguf_f32):
-    """Backend sampling (a greedy chain per sequence inside llama.cpp's graph) returns token ids only; they
-    must be the host argmax's over the same f32 logits, in a batch and across prefill chunks."""
+@pytest.mark.parametrize("batch, prompt_len, n_batch", [
+    (2, 12, 16),  # prefill in two llama_decode calls: sequence 0's prompt ends in the first, sequence 1's in the second
+    (3, 4, 64),  # every prompt ends in one micro-batch: sequence 0's token is the argmax's first of three outputs
+    (1, 12, 16),  # one sequence: no raw logits are copied at all
+])
+def test_greedy_on_the_device_picks_the_tokens_the_host_argmax_picks(tiny_gguf_f32, batch, prompt_len, n_batch):
+    """The batched argmax (one ggml_argmax over every output row, inside llama.cpp's graph) returns token ids
+    only; they must be the host argmax's over the same f32 logits, for every sequence of a decode step and
+    across prefill chunks. ggml's CPU backend runs the same graph, so this holds the row-to-sequence mapping
+    that the GPU relies on."""
     from edgeprof.backends.llamacpp import backend_sampling_available
     from edgeprof.backends.llamacpp_lib import load_llama_cpp
 
     if not backend_sampling_available(load_llama_cpp()):
         pytest.skip("this llama.cpp has no backend sampling")
-    prompts = np.random.default_rng(11).integers(3, 1000, size=(2, 12)).astype(np.int32)
-    hp = Hyperparameters(batch=2, prompt_tokens=12, gen_tokens=32, threads=2, kv_type="f32", flash_attn="off",
-                         n_batch=16)
+    prompts = np.random.default_rng(11).integers(3, 1000, size=(batch, prompt_len)).astype(np.int32)
+    hp = Hyperparameters(batch=batch, prompt_tokens=prompt_len, gen_tokens=32, threads=2, kv_type="f32",
+                         flash_attn="off", n_batch=n_batch)
 
     def generate(need_logits: bool) -> tuple[np.ndarray, str]:
         session = LlamaCppSession(tiny_gguf_f32.path, hp, need_logits=need_logits, sampling="device")
         try:
-            session.prefill(prompts)
-            out = [session.last_tokens()]
-            for _ in range(32):
-                session.decode_step()
-                out.append(session.last_tokens())
+            for _ in range(2):  # twice: the second pass reuses the graphs built by the first
+                session.reset()
+                session.prefill(prompts)
+                out = [session.last_tokens()]
+                for _ in range(32):
+                    session.decode_step()
+                    out.append(session.last_tokens())
             return np.stack(out, axis=1), session.info()["sampling"]
         finally:
             session.close()
@@ -168,13 +177,28 @@ def test_a_device_sampling_session_refuses_to_hand_out_logits(tiny_gguf_f32):
         session.close()
 
 
-def test_greedy_goes_to_the_device_only_where_it_was_measured_faster():
+def test_greedy_goes_to_the_device_wherever_the_model_is_on_a_gpu_and_a_step_fits_one_micro_batch():
     from edgeprof.backends.llamacpp import device_sampling_wins
 
     assert device_sampling_wins(Hyperparameters(batch=1, gpu_layers=-1))
-    assert device_sampling_wins(Hyperparameters(batch=16, gpu_layers=-1))
-    assert not device_sampling_wins(Hyperparameters(batch=128, gpu_layers=-1))
+    assert device_sampling_wins(Hyperparameters(batch=128, gpu_layers=-1))  # one argmax, not 128 chains
+    assert device_sampling_wins(Hyperparameters(batch=512, gpu_layers=-1, n_ubatch=512))
+    assert not device_sampling_wins(Hyperparameters(batch=513, gpu_layers=-1, n_ubatch=512))  # two micro-batches
     assert not device_sampling_wins(Hyperparameters(batch=1, gpu_layers=0))  # CPU: logits already on the host
+
+
+def test_a_batch_too_wide_for_one_micro_batch_keeps_greedy_on_the_host(tiny_gguf_f32):
+    from edgeprof.backends.llamacpp import backend_sampling_available
+    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+
+    if not backend_sampling_available(load_llama_cpp()):
+        pytest.skip("this llama.cpp has no backend sampling")
+    hp = Hyperparameters(batch=4, prompt_tokens=4, gen_tokens=2, threads=2, n_batch=16, n_ubatch=2)
+    session = LlamaCppSession(tiny_gguf_f32.path, hp, sampling="device")
+    try:
+        assert session.info()["sampling"] == "host"
+    finally:
+        session.close()
 
 
 def test_sampler_none_waits_for_the_work_it_times(tiny_gguf_f32, monkeypatch):

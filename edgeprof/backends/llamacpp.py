@@ -6,7 +6,8 @@ choice happens where the logits are. Where the build has llama.cpp's backend sam
 chain per sequence runs the argmax inside the graph (on the GPU when the model is offloaded), so only
 token ids come back instead of batch x vocab logits; otherwise (or when a caller needs the logits
 themselves: fidelity, parity) it is one numpy `argmax` over a zero-copy view of the logits llama.cpp
-already produced. `info()["sampling"]` says which ran.
+already produced. On the device, one argmax covers every sequence (`llamacpp_greedy.BatchedArgmax`), not
+one sampler chain per sequence. `info()["sampling"]` says which ran.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgeprof.backends.llamacpp_greedy import BatchedArgmax
 from edgeprof.backends.llamacpp_lib import LogCapture, build_info, load_llama_cpp
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ArtifactError, BackendUnavailableError, ConfigError
@@ -24,17 +26,16 @@ from edgeprof.quant import KV_CACHE_TYPES
 
 def backend_sampling_available(llama_cpp) -> bool:
     """Whether this llama.cpp has backend sampling (`llama_context_params.samplers`, 2026 builds)."""
-    return (hasattr(llama_cpp, "llama_sampler_seq_config") and hasattr(llama_cpp, "llama_get_sampled_token_ith")
-            and any(name == "samplers" for name, *_ in llama_cpp.llama_context_params._fields_))
+    return (hasattr(llama_cpp, "llama_sampler_seq_config") and hasattr(llama_cpp, "llama_get_sampled_candidates_ith")
+            and any(name == "samplers" for name, *_ in llama_cpp.llama_context_params._fields_)
+            and any(name == "backend_apply" for name, *_ in llama_cpp.llama_sampler_i._fields_))
 
 
 def device_sampling_wins(hp: Hyperparameters) -> bool:
-    """Where greedy on the device was measured faster than the host argmax (H100, Llama-3.2-1B q4_k_m,
-    docs/benchmarks.md §14): with the model on the GPU and up to 16 sequences (batch 16: 0.848 vs 0.813 of
-    llama-batched-bench; batch 1: equal). At batch 128 llama.cpp's per-sequence sampler chains (an argmax
-    and a copy per sequence per step) cost more than copying the logits (0.549 vs 0.683), and on a CPU
-    the logits are already in host memory."""
-    return hp.gpu_layers != 0 and hp.batch <= 16
+    """Greedy on the device wherever the model is on a GPU and a step's outputs fit one micro-batch: there one
+    argmax kernel replaces copying batch x vocab logits to the host and scanning them (docs/benchmarks.md §14:
+    H200, batch 1 to 128). On a CPU the logits are already in host memory."""
+    return hp.gpu_layers != 0 and BatchedArgmax.fits(hp.batch, hp.n_ubatch)
 
 
 class _Batch:
@@ -131,14 +132,15 @@ class LlamaCppSession:
         self._eval_callback = eval_callback  # llama.cpp calls it for the context's life: keep it alive
         if eval_callback is not None:
             ctx_params.cb_eval = eval_callback
-        self._chains: list = []
+        self._argmax: BatchedArgmax | None = None
         self._sampler_configs = None
         if hp.sampler == "greedy" and not need_logits and backend_sampling_available(llama_cpp) and (
-                sampling == "device" or sampling == "auto" and device_sampling_wins(hp)):
-            self._attach_device_greedy(ctx_params, hp.batch)
+                sampling == "device" and BatchedArgmax.fits(hp.batch, ctx_params.n_ubatch)
+                or sampling == "auto" and device_sampling_wins(hp)):
+            self._attach_device_greedy(ctx_params)
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
-            self._free_chains()
+            self._free_argmax()
             if self._owns_model:
                 self._weights.free()
             raise ConfigError(f"llama.cpp could not create a context for these settings: "
@@ -146,7 +148,7 @@ class LlamaCppSession:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._n_batch = ctx_params.n_batch
         self._greedy = hp.sampler == "greedy"
-        self._on_device = bool(self._chains)
+        self._on_device = self._argmax is not None
         self._next = np.zeros(hp.batch, dtype=np.int32)
         self._step = 0
         self._logits = np.empty((0, 0), dtype=np.float32)
@@ -215,25 +217,22 @@ class LlamaCppSession:
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}: {self._logs.tail(2)}")
 
-    def _attach_device_greedy(self, ctx_params, batch: int) -> None:
-        """One greedy sampler chain per sequence, given to the context at creation (llama.cpp builds them
-        into its graph then); the chains live as long as the context."""
+    def _attach_device_greedy(self, ctx_params) -> None:
+        """The batched argmax's chain on sequence 0, given to the context at creation (llama.cpp builds it into
+        its graph then); the chain lives as long as the context."""
         llama_cpp = self._llama_cpp
-        configs = (llama_cpp.llama_sampler_seq_config * batch)()
-        for seq in range(batch):
-            chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-            self._chains.append(chain)
-            configs[seq].seq_id = seq
-            configs[seq].sampler = ctypes.cast(chain, ctypes.c_void_p)
+        self._argmax = BatchedArgmax(llama_cpp)
+        configs = (llama_cpp.llama_sampler_seq_config * 1)()
+        configs[0].seq_id = 0
+        configs[0].sampler = ctypes.cast(self._argmax.chain, ctypes.c_void_p)
         self._sampler_configs = configs  # llama.cpp keeps the pointer: keep the array alive
         ctx_params.samplers = configs
-        ctx_params.n_samplers = batch
+        ctx_params.n_samplers = 1
 
-    def _free_chains(self) -> None:
-        for chain in self._chains:
-            self._llama_cpp.llama_sampler_free(chain)
-        self._chains.clear()
+    def _free_argmax(self) -> None:
+        if self._argmax is not None:
+            self._argmax.free()
+            self._argmax = None
 
     def _choose(self, sequences: np.ndarray | None, rows: np.ndarray | None = None) -> None:
         """Greedy next token for the outputs of the last decode: all sequences (a decode step, where token i
@@ -241,13 +240,14 @@ class LlamaCppSession:
         if not self._greedy:
             return
         n_out = self.hp.batch if sequences is None else len(sequences)
-        if self._on_device:  # token ids only, addressed by the token's index in the batch
-            sampled = self._llama_cpp.llama_get_sampled_token_ith
-            chosen = [sampled(self._ctx, int(i)) for i in (range(n_out) if rows is None else rows)]
-            if sequences is None:
-                self._next[:] = chosen
-            else:
-                self._next[sequences] = chosen
+        if self._on_device and sequences is None:  # a decode step: token i is sequence i's
+            self._next[:] = self._argmax.tokens(self._ctx, 0, n_out)
+            return
+        if self._on_device and sequences[0] == 0:  # sequence 0's prompt ends in this chunk: its token came back
+            first = int(self._argmax.tokens(self._ctx, int(rows[0]), 1)[0])
+            if n_out > 1:  # the others have no sampler: their raw logits were copied as usual
+                self._next[sequences[1:]] = np.argmax(self._logits_view(n_out)[1:], axis=1)
+            self._next[0] = first
             return
         logits = self._logits_view(n_out)
         if sequences is None:
@@ -322,7 +322,7 @@ class LlamaCppSession:
         if self._ctx:
             self._llama_cpp.llama_free(self._ctx)
             self._ctx = None
-        self._free_chains()  # after the context that used them
+        self._free_argmax()  # after the context that used it
         if self._owns_model:
             self._weights.free()
         self._model = None

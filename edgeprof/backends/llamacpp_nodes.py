@@ -103,7 +103,7 @@ def categorize_sequence(nodes: list[Node]) -> list[Categorised]:
     return result
 
 
-class _TensorHead(ctypes.Structure):
+class TensorHead(ctypes.Structure):
     """The leading fields of ggml.h's `struct ggml_tensor` (GGML_MAX_DIMS 4, GGML_MAX_OP_PARAMS 64,
     GGML_MAX_SRC 10, GGML_MAX_NAME 64); `NodeReader` checks the layout against ggml's own accessor."""
 
@@ -130,7 +130,7 @@ class NodeReader:
     def read(self, tensor: int) -> Node:
         name = self._get_name(tensor).decode(errors="replace")
         op = self._op_desc(tensor).decode(errors="replace")
-        head = _TensorHead.from_address(tensor)
+        head = TensorHead.from_address(tensor)
         if self.layout_ok is None:
             self.layout_ok = head.name.decode(errors="replace") == name
         weight = ""
