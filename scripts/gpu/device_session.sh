@@ -3,7 +3,7 @@
 # carries .gpu/ (trimmed llama.cpp source and the llama_cpp Python package from the same sdist as this
 # machine's llama-cpp-python, plus wheels); see scripts/gpu/README.md for how .gpu/ is made.
 #   scripts/gpu/device_session.sh STAGE...
-#   stages: setup prep build nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
+#   stages: setup prep build unpack pack product sampler-paths nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
 #           calibrate roofline-long power-probe energy
 #           cupti-probe ops ops-ncu families
 # Results land in $OUT (the device tool brings them back).
@@ -29,6 +29,21 @@ for stage in "$@"; do
       log "build took $(( $(date +%s) - start )) s"
       touch /tmp/lcpp-cuda.done
       python3 -c 'import llama_cpp; print("gpu offload:", llama_cpp.llama_supports_gpu_offload())' ;;
+    unpack)  # a build carried back from an earlier call (.gpu/lcpp-bin/, xz tar split in 15 MB parts)
+      mkdir -p "$BUILD/bin" && cat .gpu/lcpp-bin/lcpp-bin.part-* | xz -d | tar -x -C "$BUILD/bin" \
+        && touch /tmp/lcpp-cuda.done && python3 -c 'import llama_cpp; print("gpu offload:", llama_cpp.llama_supports_gpu_offload())' ;;
+    pack)  # the build, for the next calls to carry instead of building again (6 minutes of device time)
+      (cd "$BUILD/bin" && tar -cf - *.so* llama-bench llama-batched-bench llama-perplexity | xz -T0 -6) \
+        | split -b 15M - "$OUT/lcpp-bin.part-" ;;
+    product)  # issue 25: `edgeprof run` against llama-bench / llama-batched-bench (PRODUCT_ARGS)
+      while [ ! -e /tmp/prep-llama-3.2-1b.done ]; do sleep 2; done
+      python3 scripts/bench_product_path.py --model synth:llama-3.2-1b --quant q4_k_m --gpu-layers -1 \
+        --bin "$BUILD/bin" ${PRODUCT_ARGS:---prompts 512,2048 --rounds 3} --out "$OUT/product_path_gpu.json" 2>&1 \
+        | grep -v "^llama_\|^load\|^print_info\|^graph_\|^sched_" | tee -a "$OUT/product_path.log" ;;
+    sampler-paths)  # issue 25: every greedy path in one process (investigation)
+      while [ ! -e /tmp/prep-llama-3.2-1b.done ]; do sleep 2; done
+      python3 scripts/gpu/sampler_paths.py --batches 1,16,128 --prompt 512 --gen 128 --rounds 3 --reps 2 \
+        --out "$OUT/sampler_paths.json" 2>&1 | grep "^{" | tee "$OUT/sampler_paths.log" ;;
     nvml)
       python3 -m pytest -q -m gpu -s tests/test_nvml_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/nvml_test.log" ;;
     sensors)
