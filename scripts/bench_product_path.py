@@ -95,8 +95,8 @@ def main() -> None:
     parser.add_argument("--batched-prompt", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--sides", default="default,none", help="edgeprof sides: default (greedy), none, host, "
-                                                                "device (forced greedy paths)")
+    parser.add_argument("--sides", default="default,none", help="edgeprof sides: default (greedy, the path "
+                                                                "edgeprof chooses), none (--sampler none)")
     parser.add_argument("--bin", type=Path, help="folder with llama-bench and llama-batched-bench (default: "
                                                   "built from the installed llama-cpp-python's source)")
     parser.add_argument("--out", type=Path)
@@ -109,8 +109,7 @@ def main() -> None:
     if args.threads:
         native_common += ["-t", str(args.threads)]
     common = ["-ngl", str(args.gpu_layers)] + (["-t", str(args.threads)] if args.threads else [])
-    extras = {"default": [], "none": ["--sampler", "none"], "host": ["--greedy-path", "host"],
-              "device": ["--greedy-path", "device"]}
+    extras = {"default": [], "none": ["--sampler", "none"]}
     sides = args.sides.split(",")
 
     # One step per measurement; each round runs every step, in an order rotated round by round.
