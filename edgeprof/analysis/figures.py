@@ -107,8 +107,7 @@ def overview(headlines: list[Headline], sides: list[Run], title: str):
         if column.fallback:
             ax.set_xlabel("GPU where measured, else worker RSS", fontsize=7)
         if missing:
-            ax.text(0.98, 0.01, "not measured on\n" + "\n".join(missing), transform=ax.transAxes, ha="right",
-                    va="bottom", fontsize=7, color="#777", style="italic")
+            ax.set_xlabel("not measured on " + ", ".join(missing), fontsize=7, color="#777", style="italic")
         ax.grid(True, axis="x", which="major", alpha=0.3)
     axes[0][0].set_yticks(range(n), labels)
     axes[0][0].invert_yaxis()
@@ -179,8 +178,9 @@ def sweep_lines(sides: list[Run], setting: str, metric: str, unit: str, fixed: d
         ax.set_visible(False)
     what = unit.split(",")[0].split(" (")[0]
     fixed_words = "".join(f", {SETTING_WORDS.get(k, k).split(' (')[0]} {v}" for k, v in fixed.items())
+    drawn = sorted({key[2] for key in series})
     fig.suptitle(f"{what} vs {SETTING_WORDS.get(setting, setting).split(' (')[0]}{fixed_words}: "
-                 + " vs ".join(side.device_name for side in sides), fontsize=11, fontweight="bold")
+                 + " vs ".join(sides[i].device_name for i in drawn), fontsize=11, fontweight="bold")
     fig.tight_layout()
     return fig
 
@@ -226,13 +226,16 @@ _PHASE_COLORS = {"prefill": "#f58518", "decode": "#54a24b", "warmup": "#bbbbbb",
                  "energy-prefill": "#fdd0a2", "energy-decode": "#c7e9c0"}  # the steady energy passes, lighter
 
 
-def power_trace(side: Run, what: str):
+def power_trace(side: Run):
     """Power and temperature (or, without those sensors, CPU use and the worker's memory) over the run,
-    phases shaded; `what` names the models the run measured, for the title."""
+    phases shaded, titled by the device and the models that run measured."""
     found = trace_source(side)
     if found is None:
         return None
-    _, rows, primary, secondary = found
+    path, rows, primary, secondary = found
+    models = sorted({short_model(r) for r in side.rows if r.get("run_id") in (path.name, None)} or
+                    {short_model(r) for r in side.rows})
+    what = ", ".join(models[:2]) + (f" and {len(models) - 2} more" if len(models) > 2 else "")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.6), dpi=110)
     t = [float(r["t_s"]) for r in rows]
@@ -261,7 +264,7 @@ def power_trace(side: Run, what: str):
         twin.set_ylabel("°C" if secondary[0].endswith("temp_c") else "MB", color="#e45756")
         more = twin.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
-    ax.legend(handles, labels, fontsize=7, loc="upper right")
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.07, 1.0), frameon=False)
     sensed = "power and temperature" if primary and primary[0].endswith("power_w") else \
         "CPU use and worker memory (no power or temperature sensor)"
     ax.set_title(f"{side.device_name}: {sensed} while measuring {what}", fontsize=10, fontweight="bold")

@@ -152,6 +152,13 @@ def format_value(value: float) -> str:
     return f"{value:.3g}"
 
 
+def format_spread(value: float) -> str:
+    """A standard deviation to two significant figures: ±0.00029, ±3.7, ±1,362."""
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2g}"
+
+
 def format_ratio(value: float) -> str:
     """45× · 7.3× · 0.62× · 1/18: a fraction where a figure shrinks by more than half."""
     if math.isnan(value):
@@ -201,6 +208,42 @@ def sentence(headline: Headline) -> str:
     if not clauses:
         return head + "no decode figure on two devices."
     return head + "; ".join(clauses) + "."
+
+
+def model_summaries(headlines: list[Headline]) -> list[str]:
+    """One paragraph per model: the sentence of its lead quantization (q4_k_m where measured, else the one
+    with the most shared workloads), then the range of each later device's decode ratio over its other
+    quantizations, so ten headlines read as two paragraphs."""
+    by_model: dict[tuple, list[Headline]] = {}
+    for headline in headlines:
+        by_model.setdefault((headline.model, headline.backend, tuple(headline.sides)), []).append(headline)
+    paragraphs = []
+    for group in by_model.values():
+        lead = max(group, key=lambda h: (h.quant == "q4_k_m", len(h.rows)))
+        text = lead.sentence
+        others = [h for h in group if h is not lead]
+        for side in range(1, len(lead.sides)) if others else ():
+            ratios = [(h.rows[h.lead].ratio("decode_tps", side)[0], h.quant) for h in others]
+            ratios = [(r, q) for r, q in ratios if not math.isnan(r)]
+            if not ratios:
+                continue
+            low, high = min(r for r, _ in ratios), max(r for r, _ in ratios)
+            if low >= 1:
+                span = f"{_span(low, high)} faster than"
+            elif high < 1:
+                span = f"{_span(1 / high, 1 / low)} slower than"
+            else:
+                span = f"between {format_ratio(low)} and {format_ratio(high)} the speed of"
+            quants = ", ".join(q for _, q in ratios)
+            text += (f" Over its other quantization{'s' if len(ratios) > 1 else ''} ({quants}), each at its own "
+                     f"lead workload, the {lead.sides[side]} decodes {span} the {lead.sides[0]}.")
+        paragraphs.append(text)
+    return paragraphs
+
+
+def _span(low: float, high: float) -> str:
+    low_text, high_text = format_ratio(low), format_ratio(high)
+    return high_text if low_text == high_text else f"{low_text.rstrip('×')}–{high_text}"
 
 
 def _notes(headline: Headline) -> list[str]:

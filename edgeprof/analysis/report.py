@@ -23,7 +23,8 @@ from pathlib import Path
 
 from edgeprof.analysis import figures
 from edgeprof.analysis.compare import Run, load_run, merge_by_device, settings_of
-from edgeprof.analysis.headline import HEADLINE_COLUMNS, Headline, build_headlines, format_ratio, format_value
+from edgeprof.analysis.headline import (HEADLINE_COLUMNS, Headline, build_headlines, format_ratio, format_spread,
+                                        format_value, model_summaries)
 from edgeprof.results.formats import to_csv
 
 _CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1150px;
@@ -35,7 +36,8 @@ vertical-align:top}th{background:#f4f4f4}td.l,th.l{text-align:left}tr.ratio td{b
 tr.first td{border-top:2px solid #bbb}.sd{color:#888;font-size:.72rem}.pred{color:#6a51a3;font-size:.72rem}
 .em{color:#b35806;font-weight:600}.note{color:#666;font-style:italic}.swatch{display:inline-block;width:.8em;height:.8em;
 margin-right:.3em;vertical-align:-.05em}details{margin:.6rem 0}summary{cursor:pointer;color:#245}
-.settings{color:#666;font-size:.72rem;text-align:left}"""
+.settings{color:#666;font-size:.72rem;text-align:left;max-width:16rem}table.cmp td{white-space:nowrap}
+table.cmp td.settings,table.cmp td.l{white-space:normal}"""
 
 FIGURES = (  # (file name, section title, figure maker on (sides, headlines)): a later figure is one more line
     ("overview", "At a glance", lambda sides, headlines: figures.overview(
@@ -59,8 +61,10 @@ def write_report(run_paths: list[Path], out: Path) -> Path:
     else:
         page.single_run(sides[0] if sides else None, runs)
     for setting, metric, unit, fixed in figures.SWEEPS:
+        what = {"decode_tps_mean": "Decode speed", "prefill_tps_mean": "Prefill speed",
+                "ttft_ms_mean": "Time to first token"}.get(metric, metric)
         page.figure(f"{metric.removesuffix('_mean').replace('_tps', '').replace('_ms', '')}_vs_{setting}",
-                    f"{figures.SETTING_WORDS[setting].split(' (')[0].capitalize()} sweep",
+                    f"{what} over {figures.SETTING_WORDS[setting].split(' (')[0]}",
                     figures.sweep_lines(sides, setting, metric, unit, fixed), quiet=True)
     page.power()
     page.op_shares()
@@ -93,7 +97,7 @@ def _cell(cell, unit_note: bool = False) -> str:
         return "<td>-</td>"
     text = html.escape(format_value(cell.mean))
     if cell.std and not math.isnan(cell.std):
-        text += f" <span class='sd'>±{html.escape(format_value(cell.std))}</span>"
+        text += f" <span class='sd'>±{html.escape(format_spread(cell.std))}</span>"
     if cell.source and unit_note:
         text += f" <span class='sd'>{cell.source}</span>"
     if cell.predicted is not None and math.isfinite(cell.predicted):
@@ -101,18 +105,23 @@ def _cell(cell, unit_note: bool = False) -> str:
     return f"<td>{text}</td>"
 
 
-def headline_table(headline: Headline, rows: list[int] | None = None, label_model: bool = False) -> str:
-    """Per workload: one line per device (mean ± sample std over repetitions, the roofline's prediction under
-    it, how the device ran it), then each later device's ratio to the first (± its propagated spread)."""
-    indices = range(len(headline.rows)) if rows is None else rows
-    head = ["workload", "device", *[c.label for c in headline.columns], "run with"]
-    out = ["<table><tr>" + "".join(f"<th class='{'l' if h in ('workload', 'device', 'run with') else ''}'>"
-                                   f"{html.escape(h)}</th>" for h in head) + "</tr>"]
-    for index in indices:
+def headline_table(entries: list[tuple[Headline, int]], label_model: bool = False) -> str:
+    """Per (headline, workload row): one line per device (mean ± sample std over repetitions, the roofline's
+    prediction under it, how the device ran it), then each later device's ratio to the first (± its
+    propagated spread). One header for every entry, so the columns line up."""
+    columns: list = []
+    for headline, _ in entries:
+        columns += [c for c in headline.columns if c not in columns]
+    columns = [c for c in HEADLINE_COLUMNS if c in columns]
+    head = ["model and workload" if label_model else "workload", "device", *[c.label for c in columns], "run with"]
+    out = ["<table class='cmp'><tr>" + "".join(
+        f"<th class='{'l' if i < 2 or i == len(head) - 1 else ''}'>{html.escape(h)}</th>" for i, h in enumerate(head))
+        + "</tr>"]
+    for headline, index in entries:
         row = headline.rows[index]
         w = row.workload
-        name = f"{headline.model} {headline.quant}<br>" if label_model else ""
-        where = f"{name}batch {w['batch']}<br>prompt {w['prompt_tokens']}<br>{w['gen_tokens']} generated"
+        name = f"<b>{html.escape(headline.model)} {html.escape(headline.quant)}</b><br>" if label_model else ""
+        where = f"{name}batch {w['batch']}, prompt {w['prompt_tokens']},<br>{w['gen_tokens']} generated"
         span = len(headline.sides) * 2 - 1
         for side, device in enumerate(headline.sides):
             device_cell = html.escape(device) + (" <span class='em'>emulated</span>"
@@ -120,14 +129,15 @@ def headline_table(headline: Headline, rows: list[int] | None = None, label_mode
             first = f"<td class='l' rowspan='{span}'>{where}</td>" if side == 0 else ""
             more = f" (fastest of {row.choices[side]})" if row.choices[side] > 1 else ""
             out.append(f"<tr class='{'first' if side == 0 else ''}'>{first}<td class='l'>{device_cell}</td>"
-                       + "".join(_cell(row.cells[c.key][side], c.fallback is not None) for c in headline.columns)
+                       + "".join(_cell(row.cells[c.key][side], c.fallback is not None) if c.key in row.cells
+                                 else "<td>-</td>" for c in columns)
                        + f"<td class='settings'>{html.escape(row.settings[side] + more)}</td></tr>")
         for side in range(1, len(headline.sides)):
             cells = []
-            for column in headline.columns:
-                value, spread = row.ratio(column.key, side)
+            for column in columns:
+                value, spread = row.ratio(column.key, side) if column.key in row.cells else (math.nan, math.nan)
                 text = format_ratio(value)
-                if not math.isnan(spread) and spread and not math.isnan(value):
+                if not math.isnan(spread) and not math.isnan(value) and spread / value >= 0.005:
                     text += f" <span class='sd'>±{spread / value * 100:.0f}%</span>"
                 cells.append(f"<td>{text}</td>")
             out.append(f"<tr class='ratio'><td class='l'>{html.escape(headline.sides[side])} ÷ "
@@ -164,7 +174,7 @@ class _Page:
                  f"src='data:image/png;base64,{data}'></figure>")
 
     def lead(self, headlines: list[Headline]) -> None:
-        sentences = "".join(f"<li>{html.escape(h.sentence)}</li>" for h in headlines)
+        sentences = "".join(f"<li>{html.escape(text)}</li>" for text in model_summaries(headlines))
         self.add(f"<ul class='lead'>{sentences}</ul>")
         notes = sorted({note for h in headlines for note in h.notes})
         if notes:
@@ -175,7 +185,7 @@ class _Page:
                  "mean <span class='sd'>± standard deviation over repetitions</span>, "
                  "<span class='pred'>the roofline's prediction</span> where it has one, and each device's ratio "
                  "to the first. Memory is the GPU's where measured, else the worker's peak RSS.</p>")
-        self.add("".join(headline_table(h, [h.lead], label_model=True) for h in headlines))
+        self.add(headline_table([(h, h.lead) for h in headlines], label_model=True))
 
     def every_workload(self, headlines: list[Headline]) -> None:
         many = [h for h in headlines if len(h.rows) > 1]
@@ -185,7 +195,8 @@ class _Page:
         for h in many:
             self.add(f"<details {'open' if len(h.rows) <= 4 else ''}><summary><b>{html.escape(h.model)} "
                      f"{html.escape(h.quant)}</b> ({html.escape(h.backend)}): {len(h.rows)} workloads on "
-                     f"{' and '.join(html.escape(s) for s in h.sides)}</summary>{headline_table(h)}</details>")
+                     f"{' and '.join(html.escape(s) for s in h.sides)}</summary>"
+                     f"{headline_table([(h, i) for i in range(len(h.rows))])}</details>")
 
     def single_run(self, side: Run | None, runs: list[Run]) -> None:
         if side is None:
@@ -201,9 +212,7 @@ class _Page:
     def power(self) -> None:
         shown = False
         for side in self.sides:
-            models = sorted({figures.short_model(r) for r in side.rows})
-            what = ", ".join(models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
-            fig = figures.power_trace(side, what)
+            fig = figures.power_trace(side)
             if fig is not None:
                 slug = "".join(c if c.isalnum() else "-" for c in side.device_name.lower()).strip("-")
                 name = "power" if not shown else f"power_{slug}"
@@ -281,7 +290,7 @@ def run_table(rows: list[dict]) -> str:
             mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
             text = format_value(mean) if figures._finite(mean) else "-"
             if figures._finite(std) and std:
-                text += f" <span class='sd'>±{format_value(std)}</span>"
+                text += f" <span class='sd'>±{format_spread(std)}</span>"
             html_cells.append(f"<td>{text}</td>")
         gpu, rss = row.get("gpu_mem_used_mb_peak_mean"), row.get("peak_rss_mb_mean")
         memory = f"{format_value(gpu)} <span class='sd'>GPU</span>" if figures._finite(gpu) else (
