@@ -114,13 +114,13 @@ def execution_settings(settings: dict, options: tuple[str, ...] | None = None) -
                       if settings.get(key) is not None and (options is None or key in options))
 
 
-def workload_id(artifact: str, backend: str, hp: Hyperparameters, loose: bool = False) -> str:
+def workload_id(artifact: str, backend: str, hp: Hyperparameters, keep: tuple[str, ...] | None = None) -> str:
     """What was run, for joining runs across devices: the artifact's identity (its sha256 where known, else
     model name and quantization) + backend + the workload, never how a device ran it (threads, GPU layers,
-    provider). `loose` keeps only batch, prompt and generated lengths of the workload."""
+    provider). `keep` names the only workload fields that count (a loose join: batch, prompt and gen)."""
     workload = hp.workload()
-    if loose:
-        workload = {k: workload[k] for k in ("batch", "prompt_tokens", "gen_tokens")}
+    if keep is not None:
+        workload = {k: workload[k] for k in keep if k in workload}
     return _short_hash({"artifact": artifact, "backend": backend, "workload": workload})
 
 

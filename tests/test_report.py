@@ -129,3 +129,13 @@ def test_the_power_trace_draws_power_and_temperature_in_words(tmp_path, monkeypa
     report_module.write_report([run], tmp_path / "report")
     assert "ina board power (W)" in texts and "thermal cpu temperature (°C)" in texts
     assert "raspberry-pi-5: power and temperature while measuring llama-3.2-1b q4_k_m" in texts
+
+
+def test_devices_without_an_identical_workload_are_paired_nearest_and_say_what_differs(tmp_path):
+    """The committed op-profile runs: 32 generated tokens on the CPU, 64 on the GPU."""
+    edge = make_run(tmp_path, "a", CPU_DEVICE, [workload(gen_tokens=32, repetitions=[{"decode_tps": 10.0}])])
+    server = make_run(tmp_path, "b", GPU_DEVICE, [workload(path=FILE, gen_tokens=64, repetitions=[{"decode_tps": 80.0}])])
+    page = report_module.write_report([edge, server], tmp_path / "report").read_text()
+    assert "No workload ran identically on these devices" in page
+    assert ("batch 1, prompt 128, not the same workload (generated tokens 32 on raspberry-pi-5, 64 on h200): the h200 "
+            "decodes 8.0× faster") in page

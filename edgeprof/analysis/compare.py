@@ -26,6 +26,8 @@ from edgeprof.results.stats import mean_std
 from edgeprof.results.summary import COMPARED, ratio, summarize
 
 LOOSE_KEY = ("model", "quant", "backend", "batch", "prompt_tokens", "gen_tokens")
+LOOSE_FIELDS = ("batch", "prompt_tokens", "gen_tokens")  # what --loose keeps of a workload
+NEAREST_FIELDS = ("batch", "prompt_tokens")  # a report's last resort, every pair labelled with what differs
 # Device kinds from the edge to the server: the edge side comes first, ratios are "server / edge".
 _KIND_ORDER = {"edge": 0, "sbc": 0, "embedded": 0, "laptop": 1, "desktop": 2, "workstation": 3, "server": 4}
 
@@ -158,14 +160,14 @@ def settings_of(row: dict) -> str:
     return execution_settings(row, BACKEND_OPTIONS.get(str(row["backend"])))
 
 
-def _workload(row: dict, loose: bool) -> str:
-    return workload_id("", str(row["backend"]), Hyperparameters.from_dict(row), loose)
+def _keep(loose: bool | tuple[str, ...]) -> tuple[str, ...] | None:
+    return LOOSE_FIELDS if loose is True else (loose or None)
 
 
-def _keys(row: dict, loose: bool) -> list[str]:
+def _keys(row: dict, loose: bool | tuple[str, ...]) -> list[str]:
     """The keys under which a row meets the same workload elsewhere: its artifact bytes, and its config id
     (or, loosely, its model and quantization)."""
-    work = _workload(row, loose)
+    work = workload_id("", str(row["backend"]), Hyperparameters.from_dict(row), _keep(loose))
     keys = [f"model:{row['model']}|{row['quant']}|{work}" if loose else f"config:{row['config_id']}"]
     if row.get("artifact_sha256"):
         keys.append(f"sha256:{row['artifact_sha256']}|{work}")
@@ -191,7 +193,7 @@ def _basis(rows: list[dict]) -> str:
     return "same model and quantization; artifact bytes differ (" + ", ".join(sorted(s[:12] for s in shas)) + ")"
 
 
-def group_rows(runs: list[Run], loose: bool = False) -> list[list[list[dict]]]:
+def group_rows(runs: list[Run], loose: bool | tuple[str, ...] = False) -> list[list[list[dict]]]:
     """Every workload of `runs`: per workload, per run, the rows that ran it (in first-seen order)."""
     parent: dict[tuple[int, int], tuple[int, int]] = {}
 
@@ -217,8 +219,9 @@ def group_rows(runs: list[Run], loose: bool = False) -> list[list[list[dict]]]:
     return list(groups.values())
 
 
-def join(runs: list[Run], loose: bool = False) -> list[Joined]:
-    """Workloads present in at least two runs, in the first run's order, then the others'."""
+def join(runs: list[Run], loose: bool | tuple[str, ...] = False) -> list[Joined]:
+    """Workloads present in at least two runs, in the first run's order, then the others'. `loose`: True
+    for `--loose` (batch, prompt and gen only), or the workload fields that count."""
     joined = []
     for group in group_rows(runs, loose):
         if sum(bool(rows) for rows in group) < 2:
@@ -229,7 +232,7 @@ def join(runs: list[Run], loose: bool = False) -> list[Joined]:
         identity = {k: first[k] for k in LOOSE_KEY}
         identity["model"] = _display_model(everyone)
         key = workload_id(first.get("artifact_sha256") or first["config_id"], str(first["backend"]),
-                          Hyperparameters.from_dict(first), loose)
+                          Hyperparameters.from_dict(first), _keep(loose))
         joined.append(Joined(key, identity, present, basis=_basis([r for r in present if r is not None]),
                              choices=[len(rows) for rows in group]))
     return joined

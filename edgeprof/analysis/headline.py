@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from edgeprof.analysis.compare import Joined, Run, add_predictions, join, settings_of
+from edgeprof.analysis.compare import NEAREST_FIELDS, Joined, Run, add_predictions, join, settings_of
+from edgeprof.config import Hyperparameters
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class HeadlineRow:
     settings: list[str]  # how each side ran it
     choices: list[int]  # how many execution settings each side measured it under
     basis: str  # why the sides' rows are one workload
+    differs: str = ""  # a nearest pairing: the workload settings that differ between the sides, in words
 
     def ratio(self, key: str, side: int) -> tuple[float, float]:
         """(side / first side, its spread): the relative standard deviations added in quadrature."""
@@ -102,9 +104,11 @@ def _number(value) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
-def build_headlines(sides: list[Run], predicted: bool = True) -> list[Headline]:
-    """One headline per (model, quantization, backend) that at least two sides ran, rows by workload."""
-    joined = join(sides)
+def build_headlines(sides: list[Run], predicted: bool = True, nearest: bool = False) -> list[Headline]:
+    """One headline per (model, quantization, backend) that at least two sides ran, rows by workload.
+    `nearest` pairs rows of the same artifact, backend, batch and prompt whatever else differs (generated
+    tokens, context, KV type), and every such row says what differs."""
+    joined = join(sides, NEAREST_FIELDS if nearest else False)
     if predicted:
         add_predictions(joined, sides)
     groups: dict[tuple, list[Joined]] = {}
@@ -119,7 +123,8 @@ def build_headlines(sides: list[Run], predicted: bool = True) -> list[Headline]:
             cells = {c.key: [make_cell(row, c, p) for row, p in zip(item.by_run, predictions)] for c in HEADLINE_COLUMNS}
             rows.append(HeadlineRow(
                 {k: item.identity[k] for k in ("batch", "prompt_tokens", "gen_tokens")}, cells,
-                ["-" if row is None else settings_of(row) for row in item.by_run], item.choices, item.basis))
+                ["-" if row is None else settings_of(row) for row in item.by_run], item.choices, item.basis,
+                _differs(item.by_run, [side.device_name for side in sides]) if nearest else ""))
         columns = [c for c in HEADLINE_COLUMNS if any(cell.present for r in rows for cell in r.cells[c.key])]
         headline = Headline(str(model).removeprefix("synth:"), str(quant), str(backend),
                             [side.device_name for side in sides], [side.emulated for side in sides], columns, rows)
@@ -130,6 +135,22 @@ def build_headlines(sides: list[Run], predicted: bool = True) -> list[Headline]:
     models = list(dict.fromkeys(h.model for h in headlines))  # each model's quantizations together
     headlines.sort(key=lambda h: (models.index(h.model), h.quant, h.backend))
     return headlines
+
+
+_FIELD_WORDS = {"gen_tokens": "generated tokens", "context": "context", "kv_type": "KV type", "sampler": "sampler",
+                "batch": "batch", "prompt_tokens": "prompt"}
+
+
+def _differs(rows: list[dict | None], names: list[str]) -> str:
+    """`generated tokens 32 on A, 64 on B`: the workload settings on which paired rows differ."""
+    parts = []
+    for field_name in Hyperparameters.WORKLOAD:
+        if field_name == "context" and not any(r and r.get("context") for r in rows):
+            continue  # prompt + generated on every side: follows from what is already said
+        values = [(Hyperparameters.from_dict(r).workload().get(field_name), n) for r, n in zip(rows, names) if r]
+        if len({v for v, _ in values}) > 1:
+            parts.append(f"{_FIELD_WORDS.get(field_name, field_name)} " + ", ".join(f"{v} on {n}" for v, n in values))
+    return "; ".join(parts)
 
 
 def lead_row(rows: list[HeadlineRow]) -> int:
@@ -180,8 +201,9 @@ def sentence(headline: Headline) -> str:
     the raspberry-pi-5 at 1/18 of the energy per token.` One clause per later device, from the lead row."""
     row = headline.rows[headline.lead]
     w = row.workload
+    generated = f"{w['gen_tokens']} generated" if not row.differs else f"not the same workload ({row.differs})"
     head = (f"On {headline.model} {headline.quant} ({headline.backend}), batch {w['batch']}, prompt "
-            f"{w['prompt_tokens']}, {w['gen_tokens']} generated: ")
+            f"{w['prompt_tokens']}, {generated}: ")
     base = headline.sides[0]
     clauses = []
     for side in range(1, len(headline.sides)):

@@ -51,13 +51,24 @@ def write_report(run_paths: list[Path], out: Path) -> Path:
     sides = merge_by_device(runs)
     out.mkdir(parents=True, exist_ok=True)
     headlines = build_headlines(sides) if len(sides) > 1 else []
+    nearest = len(sides) > 1 and not headlines
+    if nearest:  # nothing ran identically on two devices: the nearest pairs, each saying what differs
+        headlines = build_headlines(sides, nearest=True)
     page = _Page(out, sides)
     title = report_title(sides)
     models = sorted({figures.short_model(r).split(" ")[0] for side in sides for r in side.rows})
     page.add(f"<h1>{html.escape(title)}</h1><p class='sub'>{html.escape(', '.join(models))} · "
              f"{len(runs)} run{'s' if len(runs) != 1 else ''} · {_legend(sides)}</p>")
     if headlines:
+        if nearest:
+            page.add("<p class='note'>No workload ran identically on these devices. Below, runs of the same model "
+                     "file, batch and prompt length are set side by side anyway, and each says what differs.</p>")
         page.lead(headlines)
+    elif len(sides) > 1:
+        page.add("<p class='note'>No workload ran on two of these devices (not even the same model file at the "
+                 "same batch and prompt length); each device's runs follow.</p>")
+        for side in sides:
+            page.add(f"<h2>{html.escape(side.device_name)}</h2>" + run_table(side.rows))
     else:
         page.single_run(sides[0] if sides else None, runs)
     for setting, metric, unit, fixed in figures.SWEEPS:
@@ -121,7 +132,9 @@ def headline_table(entries: list[tuple[Headline, int]], label_model: bool = Fals
         row = headline.rows[index]
         w = row.workload
         name = f"<b>{html.escape(headline.model)} {html.escape(headline.quant)}</b><br>" if label_model else ""
-        where = f"{name}batch {w['batch']}, prompt {w['prompt_tokens']},<br>{w['gen_tokens']} generated"
+        where = f"{name}batch {w['batch']}, prompt {w['prompt_tokens']},<br>" + (
+            f"{w['gen_tokens']} generated" if not row.differs else
+            f"<span class='em'>not the same workload:</span> {html.escape(row.differs)}")
         span = len(headline.sides) * 2 - 1
         for side, device in enumerate(headline.sides):
             device_cell = html.escape(device) + (" <span class='em'>emulated</span>"
