@@ -81,7 +81,7 @@ def overview(headlines: list[Headline], sides: list[Run], title: str):
         w = h.rows[h.lead].workload
         labels.append(f"{h.model} {h.quant}\nbatch {w['batch']}, prompt {w['prompt_tokens']}")
     n = len(labels)
-    fig, axes = plt.subplots(1, len(columns), figsize=(min(2.6 * len(columns) + 2.2, 12.5), 1.6 + 0.5 * n * max(
+    fig, axes = plt.subplots(1, len(columns), figsize=(min(2.6 * len(columns) + 2.2, 12.5), 2.2 + 0.5 * n * max(
         1, len(sides) / 2)), dpi=110, sharey=True, squeeze=False, layout="constrained")
     height = 0.8 / len(sides)
     for ax, column in zip(axes[0], columns):
@@ -101,7 +101,10 @@ def overview(headlines: list[Headline], sides: list[Run], title: str):
             ax.barh(ys, xs, height=height * 0.92, color=colors[side.device_name], label=side.device_name)
         log = _log_if_wide(values)
         if log:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # 2×10¹, 3×10¹ … overprint each other on a narrow panel
         better = "higher is better" if column.higher_is_better else "lower is better"
         ax.set_title(f"{column.label}\n({better}{', log scale' if log else ''})")
         if column.fallback:
@@ -136,9 +139,13 @@ def sweep_lines(sides: list[Run], setting: str, metric: str, unit: str, fixed: d
             best = series[key].get(row[setting])
             if best is None or row.get("decode_tps_mean", 0) > best.get("decode_tps_mean", 0):
                 series[key][row[setting]] = row
-    series = {k: v for k, v in series.items() if len(v) >= 2}
-    if not series:
+    lines = {k: v for k, v in series.items() if len(v) >= 2}
+    if not lines:
         return None
+    # a device that measured one value of the setting in a panel with a line is still drawn, as a point
+    swept = {(key[0], key[1], key[2]) for key in lines}
+    panel_keys = {key[:2] for key in lines}
+    series = {**lines, **{k: v for k, v in series.items() if k[:2] in panel_keys and k[:3] not in swept}}
     panels: dict[tuple, list[tuple]] = defaultdict(list)
     for key in series:
         panels[key[:2]].append(key)
@@ -259,6 +266,7 @@ def power_trace(side: Run):
     handles, labels = ax.get_legend_handles_labels()
     if secondary:
         twin = ax.twinx()
+        twin.spines["right"].set_visible(True)
         for column in secondary:
             twin.plot(*points(column), lw=0.9, color="#e45756", label=_column(column))
         twin.set_ylabel("°C" if secondary[0].endswith("temp_c") else "MB", color="#e45756")

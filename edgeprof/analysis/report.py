@@ -218,14 +218,18 @@ class _Page:
         self.add("<h2>What ran and how fast</h2><p>Mean <span class='sd'>± standard deviation over "
                  "repetitions</span> per configuration; memory is the GPU's where measured, else the worker's "
                  "peak RSS.</p>" + run_table(side.rows))
-        self.figure("overview", "At a glance", figures.overview(_single_headlines(side), [side],
-                                                                f"Each model and quantization on {side.device_name}"),
-                    quiet=True)
+        headlines = _single_headlines(side)
+        if len(headlines) > 1:  # one model on one device: the table above already says it all
+            self.figure("overview", "At a glance", figures.overview(
+                headlines, [side], f"Each model and quantization on {side.device_name}"), quiet=True)
 
     def power(self) -> None:
         shown = False
         for side in self.sides:
             fig = figures.power_trace(side)
+            if fig is None and len(self.sides) > 1:
+                self.add(f"<p class='note'>No sensor trace for {html.escape(side.device_name)}: its runs recorded "
+                         "no samples (sampling off, --sample-hz 0).</p>")
             if fig is not None:
                 slug = "".join(c if c.isalnum() else "-" for c in side.device_name.lower()).strip("-")
                 name = "power" if not shown else f"power_{slug}"
@@ -250,13 +254,17 @@ class _Page:
         for side in self.sides:
             slug = "".join(c if c.isalnum() else "-" for c in side.device_name.lower()).strip("-")
             (self.out / f"{slug}.csv").write_text(to_csv(side.rows))
-            parts.append(f"<details><summary>{html.escape(side.device_name)}: {len(side.rows)} configurations "
+            parts.append(f"<details><summary>{html.escape(side.device_name)}: {_plural(len(side.rows), 'configuration')} "
                          f"(<a href='{slug}.csv'>{slug}.csv</a>, every column)</summary>{run_table(side.rows)}</details>")
         listing = "".join(f"<li>{html.escape(run.manifest.get('run_id', run.path.name))} · "
-                          f"{html.escape(run.device_name)} · {len(run.rows)} configurations · "
+                          f"{html.escape(run.device_name)} · {_plural(len(run.rows), 'configuration')} · "
                           f"{html.escape(str(run.path))}</li>" for run in runs)
         parts.append(f"<details><summary>Runs read ({len(runs)})</summary><ul>{listing}</ul></details>")
         self.add("".join(parts))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _single_headlines(side: Run) -> list[Headline]:
@@ -286,29 +294,35 @@ _RUN_COLUMNS = (("decode_tps", "decode t/s"), ("prefill_tps", "prefill t/s"), ("
 
 def run_table(rows: list[dict]) -> str:
     """One line per configuration: model, quantization, workload, how it ran, figures ± std, memory,
-    fidelity where measured."""
+    fidelity where measured. What every row shares (one model, one backend, one way of running) is said
+    once above the table instead of in every line."""
     present = [(k, label) for k, label in _RUN_COLUMNS if any(figures._finite(r.get(f"{k}_mean")) for r in rows)]
     fidelity = any(r.get("fidelity_top1_agreement") is not None for r in rows)
-    head = ["model", "quant", "backend", "batch / prompt / gen", "run with", *[l for _, l in present], "peak MB"]
-    head += ["top-1 / KL vs parent"] if fidelity else []
-    out = ["<table><tr>" + "".join(f"<th class='l'>{html.escape(h)}</th>" if i < 5 else f"<th>{html.escape(h)}</th>"
-                                   for i, h in enumerate(head)) + "</tr>"]
+    describe = {"model": lambda r: str(r["model"]).removeprefix("synth:"), "quant": lambda r: str(r["quant"]),
+                "backend": lambda r: str(r["backend"]),
+                "batch / prompt / gen": lambda r: f"{r['batch']} / {r['prompt_tokens']} / {r['gen_tokens']}",
+                "run with": settings_of}
+    shared = {name: describe[name](rows[0]) for name in ("model", "quant", "backend", "run with")
+              if len(rows) > 1 and len({describe[name](r) for r in rows}) == 1}
+    columns = [name for name in describe if name not in shared]
+    head = [*columns, *[label for _, label in present], "peak MB"] + (["top-1 / KL vs parent"] if fidelity else [])
+    caption = ("<p class='sub'>Every configuration: " + html.escape(" · ".join(v for v in shared.values())) + "</p>") if shared else ""
+    out = [caption + "<table><tr>" + "".join(f"<th class='{'l' if h in describe else ''}'>{html.escape(h)}</th>"
+                                             for h in head) + "</tr>"]
     for row in sorted(rows, key=lambda r: (str(r["model"]), str(r["quant"]), str(r["backend"]), r["batch"],
                                            r["prompt_tokens"], r["gen_tokens"])):
-        cells = [str(row["model"]).removeprefix("synth:"), str(row["quant"]), str(row["backend"]),
-                 f"{row['batch']} / {row['prompt_tokens']} / {row['gen_tokens']}"]
-        html_cells = [f"<td class='l'>{html.escape(c)}</td>" for c in cells]
-        html_cells.append(f"<td class='settings'>{html.escape(settings_of(row))}</td>")
+        html_cells = [f"<td class='{'settings' if name == 'run with' else 'l'}' style='white-space:nowrap'>"
+                      f"{html.escape(describe[name](row))}</td>" for name in columns]
         for key, _ in present:
             mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
             text = format_value(mean) if figures._finite(mean) else "-"
             if figures._finite(std) and std:
                 text += f" <span class='sd'>±{format_spread(std)}</span>"
-            html_cells.append(f"<td>{text}</td>")
+            html_cells.append(f"<td style='white-space:nowrap'>{text}</td>")
         gpu, rss = row.get("gpu_mem_used_mb_peak_mean"), row.get("peak_rss_mb_mean")
         memory = f"{format_value(gpu)} <span class='sd'>GPU</span>" if figures._finite(gpu) else (
             f"{format_value(rss)} <span class='sd'>RSS</span>" if figures._finite(rss) else "-")
-        html_cells.append(f"<td>{memory}</td>")
+        html_cells.append(f"<td style='white-space:nowrap'>{memory}</td>")
         if fidelity:
             top1, kl = row.get("fidelity_top1_agreement"), row.get("fidelity_kl_mean")
             html_cells.append(f"<td>{'-' if top1 is None else f'{top1:.2f} / {kl:.3g}'}</td>")
