@@ -117,9 +117,9 @@ def test_a_single_run_gets_its_own_page(tmp_path, monkeypatch):
     body = page.split("Appendix")[0]
     assert "<title>edgeprof: llama-3.2-1b on raspberry-pi-5</title>" in page
     assert "What ran and how fast" in body and "10 <span class='sd'>±1.4</span>" in body  # the run's table
-    assert "alt='power' title='Power and temperature: raspberry-pi-5'" in body  # the trace from samples.csv
+    assert "alt='power_raspberry-pi-5' title='Power and temperature: raspberry-pi-5'" in body  # the trace from samples.csv
     assert "alt='op_shares'" in body
-    assert (tmp_path / "report" / "power.png").exists() and (tmp_path / "report" / "op_shares.png").exists()
+    assert (tmp_path / "report" / "power_raspberry-pi-5.png").exists() and (tmp_path / "report" / "op_shares.png").exists()
     assert EDGE_ID not in body
 
 

@@ -142,10 +142,14 @@ def sweep_lines(sides: list[Run], setting: str, metric: str, unit: str, fixed: d
     lines = {k: v for k, v in series.items() if len(v) >= 2}
     if not lines:
         return None
-    # a device that measured one value of the setting in a panel with a line is still drawn, as a point
-    swept = {(key[0], key[1], key[2]) for key in lines}
-    panel_keys = {key[:2] for key in lines}
-    series = {**lines, **{k: v for k, v in series.items() if k[:2] in panel_keys and k[:3] not in swept}}
+    # a device that measured one value of the setting in a panel with a line is still drawn, as a point or
+    # two (more would be another sweep's rows scattered over this one's axis)
+    swept = {key[:3] for key in lines}
+    points: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in series:
+        if key[:2] in {k[:2] for k in lines} and key[:3] not in swept:
+            points[key[:3]].append(key)
+    series = {**lines, **{k: series[k] for keys in points.values() if len(keys) <= 2 for k in keys}}
     panels: dict[tuple, list[tuple]] = defaultdict(list)
     for key in series:
         panels[key[:2]].append(key)

@@ -231,9 +231,7 @@ class _Page:
                 self.add(f"<p class='note'>No sensor trace for {html.escape(side.device_name)}: its runs recorded "
                          "no samples (sampling off, --sample-hz 0).</p>")
             if fig is not None:
-                slug = "".join(c if c.isalnum() else "-" for c in side.device_name.lower()).strip("-")
-                name = "power" if not shown else f"power_{slug}"
-                self.figure(name, f"Power and temperature: {side.device_name}", fig)
+                self.figure(f"power_{_slug(side.device_name)}", f"Power and temperature: {side.device_name}", fig)
                 shown = True
         if not shown:
             self.figure("power", "Power and temperature over time", None,
@@ -252,7 +250,7 @@ class _Page:
         """Every configuration of every run, collapsed, and one CSV per device beside the page."""
         parts = ["<h2>Appendix: every configuration</h2>"]
         for side in self.sides:
-            slug = "".join(c if c.isalnum() else "-" for c in side.device_name.lower()).strip("-")
+            slug = _slug(side.device_name)
             (self.out / f"{slug}.csv").write_text(to_csv(side.rows))
             parts.append(f"<details><summary>{html.escape(side.device_name)}: {_plural(len(side.rows), 'configuration')} "
                          f"(<a href='{slug}.csv'>{slug}.csv</a>, every column)</summary>{run_table(side.rows)}</details>")
@@ -261,6 +259,11 @@ class _Page:
                           f"{html.escape(str(run.path))}</li>" for run in runs)
         parts.append(f"<details><summary>Runs read ({len(runs)})</summary><ul>{listing}</ul></details>")
         self.add("".join(parts))
+
+
+def _slug(name: str) -> str:
+    """`AMD EPYC 2-core CPU` -> `amd-epyc-2-core-cpu`, for file names."""
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
 
 
 def _plural(count: int, noun: str) -> str:
