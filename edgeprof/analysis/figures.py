@@ -101,10 +101,7 @@ def overview(headlines: list[Headline], sides: list[Run], title: str):
             ax.barh(ys, xs, height=height * 0.92, color=colors[side.device_name], label=side.device_name)
         log = _log_if_wide(values)
         if log:
-            from matplotlib.ticker import NullFormatter
-
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # 2×10¹, 3×10¹ … overprint each other on a narrow panel
+            _plain_log_axis(ax.xaxis, values)
         better = "higher is better" if column.higher_is_better else "lower is better"
         ax.set_title(f"{column.label}\n({better}{', log scale' if log else ''})")
         if column.fallback:
@@ -118,6 +115,24 @@ def overview(headlines: list[Headline], sides: list[Run], title: str):
                labels=[s.device_name for s in sides], loc="outside lower center", ncol=len(sides), frameon=False)
     fig.suptitle(title, fontsize=11, fontweight="bold")
     return fig
+
+
+def _plain_log_axis(axis, values: list[float]) -> None:
+    """A log axis labelled 20 · 50 · 100 · 1,000 rather than 10¹ · 10²: read as numbers, and on a narrow
+    panel the minor labels (2×10¹, 3×10¹ …) would overprint each other."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    positive = [v for v in values if _finite(v) and v > 0]
+    if axis is axis.axes.xaxis:
+        axis.axes.set_xscale("log")
+    else:
+        axis.axes.set_yscale("log")
+    horizontal = axis is axis.axes.xaxis  # a narrow panel's x axis has room for fewer labels than a y axis
+    few_decades = max(positive) / min(positive) < (30 if horizontal else 300)
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if few_decades else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(
+        lambda v, _: f"{v / 1000:g}k" if v >= 10_000 else f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _other_settings(row: dict, setting: str) -> tuple:
@@ -181,7 +196,7 @@ def sweep_lines(sides: list[Run], setting: str, metric: str, unit: str, fixed: d
             ax.set_xticks(ticks, [str(int(t)) for t in ticks], fontsize=7)
             ax.minorticks_off()
         if _log_if_wide(values):
-            ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis, values)
         ax.set(xlabel=SETTING_WORDS.get(setting, setting), ylabel=unit, title=f"{panel[0]} ({panel[1]})")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
