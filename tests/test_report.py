@@ -139,3 +139,11 @@ def test_devices_without_an_identical_workload_are_paired_nearest_and_say_what_d
     assert "No workload ran identically on these devices" in page
     assert ("batch 1, prompt 128, not the same workload (generated tokens 32 on raspberry-pi-5, 64 on h200): the h200 "
             "decodes 8.0× faster") in page
+
+
+def test_a_single_run_of_several_models_gets_an_at_a_glance_figure(tmp_path):
+    run = make_run(tmp_path, EDGE_ID, CPU_DEVICE, [workload(quant=q, sha256=s, repetitions=_edge_reps())
+                                                   for q, s in (("q4_k_m", "01" * 32), ("q8_0", "02" * 32))])
+    page = report_module.write_report([run], tmp_path / "report").read_text()
+    assert "<title>edgeprof: llama-3.2-1b on raspberry-pi-5</title>" in page and "alt='overview'" in page
+    assert "Every configuration: llama-3.2-1b · llama.cpp" in page  # what both rows share, said once

@@ -57,12 +57,13 @@ def short_model(row: dict) -> str:
     return f"{str(row['model']).removeprefix('synth:')} {row['quant']}"
 
 
-def _finite(value) -> bool:
+def finite(value) -> bool:
+    """A real number, not NaN, infinite, None or a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _log_if_wide(values: list[float]) -> bool:
-    positive = [v for v in values if _finite(v) and v > 0]
+    positive = [v for v in values if finite(v) and v > 0]
     return len(positive) > 1 and max(positive) / min(positive) > LOG_SPAN
 
 
@@ -122,7 +123,7 @@ def _plain_log_axis(axis, values: list[float]) -> None:
     panel the minor labels (2×10¹, 3×10¹ …) would overprint each other."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    positive = [v for v in values if _finite(v) and v > 0]
+    positive = [v for v in values if finite(v) and v > 0]
     if axis is axis.axes.xaxis:
         axis.axes.set_xscale("log")
     else:
@@ -146,9 +147,9 @@ def sweep_lines(sides: list[Run], setting: str, metric: str, unit: str, fixed: d
     series: dict[tuple, dict] = defaultdict(dict)
     for s, side in enumerate(sides):
         for row in side.rows:
-            if any(row.get(k) != v for k, v in fixed.items()) or not _finite(row.get(metric)):
+            if any(row.get(k) != v for k, v in fixed.items()) or not finite(row.get(metric)):
                 continue
-            if not _finite(row.get(setting)):
+            if not finite(row.get(setting)):
                 continue
             key = (short_model(row), str(row["backend"]), s, _other_settings(row, setting))
             best = series[key].get(row[setting])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from edgeprof.analysis.compare import NEAREST_FIELDS, Joined, Run, add_predictions, join, settings_of
+from edgeprof.analysis.compare import NEAREST_FIELDS, Joined, Run, add_predictions, group_rows, join, settings_of
 from edgeprof.config import Hyperparameters
 
 
@@ -90,11 +90,13 @@ class Headline:
 
 
 def make_cell(row: dict | None, column: Column, predicted: dict | None) -> Cell:
+    """A side's figure for `column`: `<key>_mean`/`_std` of the summary row, or a figure measured once per
+    configuration under its own name (fidelity), else its fallback."""
     if row is None:
         return Cell(math.nan, math.nan)
     for key in (column.key, column.fallback):
-        if key and not math.isnan(_number(row.get(f"{key}_mean"))):
-            return Cell(_number(row.get(f"{key}_mean")), _number(row.get(f"{key}_std")),
+        if key and not math.isnan(_number(row.get(f"{key}_mean", row.get(key)))):
+            return Cell(_number(row.get(f"{key}_mean", row.get(key))), _number(row.get(f"{key}_std")),
                         _MEMORY_SOURCE.get(key, "") if column.fallback else "",
                         (predicted or {}).get(column.predicted) if column.predicted else None)
     return Cell(math.nan, math.nan, predicted=(predicted or {}).get(column.predicted) if column.predicted else None)
@@ -151,6 +153,25 @@ def _differs(rows: list[dict | None], names: list[str]) -> str:
         if len({v for v, _ in values}) > 1:
             parts.append(f"{_FIELD_WORDS.get(field_name, field_name)} " + ", ".join(f"{v} on {n}" for v, n in values))
     return "; ".join(parts)
+
+
+def single_device_headlines(side: Run) -> list[Headline]:
+    """One headline per model and quantization of a single device (its workloads' fastest rows), for a
+    single run's at-a-glance figure."""
+    by_model: dict[tuple, list[HeadlineRow]] = {}
+    for (rows,) in group_rows([side]):
+        row = max(rows, key=lambda r: _number(r.get("decode_tps_mean")) if not math.isnan(
+            _number(r.get("decode_tps_mean"))) else -1.0)
+        cells = {c.key: [make_cell(row, c, None)] for c in HEADLINE_COLUMNS}
+        by_model.setdefault((str(row["model"]).removeprefix("synth:"), str(row["quant"]), str(row["backend"])),
+                            []).append(HeadlineRow({k: row[k] for k in ("batch", "prompt_tokens", "gen_tokens")},
+                                                   cells, [settings_of(row)], [len(rows)], ""))
+    headlines = []
+    for (model, quant, backend), rows in by_model.items():
+        columns = [c for c in HEADLINE_COLUMNS if any(r.cells[c.key][0].present for r in rows)]
+        headlines.append(Headline(model, quant, backend, [side.device_name], [side.emulated], columns, rows,
+                                  lead=lead_row(rows)))
+    return headlines
 
 
 def lead_row(rows: list[HeadlineRow]) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 from edgeprof.analysis import figures
 from edgeprof.analysis.compare import Run, load_run, merge_by_device, settings_of
 from edgeprof.analysis.headline import (HEADLINE_COLUMNS, Headline, build_headlines, format_ratio, format_spread,
-                                        format_value, model_summaries)
+                                        format_value, model_summaries, single_device_headlines)
 from edgeprof.results.formats import to_csv
 
 _CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1150px;
@@ -218,7 +218,7 @@ class _Page:
         self.add("<h2>What ran and how fast</h2><p>Mean <span class='sd'>± standard deviation over "
                  "repetitions</span> per configuration; memory is the GPU's where measured, else the worker's "
                  "peak RSS.</p>" + run_table(side.rows))
-        headlines = _single_headlines(side)
+        headlines = single_device_headlines(side)
         if len(headlines) > 1:  # one model on one device: the table above already says it all
             self.figure("overview", "At a glance", figures.overview(
                 headlines, [side], f"Each model and quantization on {side.device_name}"), quiet=True)
@@ -270,27 +270,6 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _single_headlines(side: Run) -> list[Headline]:
-    """A one-device headline per model and quantization (its batch-1 row), for the at-a-glance figure."""
-    from edgeprof.analysis.compare import group_rows
-    from edgeprof.analysis.headline import HeadlineRow, lead_row, make_cell
-
-    by_model: dict[tuple, list[HeadlineRow]] = {}
-    for group in group_rows([side]):
-        row = max(group[0], key=lambda r: r.get("decode_tps_mean", 0) if figures._finite(
-            r.get("decode_tps_mean")) else -1)
-        cells = {c.key: [make_cell(row, c, None)] for c in HEADLINE_COLUMNS}
-        by_model.setdefault((figures.short_model(row), row["backend"]), []).append(HeadlineRow(
-            {k: row[k] for k in ("batch", "prompt_tokens", "gen_tokens")}, cells, [settings_of(row)], [1], ""))
-    headlines = []
-    for (name, backend), rows in by_model.items():
-        model, quant = name.rsplit(" ", 1)
-        columns = [c for c in HEADLINE_COLUMNS if any(r.cells[c.key][0].present for r in rows)]
-        headlines.append(Headline(model, quant, str(backend), [side.device_name], [side.emulated], columns, rows,
-                                  lead=lead_row(rows)))
-    return headlines
-
-
 _RUN_COLUMNS = (("decode_tps", "decode t/s"), ("prefill_tps", "prefill t/s"), ("ttft_ms", "TTFT ms"),
                 ("j_per_token_decode", "J/token"), ("power_decode_w_mean", "decode W"), ("temp_c_max", "max °C"))
 
@@ -299,7 +278,7 @@ def run_table(rows: list[dict]) -> str:
     """One line per configuration: model, quantization, workload, how it ran, figures ± std, memory,
     fidelity where measured. What every row shares (one model, one backend, one way of running) is said
     once above the table instead of in every line."""
-    present = [(k, label) for k, label in _RUN_COLUMNS if any(figures._finite(r.get(f"{k}_mean")) for r in rows)]
+    present = [(k, label) for k, label in _RUN_COLUMNS if any(figures.finite(r.get(f"{k}_mean")) for r in rows)]
     fidelity = any(r.get("fidelity_top1_agreement") is not None for r in rows)
     describe = {"model": lambda r: str(r["model"]).removeprefix("synth:"), "quant": lambda r: str(r["quant"]),
                 "backend": lambda r: str(r["backend"]),
@@ -318,13 +297,13 @@ def run_table(rows: list[dict]) -> str:
                       f"{html.escape(describe[name](row))}</td>" for name in columns]
         for key, _ in present:
             mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
-            text = format_value(mean) if figures._finite(mean) else "-"
-            if figures._finite(std) and std:
+            text = format_value(mean) if figures.finite(mean) else "-"
+            if figures.finite(std) and std:
                 text += f" <span class='sd'>±{format_spread(std)}</span>"
             html_cells.append(f"<td style='white-space:nowrap'>{text}</td>")
         gpu, rss = row.get("gpu_mem_used_mb_peak_mean"), row.get("peak_rss_mb_mean")
-        memory = f"{format_value(gpu)} <span class='sd'>GPU</span>" if figures._finite(gpu) else (
-            f"{format_value(rss)} <span class='sd'>RSS</span>" if figures._finite(rss) else "-")
+        memory = f"{format_value(gpu)} <span class='sd'>GPU</span>" if figures.finite(gpu) else (
+            f"{format_value(rss)} <span class='sd'>RSS</span>" if figures.finite(rss) else "-")
         html_cells.append(f"<td style='white-space:nowrap'>{memory}</td>")
         if fidelity:
             top1, kl = row.get("fidelity_top1_agreement"), row.get("fidelity_kl_mean")
