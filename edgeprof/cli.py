@@ -174,6 +174,7 @@ def sweep(
     fleet_devices: str = typer.Option("", "--devices", help="With --fleet: device names, comma-separated; default all joined."),
     credentials: Path | None = typer.Option(None, "--credentials", help="With --fleet: the fleet's credentials folder "
                                             "(default ~/.config/edgeprof/fleet)."),
+    live: bool = typer.Option(False, "--live", help="Show the run's sensors (power, temperature, clocks, memory) live."),
 ) -> None:
     """Run a sweep file (models x quants x backends x hyperparameters) here or on a fleet, or resume an
     interrupted run (a fleet sweep's folder resumes on its devices)."""
@@ -192,7 +193,7 @@ def sweep(
         manifest = read_manifest(resume)
         if "sweep" not in manifest:
             raise ConfigError(f"{resume}: this run predates resumable runs (no sweep spec in its manifest)")
-        _execute(SweepSpec.from_dict(manifest["sweep"]), resume.parent, resume_dir=resume)
+        _execute(SweepSpec.from_dict(manifest["sweep"]), resume.parent, resume_dir=resume, live=live)
         return
     if file is None:
         raise ConfigError("give a sweep file (e.g. scripts/sweeps/batch.yaml) or --resume RUN_DIR")
@@ -204,7 +205,7 @@ def sweep(
         return
     if device:
         spec.device = device
-    _execute(spec, out)
+    _execute(spec, out, live=live)
 
 
 @app.command()
