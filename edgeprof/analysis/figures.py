@@ -129,7 +129,7 @@ def _plain_log_axis(axis, values: list[float]) -> None:
     else:
         axis.axes.set_yscale("log")
     horizontal = axis is axis.axes.xaxis  # a narrow panel's x axis has room for fewer labels than a y axis
-    few_decades = max(positive) / min(positive) < (30 if horizontal else 300)
+    few_decades = max(positive) / min(positive) < (100 if horizontal else 300)
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if few_decades else (1.0,)))
     axis.set_major_formatter(FuncFormatter(
         lambda v, _: f"{v / 1000:g}k" if v >= 10_000 else f"{v:,.0f}" if v >= 1 else f"{v:g}"))
