@@ -136,6 +136,8 @@ def run(
     fleet_devices: str = typer.Option("", "--devices", help="With --fleet: device names, comma-separated; default all joined."),
     credentials: Path | None = typer.Option(None, "--credentials", help="With --fleet: the fleet's credentials folder "
                                             "(default ~/.config/edgeprof/fleet)."),
+    live: bool = typer.Option(False, "--live", help="Show power, temperature, clocks and memory as the run's own "
+                              "sampler reads them, refreshed while the worker measures (nothing more is read)."),
 ) -> None:
     """Run models on this machine (or a fleet's devices) and record speed, memory, energy and temperature for
     every configuration."""
@@ -158,7 +160,7 @@ def run(
                               "joined (`fleet join --device X --emulate`)")
         _execute_fleet(spec, fleet, _strs(fleet_devices), credentials, out)
         return
-    _execute(spec, out)
+    _execute(spec, out, live=live)
 
 
 @app.command()
@@ -172,6 +174,7 @@ def sweep(
     fleet_devices: str = typer.Option("", "--devices", help="With --fleet: device names, comma-separated; default all joined."),
     credentials: Path | None = typer.Option(None, "--credentials", help="With --fleet: the fleet's credentials folder "
                                             "(default ~/.config/edgeprof/fleet)."),
+    live: bool = typer.Option(False, "--live", help="Show the run's sensors (power, temperature, clocks, memory) live."),
 ) -> None:
     """Run a sweep file (models x quants x backends x hyperparameters) here or on a fleet, or resume an
     interrupted run (a fleet sweep's folder resumes on its devices)."""
@@ -190,7 +193,7 @@ def sweep(
         manifest = read_manifest(resume)
         if "sweep" not in manifest:
             raise ConfigError(f"{resume}: this run predates resumable runs (no sweep spec in its manifest)")
-        _execute(SweepSpec.from_dict(manifest["sweep"]), resume.parent, resume_dir=resume)
+        _execute(SweepSpec.from_dict(manifest["sweep"]), resume.parent, resume_dir=resume, live=live)
         return
     if file is None:
         raise ConfigError("give a sweep file (e.g. scripts/sweeps/batch.yaml) or --resume RUN_DIR")
@@ -202,7 +205,7 @@ def sweep(
         return
     if device:
         spec.device = device
-    _execute(spec, out)
+    _execute(spec, out, live=live)
 
 
 @app.command()
@@ -321,15 +324,22 @@ def _gpu_layers(text: str) -> list:
     return values
 
 
-def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
-    """Run a sweep through the library with progress bars, then print its summary and exit as it ended."""
+def _execute(spec, out: Path, resume_dir: Path | None = None, live: bool = False) -> None:
+    """Run a sweep through the library with progress bars (and, `live`, the sensors' latest readings above
+    them), then print its summary and exit as it ended."""
+    from rich.console import Group
+    from rich.live import Live
     from rich.progress import TimeRemainingColumn
 
     from edgeprof.bench.execute import execute
     from edgeprof.results.tables import summary_table
+    from edgeprof.sensors.live import LiveReadout
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=False) as progress:
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=err_console, transient=False)
+    readout = LiveReadout() if live else None
+    display = Live(Group(readout, progress), console=err_console, refresh_per_second=2) if live else progress
+    with display:
         overall = None
         export_task = None
 
@@ -343,6 +353,8 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
                 if export_task is None:
                     export_task = progress.add_task(info["step"], total=info["total"])
                 progress.update(export_task, description=info["step"], completed=info["done"], total=info["total"])
+            elif event == "sensors_started" and readout is not None:
+                readout.attach(info["latest"], info["metrics"])
             elif event == "config_started":
                 progress.update(overall, description=info["label"])
             elif event == "config_progress":  # where the worker is: a repetition, a long warm-up prefill

@@ -44,6 +44,8 @@ class Hyperparameters:
     graph_opt: str | None = "all"  # ONNX Runtime graph optimization level
 
     WORKLOAD = ("batch", "prompt_tokens", "gen_tokens", "context", "kv_type", "sampler")
+    # How a device ran the workload: shown beside each side of a comparison, never part of what joins.
+    EXECUTION = ("threads", "gpu_layers", "n_batch", "n_ubatch", "flash_attn", "provider", "graph_opt")
 
     @property
     def context_per_sequence(self) -> int:
@@ -98,6 +100,28 @@ def _short_hash(payload: object) -> str:
 def config_id(model: str, quant: str, backend: str, hp: Hyperparameters) -> str:
     """Hash of model + quant + backend + workload: equal across devices for the same work."""
     return _short_hash({"model": model, "quant": quant, "backend": backend, "workload": hp.workload()})
+
+
+_EXECUTION_WORDS = {"threads": "threads", "gpu_layers": "GPU layers", "n_ubatch": "ubatch", "flash_attn": "flash",
+                    "provider": "provider", "graph_opt": "graph opt"}
+
+
+def execution_settings(settings: dict, options: tuple[str, ...] | None = None) -> str:
+    """How a device ran a configuration, in a few words (`threads 2 · GPU layers 0 · flash auto`), from a
+    record's hyperparameters or a summary row; settings its backend does not have (None, or outside the
+    backend's `options` for records older than per-backend settings) are left out."""
+    return " · ".join(f"{word} {settings[key]}" for key, word in _EXECUTION_WORDS.items()
+                      if settings.get(key) is not None and (options is None or key in options))
+
+
+def workload_id(artifact: str, backend: str, hp: Hyperparameters, keep: tuple[str, ...] | None = None) -> str:
+    """What was run, for joining runs across devices: the artifact's identity (its sha256 where known, else
+    model name and quantization) + backend + the workload, never how a device ran it (threads, GPU layers,
+    provider). `keep` names the only workload fields that count (a loose join: batch, prompt and gen)."""
+    workload = hp.workload()
+    if keep is not None:
+        workload = {k: workload[k] for k in keep if k in workload}
+    return _short_hash({"artifact": artifact, "backend": backend, "workload": workload})
 
 
 def run_key(config: str, hp: Hyperparameters) -> str:

@@ -1,22 +1,35 @@
-"""Join runs from different devices on the configuration id and set their figures side by side.
+"""Join runs from different devices on what was run, and set their figures side by side.
 
-A strict join uses `config_id` (model + quantization + backend + workload), so only identical work is
-paired. `loose=True` joins on model, quantization, backend, batch, prompt and generated lengths only
-(ignoring KV type, sampler, context), and every row says it was paired loosely. Emulated and real runs
-are paired only with a label on the emulated side, never silently.
+Two rows are the same workload when they ran the same artifact — the same sha256, so a preset
+(`-m synth:llama-3.2-1b -q q4_k_m`), its exported file run by path and the same file from a Hub cache are
+one — or, where a record has no sha256 (older runs), the same `config_id` (model + quantization + backend
++ workload) — with the same backend and workload (batch, lengths, context, KV type, sampler). Settings that
+only say how a device ran it (threads, GPU layers, micro-batch, flash attention, provider) never split a
+workload: each side shows them instead, and where one side measured a workload under several of them (a
+threads sweep) it shows its fastest decode and says how many it chose from. `loose=True` keeps only
+batch, prompt and generated lengths of the workload, and every row says it was paired loosely. Emulated
+and real runs are paired only with a label on the emulated side, never silently.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeprof.config import Hyperparameters, execution_settings, workload_id
 from edgeprof.errors import ConfigError
 from edgeprof.results.records import read_records
+from edgeprof.results.stats import mean_std
 from edgeprof.results.summary import COMPARED, ratio, summarize
 
 LOOSE_KEY = ("model", "quant", "backend", "batch", "prompt_tokens", "gen_tokens")
+LOOSE_FIELDS = ("batch", "prompt_tokens", "gen_tokens")  # what --loose keeps of a workload
+NEAREST_FIELDS = ("batch", "prompt_tokens")  # a report's last resort, every pair labelled with what differs
+# Device kinds from the edge to the server: the edge side comes first, ratios are "server / edge".
+_KIND_ORDER = {"edge": 0, "sbc": 0, "embedded": 0, "laptop": 1, "desktop": 2, "workstation": 3, "server": 4}
 
 
 @dataclass
@@ -25,12 +38,42 @@ class Run:
     manifest: dict
     rows: list[dict]
     suffix: str = ""  # set by `disambiguate` when two runs share a device
+    paths: list[Path] = field(default_factory=list)  # every run directory merged into this side
+
+    def __post_init__(self):
+        self.paths = self.paths or [self.path]
 
     @property
     def label(self) -> str:
         device = self.manifest.get("device", {})
         name = device.get("profile", "?") + self.suffix
         return f"{name} (emulated)" if device.get("emulated") else name
+
+    @property
+    def device_name(self) -> str:
+        """The device in words, for titles, legends and sentences: the profile, or for a generic CPU profile
+        the CPU and its cores (`AMD EPYC 2-core CPU`); never a run id."""
+        device = self.manifest.get("device", {})
+        profile = str(device.get("profile", "?"))
+        host = device.get("host") or {}
+        name = profile
+        if profile.startswith("generic") and host.get("cpu_model"):
+            cores = host.get("physical_cores") or host.get("logical_cores")
+            name = f"{host['cpu_model']} {cores}-core CPU" if cores else f"{host['cpu_model']} CPU"
+        return f"{name} (emulated)" if device.get("emulated") else name
+
+    @property
+    def device_key(self) -> tuple:
+        """Runs with equal keys were made on the same kind of machine and merge into one side of a report."""
+        device = self.manifest.get("device", {})
+        host = device.get("host") or {}
+        gpus = tuple(str(g.get("name", g)) if isinstance(g, dict) else str(g) for g in device.get("gpus") or ())
+        return (device.get("profile"), bool(device.get("emulated")), host.get("cpu_model"),
+                host.get("physical_cores"), gpus)
+
+    @property
+    def kind_rank(self) -> int:
+        return _KIND_ORDER.get(str(self.manifest.get("device", {}).get("kind", "")), 2)
 
     @property
     def prediction_basis(self) -> str:
@@ -48,6 +91,8 @@ class Joined:
     identity: dict  # model, quant, backend, batch, prompt, gen
     by_run: list[dict | None]  # one summary row per run (None where the run lacks it)
     predicted: list[dict | None] = field(default_factory=list)
+    basis: str = ""  # why the rows are one workload: the same artifact bytes, or the same config id
+    choices: list[int] = field(default_factory=list)  # per run: how many rows (execution settings) it had
 
 
 def disambiguate(runs: list[Run]) -> None:
@@ -59,7 +104,9 @@ def disambiguate(runs: list[Run]) -> None:
 
 
 def load_run(path: Path) -> Run:
-    """A run directory: its manifest and per-configuration summary rows (from records.jsonl)."""
+    """A run directory: its manifest and per-configuration summary rows (from records.jsonl), each with the
+    artifact's sha256 where its records carry it, and `<metric>_mean`/`_std` for every numeric metric the
+    records hold beyond the summary's own (fields later issues add reach the report without a change here)."""
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
         raise ConfigError(f"{path}: not a run directory (no manifest.json)")
@@ -67,28 +114,127 @@ def load_run(path: Path) -> Run:
         manifest = json.loads(manifest_path.read_text())
     except ValueError:
         raise ConfigError(f"{manifest_path}: not readable JSON") from None
-    rows = [r for r in summarize(read_records(path / "records.jsonl")) if r["status"] == "ok"]
+    records = read_records(path / "records.jsonl")
+    ok: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        if record.get("status") == "ok":
+            ok[record["run_key"]].append(record)
+    rows = [r for r in summarize(records) if r["status"] == "ok"]
+    for row in rows:
+        group = ok.get(row["run_key"], [])
+        row["artifact_sha256"] = (group[0].get("model") or {}).get("sha256") if group else None
+        row["run_id"] = manifest.get("run_id", path.name)
+        for name in sorted({k for r in group for k, v in r["metrics"].items() if _is_number(v)}):
+            if f"{name}_mean" not in row and name not in row:
+                row[f"{name}_mean"], row[f"{name}_std"] = mean_std([r["metrics"].get(name) for r in group])
     return Run(path, manifest, rows)
 
 
-def _key(row: dict, loose: bool) -> str:
-    return "|".join(str(row[k]) for k in LOOSE_KEY) if loose else row["config_id"]
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def join(runs: list[Run], loose: bool = False) -> list[Joined]:
-    """Rows present in at least two runs, in the first run's order, then the others'."""
-    keyed = [{_key(row, loose): row for row in run.rows} for run in runs]
-    order: list[str] = []
-    for table in keyed:
-        order += [k for k in table if k not in order]
+def merge_by_device(runs: list[Run]) -> list[Run]:
+    """One side per device: runs made on the same kind of machine (profile, emulation, CPU, GPUs) pooled,
+    edge devices first. A report compares devices, not run directories."""
+    sides: dict[tuple, Run] = {}
+    for run in runs:
+        side = sides.get(run.device_key)
+        if side is None:
+            sides[run.device_key] = Run(run.path, run.manifest, list(run.rows), paths=list(run.paths))
+        else:
+            side.rows += run.rows
+            side.paths += run.paths
+    merged = sorted(sides.values(), key=lambda side: side.kind_rank)
+    names = [side.device_name for side in merged]
+    for index, side in enumerate(merged):  # two machines that read the same: numbered, never a run id
+        if names.count(side.device_name) > 1:
+            side.suffix = f" #{names[:index + 1].count(side.device_name)}"
+    return merged
+
+
+def settings_of(row: dict) -> str:
+    """How a device ran a summary row (threads, GPU layers, ...), only the settings its backend reads."""
+    from edgeprof.backends.base import BACKEND_OPTIONS
+
+    return execution_settings(row, BACKEND_OPTIONS.get(str(row["backend"])))
+
+
+def _keep(loose: bool | tuple[str, ...]) -> tuple[str, ...] | None:
+    return LOOSE_FIELDS if loose is True else (loose or None)
+
+
+def _keys(row: dict, loose: bool | tuple[str, ...]) -> list[str]:
+    """The keys under which a row meets the same workload elsewhere: its artifact bytes, and its config id
+    (or, loosely, its model and quantization)."""
+    work = workload_id("", str(row["backend"]), Hyperparameters.from_dict(row), _keep(loose))
+    keys = [f"model:{row['model']}|{row['quant']}|{work}" if loose else f"config:{row['config_id']}"]
+    if row.get("artifact_sha256"):
+        keys.append(f"sha256:{row['artifact_sha256']}|{work}")
+    return keys
+
+
+def _fastest(rows: list[dict]) -> dict:
+    return max(rows, key=lambda r: -math.inf if math.isnan(r.get("decode_tps_mean", math.nan)) else r["decode_tps_mean"])
+
+
+def _display_model(rows: list[dict]) -> str:
+    """A preset's name where any side ran one (a file by path reads as its preset), else the first name."""
+    names = [str(r["model"]) for r in rows]
+    return next((n for n in names if n.startswith("synth:")), names[0])
+
+
+def _basis(rows: list[dict]) -> str:
+    shas = {r.get("artifact_sha256") for r in rows}
+    if None not in shas and len(shas) == 1:
+        return "same artifact (sha256 " + next(iter(shas))[:12] + ")"
+    if None in shas:
+        return "same configuration id (a record without sha256)"
+    return "same model and quantization; artifact bytes differ (" + ", ".join(sorted(s[:12] for s in shas)) + ")"
+
+
+def group_rows(runs: list[Run], loose: bool | tuple[str, ...] = False) -> list[list[list[dict]]]:
+    """Every workload of `runs`: per workload, per run, the rows that ran it (in first-seen order)."""
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(node):
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    owner: dict[str, tuple[int, int]] = {}
+    for i, run in enumerate(runs):
+        for j, row in enumerate(run.rows):
+            parent[(i, j)] = (i, j)
+            for key in _keys(row, loose):
+                if key in owner:
+                    parent[find((i, j))] = find(owner[key])
+                else:
+                    owner[key] = (i, j)
+    groups: dict[tuple[int, int], list[list[dict]]] = {}
+    for i, run in enumerate(runs):
+        for j, row in enumerate(run.rows):
+            groups.setdefault(find((i, j)), [[] for _ in runs])[i].append(row)
+    return list(groups.values())
+
+
+def join(runs: list[Run], loose: bool | tuple[str, ...] = False) -> list[Joined]:
+    """Workloads present in at least two runs, in the first run's order, then the others'. `loose`: True
+    for `--loose` (batch, prompt and gen only), or the workload fields that count."""
     joined = []
-    for key in order:
-        present = [table.get(key) for table in keyed]
-        if sum(row is not None for row in present) < 2:
+    for group in group_rows(runs, loose):
+        if sum(bool(rows) for rows in group) < 2:
             continue
+        present = [_fastest(rows) if rows else None for rows in group]
+        everyone = [r for rows in group for r in rows]
         first = next(row for row in present if row is not None)
         identity = {k: first[k] for k in LOOSE_KEY}
-        joined.append(Joined(key, identity, present))
+        identity["model"] = _display_model(everyone)
+        key = workload_id(first.get("artifact_sha256") or first["config_id"], str(first["backend"]),
+                          Hyperparameters.from_dict(first), _keep(loose))
+        joined.append(Joined(key, identity, present, basis=_basis([r for r in present if r is not None]),
+                             choices=[len(rows) for rows in group]))
     return joined
 
 
@@ -148,10 +294,11 @@ def flat_rows(joined: list[Joined], runs: list[Run], loose: bool) -> list[dict]:
     for the md/csv/json outputs."""
     flat = []
     for item in joined:
-        row = {**item.identity, "config_key": item.key, "loose": loose}
+        row = {**item.identity, "config_key": item.key, "loose": loose, "joined_on": item.basis}
         for run, measured in zip(runs, item.by_run):
             for column, _, _ in COMPARED:
                 row[f"{run.label}:{column}"] = None if measured is None else measured.get(column)
+            row[f"{run.label}:settings"] = None if measured is None else settings_of(measured)
         base = item.by_run[0]
         for run, measured in zip(runs[1:], item.by_run[1:]):
             for column, _, _ in COMPARED:

@@ -188,6 +188,8 @@ def start_sensors(sample_hz: float, idle_s: float, samples_path: Path, gpu_ids: 
     if idle_s:
         on_event("message", text=f"measuring {max(idle_s, session.plan.required_window_s):g} s of idle baseline…")
     session.start()
+    # a live view renders the samples this sampler takes anyway: nothing more is read, nothing in the worker
+    on_event("sensors_started", latest=session.sampler.latest, metrics=[m for s in available for m in s.metrics()])
     return session
 
 

@@ -252,6 +252,18 @@ def _num(value) -> str:
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
+def _settings_cells(item) -> list[str]:
+    """How each side ran a joined workload (threads, GPU layers, ...), and how many settings it chose from."""
+    from edgeprof.backends.base import BACKEND_OPTIONS
+    from edgeprof.config import execution_settings
+
+    cells = []
+    for row, count in zip(item.by_run, item.choices or [1] * len(item.by_run)):
+        more = f" (fastest of {count})" if count > 1 else ""
+        cells.append("-" if row is None else execution_settings(row, BACKEND_OPTIONS.get(row["backend"])) + more)
+    return cells
+
+
 def compare_table(joined: list, runs: list, loose: bool) -> Table:
     """Per joined configuration: each run's figures, then the ratio of each later run to the first."""
     from edgeprof.results.summary import COMPARED, ratio
@@ -276,5 +288,6 @@ def compare_table(joined: list, runs: list, loose: bool) -> Table:
         if any(item.predicted):
             cells = [f"{p['decode_tps']:.3g} ({p['decode_bound']})" if p else "-" for p in item.predicted]
             table.add_row("", "", "", "", "predicted decode t/s", *cells, *[""] * (len(runs) - 1))
+        table.add_row("", "", "", "", "run with", *_settings_cells(item), *[""] * (len(runs) - 1), style="dim")
         table.add_section()
     return table

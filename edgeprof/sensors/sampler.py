@@ -31,7 +31,8 @@ class Sampler:
         self.samples_taken = 0  # all ever taken; `times`/`rows` hold only those not yet trimmed
         self.thread_cpu_s = 0.0
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards times/rows for snapshot() readers
+        self._lock = threading.Lock()  # guards times/rows/_last for snapshot() and latest() readers
+        self._last: dict[str, float] = {}  # each metric's newest value, for a live view
         self._wake = threading.Condition()
         self._requested = 0  # extra samples asked for by other threads
         self._taken = 0  # extra samples taken
@@ -48,6 +49,7 @@ class Sampler:
         with self._lock:
             self.times.append(now)
             self.rows.append(row)
+            self._last.update(row)
             self.samples_taken += 1
 
     def sample_now(self, timeout_s: float = 5.0) -> None:
@@ -103,6 +105,12 @@ class Sampler:
     def snapshot(self, start_index: int = 0) -> tuple[list[float], list[dict[str, float]]]:
         with self._lock:
             return self.times[start_index:], self.rows[start_index:]
+
+    def latest(self) -> dict[str, float]:
+        """Each metric's most recent value (a throttled sensor leaves gaps between its reads; written and
+        trimmed samples included), for a live view: what was already read, no read of its own."""
+        with self._lock:
+            return dict(self._last)
 
     def trim(self, count: int) -> None:
         """Forget the oldest `count` samples (already written to samples.csv and no longer needed)."""
