@@ -96,7 +96,8 @@ def run(
     batch: str = typer.Option("1", "--batch", "-b", help="Sequences decoded together, e.g. 1,4,16."),
     prompt: str = typer.Option("128", "--prompt", "-p", help="Prompt tokens per sequence."),
     gen: str = typer.Option("64", "--gen", "-n", help="Decode steps per sequence (as llama-bench -n)."),
-    context: str = typer.Option("0", "--context", "-c", help="Context per sequence; 0 = prompt + gen."),
+    context: str = typer.Option("0", "--context", "-c", help="Context per sequence; 0 = depth + prompt + gen."),
+    depth: str = typer.Option("0", "--depth", help="Tokens already in the KV cache before the prompt (llama-bench -d), e.g. 0,512,4096."),
     threads: str = typer.Option("0", "--threads", "-t", help="CPU threads; 0 = physical cores."),
     gpu_layers: str = typer.Option("auto", "--gpu-layers", "-ngl",
                                    help="Layers offloaded to the GPU; -1 = all; auto = all on a GPU build with an "
@@ -143,7 +144,7 @@ def run(
 
     grid = {
         "batch": _ints(batch, "batch"), "prompt_tokens": _ints(prompt, "prompt"), "gen_tokens": _ints(gen, "gen"),
-        "context": _ints(context, "context"), "threads": _ints(threads, "threads"),
+        "context": _ints(context, "context"), "depth": _ints(depth, "depth"), "threads": _ints(threads, "threads"),
         "gpu_layers": _gpu_layers(gpu_layers), "flash_attn": _strs(flash_attn), "kv_type": _strs(kv_type),
         "n_batch": _ints(n_batch, "n-batch"), "n_ubatch": _ints(n_ubatch, "n-ubatch"), "sampler": _strs(sampler),
         "provider": _strs(provider), "graph_opt": _strs(graph_opt),

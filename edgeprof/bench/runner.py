@@ -162,6 +162,7 @@ class Runner:
                                   "worker_cpus": (loaded.get("info") or {}).get("worker_cpus"),
                                   "worker_gpus": (loaded.get("info") or {}).get("cuda_visible_devices"),
                                   "sampling": (loaded.get("info") or {}).get("sampling"),
+                                  **_kv_predicted(config),
                                   **self._sensor_metrics(key, e, config.hp.batch, energy_pass), **extras},
                          info=loaded.get("info"), started=started, finished=e.get("finished_at"),
                          energy_window=_energy_methods(energy_pass))
@@ -318,6 +319,19 @@ def make_record(run_id: str, device: dict, config: BenchConfig, artifact: Artifa
                   backend=config.backend, model=model, hyperparameters=config.hp.to_dict(), device=device,
                   metrics=metrics or {}, error=error, started_at=started, finished_at=finished or time.time(),
                   sensors=sensors or {})
+
+
+def _kv_predicted(config: BenchConfig) -> dict:
+    """The KV cache as the memory fit counts it: allocated for the whole context, and what the sequences
+    hold after a repetition (depth + prompt + generated), beside the backend's own `kv_cache_bytes_held`."""
+    from edgeprof.emulation import kv_cache_bytes
+
+    hp = config.hp
+    allocated = kv_cache_bytes(config, hp)
+    if allocated is None:
+        return {}
+    return {"kv_cache_bytes": allocated,
+            "kv_cache_bytes_held_predicted": kv_cache_bytes(config, hp, hp.depth + hp.prompt_tokens + hp.gen_tokens)}
 
 
 def _energy_methods(energy_pass: dict | None) -> dict | None:

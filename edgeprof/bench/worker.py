@@ -36,7 +36,7 @@ def run_job(job: dict, events) -> int:
         emit_event(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
         return 0
     from edgeprof.backends.base import open_session, uses_gpu
-    from edgeprof.bench.measure import make_prompts, run_repetition
+    from edgeprof.bench.measure import make_depth_tokens, make_prompts, run_repetition
     from edgeprof.config import Hyperparameters
 
     hp = Hyperparameters.from_dict(job["hyperparameters"])
@@ -49,16 +49,17 @@ def run_job(job: dict, events) -> int:
         emit_event(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": info,
                        "phase": ["load", start, loaded]})
         prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))
+        depth_tokens = make_depth_tokens(hp, session.n_vocab, job.get("seed", 0))
         warmup_start = time.perf_counter()
         for _ in range(job.get("warmup", 1)):
             _progress(events, "warm-up")
             with _prefill_progress(session, events):  # untimed: a long prefill shows its tokens
-                run_repetition(session, prompts, hp)
+                run_repetition(session, prompts, hp, depth_tokens)
         emit_event(events, {"event": "warmup", "phase": ["warmup", warmup_start, time.perf_counter()]})
         timed = []
         for index in range(job["repetitions"]):
             _progress(events, f"repetition {index + 1}/{job['repetitions']}")
-            metrics = run_repetition(session, prompts, hp)
+            metrics = run_repetition(session, prompts, hp, depth_tokens)
             timed.append(metrics.phases())
             emit_event(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
                            "phases": metrics.phases(), "finished_at": time.time()})
@@ -74,7 +75,7 @@ def run_job(job: dict, events) -> int:
             plan = EnergyPassPlan(**job["energy_pass"])
             _progress(events, "energy pass")
             emit_event(events, {"event": "energy_pass", "plan": plan.to_dict(),
-                           "phases": run_energy_pass(session, prompts, hp, plan, timed)})
+                           "phases": run_energy_pass(session, prompts, hp, plan, timed, depth_tokens)})
         if job.get("profile_ops"):
             session.close()  # the profiled pass opens its own session; do not hold two copies of the weights
             _progress(events, "operator profile")
