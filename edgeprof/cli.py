@@ -57,6 +57,12 @@ def _ints(text: str, name: str) -> list[int]:
         raise ConfigError(f"--{name} takes comma-separated integers, got {text!r}") from None
 
 
+def _duration(text: str) -> float:
+    from edgeprof.bench.sustain import parse_duration_s
+
+    return parse_duration_s(text)
+
+
 def _strs(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -130,6 +136,12 @@ def run(
     gpus: str = typer.Option("", "--gpus",
                              help="GPUs the run uses and measures: NVML indices or UUIDs, comma-separated, or all; "
                                   "default one (the first CUDA_VISIBLE_DEVICES allows)."),
+    sustain: str = typer.Option("0", "--sustain", help="After the repetitions, generate back to back this long "
+                                "(10m, 90s): tokens/s, power, temperatures, clocks and throttling per window."),
+    sustain_window: float = typer.Option(10.0, "--sustain-window", min=0.1, help="Seconds per sustained window (at least "
+                                         "what the power sensor resolves)."),
+    until_steady: bool = typer.Option(False, "--until-steady", help="End a sustained run early once throughput and "
+                                      "temperature have settled."),
     allow_long_context: bool = typer.Option(False, "--allow-long-context",
                                             help="Run prompt + generated tokens past the model's trained context "
                                                  "(refused otherwise)."),
@@ -152,7 +164,8 @@ def run(
     spec = SweepSpec(models=_pinned(_strs(model), revision), quants=_strs(quant), backends=_strs(backend), grid=grid,
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
                      fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
-                     energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus)
+                     energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus,
+                     sustain_s=_duration(sustain), sustain_window_s=sustain_window, sustain_until_steady=until_steady)
     if fleet:
         if device or emulate or gpus:
             raise ConfigError("--device, --emulate and --gpus do not apply with --fleet: each device runs as it "

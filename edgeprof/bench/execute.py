@@ -146,7 +146,9 @@ def prepare_device(spec: SweepSpec, profile, facts, gpu_names: list[str], config
 def run_options(spec: SweepSpec, setup: DeviceSetup) -> RunOptions:
     return RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
                       cpu_affinity=setup.cpu_affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
-                      energy_window_s=spec.energy_window_s, gpu_uuids=tuple(setup.gpu_ids))
+                      energy_window_s=spec.energy_window_s, gpu_uuids=tuple(setup.gpu_ids),
+                      sustain_s=spec.sustain_s, sustain_window_s=spec.sustain_window_s,
+                      sustain_until_steady=spec.sustain_until_steady)
 
 
 def resolve_auto_gpu_layers(grid: dict, has_gpu: bool) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgeprof.bench.energy_pass import plan_energy_pass
 from edgeprof.bench.plan import BenchConfig
+from edgeprof.bench.sustain import SustainedRun
 from edgeprof.config import config_id, run_key
 from edgeprof.errors import EdgeprofError
 from edgeprof.fidelity import cache_file as fidelity_cache_file
@@ -39,6 +40,9 @@ class RunOptions:
     profile_ops: bool = False  # a profiled pass after the measured ones: time by operator category
     energy_window_s: float = 2.0  # shortest steady energy window per repetition; 0 = energy from timed phases only
     gpu_uuids: tuple[str, ...] = ()  # the GPUs the run uses; the worker sees only these (CUDA_VISIBLE_DEVICES)
+    sustain_s: float = 0.0  # after the repetitions, generate back to back this long (0: no sustained run)
+    sustain_window_s: float = 10.0  # shortest window of the sustained run's time series
+    sustain_until_steady: bool = False  # end the sustained run once throughput and temperature settle
 
 
 Notify = Callable[..., None]  # notify(event_name, **details); the CLI renders progress from it
@@ -143,19 +147,26 @@ class Runner:
     def _run_child(self, config: BenchConfig, artifact: Artifact, parent: Artifact | None,
                    started: float) -> list[Record]:
         _, key = self._ids(config, artifact)
+        sustained = SustainedRun(self.sensors, self.run_dir.path, self.jobs_dir, key, self.options.sustain_s,
+                                 self.options.sustain_window_s, self.options.sustain_until_steady) \
+            if self.options.sustain_s > 0 else None
         returncode, timed_out, events, stderr_path = self._spawn(key, config.label, {
             "backend": config.backend, "model_path": artifact.path, "hyperparameters": config.hp.to_dict(),
             "warmup": self.options.warmup, "repetitions": self.options.repetitions, "seed": self.options.seed,
             "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
             "profile_ops": self.options.profile_ops,
             "energy_pass": self._energy_pass_plan(),
-        }, measured=True)
+            "sustain": sustained.plan.to_dict() if sustained else None,
+        }, measured=True, watch=sustained.on_event if sustained else None,
+            extra_s=self.options.sustain_s)
         loaded = next((e for e in events if e["event"] == "loaded"), {})
         energy_pass = next((e for e in events if e["event"] == "energy_pass"), None)
         # The operator profile and the worker's GPU memory come once per configuration, after the repetitions.
         extras = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
         if parent is not None and any(e["event"] == "repetition" for e in events):
             extras.update(self._fidelity(key, config, artifact, parent))
+        if sustained:
+            extras.update(sustained.finish(events))
         records = [
             self._record(config, artifact, e["index"], "ok",
                          metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
@@ -201,9 +212,11 @@ class Runner:
         return {"fidelity_status": status if returncode != 0 or timed_out else "failed",
                 "fidelity_error": metrics.get("fidelity_error") or error}
 
-    def _spawn(self, name: str, label: str, job: dict, measured: bool) -> tuple[int | None, bool, list[dict], Path]:
-        """Run one worker job to its end (or its timeout): (return code, timed out, events, stderr log).
-        Only a `measured` job has its CPU and memory sampled as the worker's."""
+    def _spawn(self, name: str, label: str, job: dict, measured: bool, watch: Callable[[dict], None] | None = None,
+               extra_s: float = 0.0) -> tuple[int | None, bool, list[dict], Path]:
+        """Run one worker job to its end (or its timeout, `extra_s` later than the configured one): (return
+        code, timed out, events, stderr log). Only a `measured` job has its CPU and memory sampled as the
+        worker's; `watch` sees each event as it arrives (a sustained run's windows)."""
         job_path = self.jobs_dir / f"{name}.json"
         events_path = self.jobs_dir / f"{name}.events.jsonl"
         stderr_path = self.jobs_dir / f"{name}.stderr.log"
@@ -216,7 +229,7 @@ class Runner:
             if self.sensors and measured:
                 self.sensors.set_target(child.pid)
             try:
-                timed_out = not self._wait(child, events_path, label)
+                timed_out = not self._wait(child, events_path, label, watch, extra_s)
             except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop the child, discard this configuration, re-raise
                 _kill_group(child)
                 raise
@@ -225,9 +238,10 @@ class Runner:
                     self.sensors.set_target(None)
         return child.returncode, timed_out, _read_events(events_path), stderr_path
 
-    def _wait(self, child: subprocess.Popen, events_path: Path, label: str, poll_s: float = 0.5) -> bool:
+    def _wait(self, child: subprocess.Popen, events_path: Path, label: str, watch: Callable[[dict], None] | None = None,
+              extra_s: float = 0.0, poll_s: float = 0.5) -> bool:
         """Wait for the worker, passing its progress events on; False (and the worker ended) on timeout."""
-        deadline = time.monotonic() + self.options.timeout_s
+        deadline = time.monotonic() + self.options.timeout_s + extra_s
         tail = EventTail(events_path)
         while True:
             try:
@@ -235,6 +249,8 @@ class Runner:
                 return True
             except subprocess.TimeoutExpired:
                 for event in tail.new_events():
+                    if watch is not None:
+                        watch(event)
                     if event["event"] == "progress":
                         self.notify("config_progress", label=label, step=event["step"], done=event.get("done"),
                                     total=event.get("total"))

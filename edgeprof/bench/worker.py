@@ -63,6 +63,8 @@ def run_job(job: dict, events) -> int:
             timed.append(metrics.phases())
             emit_event(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
                            "phases": metrics.phases(), "finished_at": time.time()})
+        if job.get("sustain"):
+            _sustain(job, session, prompts, hp, depth_tokens, events)
         if uses_gpu(job["backend"], hp):
             from edgeprof.sensors.nvml import process_gpu_memory_mb
 
@@ -84,6 +86,22 @@ def run_job(job: dict, events) -> int:
     finally:
         session.close()
     return 0
+
+
+def _sustain(job: dict, session, prompts, hp, depth_tokens, events) -> None:
+    """Whole repetitions back to back for the planned time (or until the parent's stop file appears); one
+    event per window, its edges on the sampler's clock."""
+    from edgeprof.bench.measure import run_repetition
+    from edgeprof.bench.sustain import SustainPlan, repetition_totals, run_sustain
+
+    plan = SustainPlan(**job["sustain"])
+
+    def emit(event: dict) -> None:
+        emit_event(events, event)
+        _progress(events, "sustained", int(event["since_start_s"]), int(plan.duration_s))
+
+    _progress(events, "sustained", 0, int(plan.duration_s))
+    run_sustain(lambda: repetition_totals(run_repetition(session, prompts, hp, depth_tokens)), plan, emit)
 
 
 def _progress(events, step: str, done: int | None = None, total: int | None = None) -> None:
