@@ -142,6 +142,10 @@ def run(
                                          "what the power sensor resolves)."),
     until_steady: bool = typer.Option(False, "--until-steady", help="End a sustained run early once throughput and "
                                       "temperature have settled."),
+    power_mode: str = typer.Option("", "--power-mode", help="Jetson nvpmodel modes to run each configuration under, "
+                                   "e.g. MAXN,25W,15W (needs root; the mode found is restored on exit)."),
+    jetson_clocks: bool = typer.Option(False, "--jetson-clocks", help="With --power-mode: pin clocks at each mode's "
+                                       "maximum (jetson_clocks; restored on exit)."),
     allow_long_context: bool = typer.Option(False, "--allow-long-context",
                                             help="Run prompt + generated tokens past the model's trained context "
                                                  "(refused otherwise)."),
@@ -159,13 +163,14 @@ def run(
         "context": _ints(context, "context"), "depth": _ints(depth, "depth"), "threads": _ints(threads, "threads"),
         "gpu_layers": _gpu_layers(gpu_layers), "flash_attn": _strs(flash_attn), "kv_type": _strs(kv_type),
         "n_batch": _ints(n_batch, "n-batch"), "n_ubatch": _ints(n_ubatch, "n-ubatch"), "sampler": _strs(sampler),
-        "provider": _strs(provider), "graph_opt": _strs(graph_opt),
+        "provider": _strs(provider), "graph_opt": _strs(graph_opt), "power_mode": _strs(power_mode) or [None],
     }
     spec = SweepSpec(models=_pinned(_strs(model), revision), quants=_strs(quant), backends=_strs(backend), grid=grid,
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
                      fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
                      energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus,
-                     sustain_s=_duration(sustain), sustain_window_s=sustain_window, sustain_until_steady=until_steady)
+                     sustain_s=_duration(sustain), sustain_window_s=sustain_window, sustain_until_steady=until_steady,
+                     jetson_clocks=jetson_clocks)
     if fleet:
         if device or emulate or gpus:
             raise ConfigError("--device, --emulate and --gpus do not apply with --fleet: each device runs as it "

@@ -85,9 +85,12 @@ class Runner:
     """Runs a list of configurations into one run directory."""
 
     def __init__(self, run_dir: RunDir, device: dict, options: RunOptions, notify: Notify = ignore_events,
-                 sensors: SensorSession | None = None, artifacts: ArtifactProvider = export_in_child):
+                 sensors: SensorSession | None = None, artifacts: ArtifactProvider = export_in_child,
+                 setup: Callable[[BenchConfig], dict] | None = None):
         """`artifacts` supplies each configuration's model file: exported here by default; a fleet device
-        gets the files its head shipped, checked against their hashes."""
+        gets the files its head shipped, checked against their hashes. `setup` puts the device in the state
+        a configuration asks for (a Jetson power mode) before it runs; what it returns joins the records."""
+        self.setup = setup
         self.run_dir = run_dir
         self.provide = artifacts
         self.sensors = sensors
@@ -123,7 +126,8 @@ class Runner:
         except ExportFailed as exc:  # an exporter's own failure or crash (optimum, torch) fails this config only
             return [self._record(config, None, None, "failed", error=str(exc), started=started)]
         self.artifacts[artifact.path] = artifact.__dict__
-        return self._run_child(config, artifact, parent, started)
+        state = self.setup(config) if self.setup else {}
+        return self._run_child(config, artifact, parent, started, state)
 
     def _export(self, config: BenchConfig, quant: str, with_parent: bool = False) -> tuple[Artifact, Artifact | None]:
         """The configuration's artifact (and its unquantized parent), exported in a child process once per
@@ -145,7 +149,7 @@ class Runner:
         return record_ids(config, artifact)
 
     def _run_child(self, config: BenchConfig, artifact: Artifact, parent: Artifact | None,
-                   started: float) -> list[Record]:
+                   started: float, state: dict | None = None) -> list[Record]:
         _, key = self._ids(config, artifact)
         sustained = SustainedRun(self.sensors, self.run_dir.path, self.jobs_dir, key, self.options.sustain_s,
                                  self.options.sustain_window_s, self.options.sustain_until_steady) \
@@ -162,7 +166,7 @@ class Runner:
         loaded = next((e for e in events if e["event"] == "loaded"), {})
         energy_pass = next((e for e in events if e["event"] == "energy_pass"), None)
         # The operator profile and the worker's GPU memory come once per configuration, after the repetitions.
-        extras = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
+        extras = {**(state or {}), **{k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}}
         if parent is not None and any(e["event"] == "repetition" for e in events):
             extras.update(self._fidelity(key, config, artifact, parent))
         if sustained:
