@@ -4,6 +4,7 @@ model. Time is the fake's own clock: nothing here waits on durations."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -199,3 +200,32 @@ def test_sustained_run_end_to_end_on_the_tiny_model(tmp_path):
     assert "sustain_drop_pct" in metrics and metrics["sustain_throttled"] is False  # no flag, no clock here
     phases = pd.read_csv(run_dir.path / "samples.csv")["phase"]
     assert (phases == "sustain").any()  # the parent's samples carry the sustained windows' label
+
+
+def _fake_run(path, device: str, rows: list[dict], summary: dict) -> None:
+    path.mkdir()
+    (path / "manifest.json").write_text(json.dumps({"device": {"profile": device}}))
+    write_rows(path / "sustain" / "k1.csv", rows)
+    record = {"run_key": "k1", "status": "ok", "backend": "llama.cpp", "model": {"name": "synth:tiny", "quant": "f32"},
+              "hyperparameters": {"batch": 1, "depth": 0}, "metrics": {**summary, "sustain_series": "sustain/k1.csv"}}
+    (path / "records.jsonl").write_text(json.dumps(record) + "\n")
+
+
+def test_figure_puts_runs_side_by_side_with_their_windows(tmp_path):
+    from edgeprof.analysis.sustain_plot import sustained_figure
+
+    board = FakeBoard()
+    rows = _rows(board, _sustain(board))
+    _fake_run(tmp_path / "edge", "jetson-orin-nano-8gb", rows, summarize(rows, limit_of))
+    flat = [{**r, "temp_c_max": math.nan} for r in rows]
+    _fake_run(tmp_path / "server", "h200", flat, summarize(flat, limit_of))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "records.jsonl").write_text("")
+    assert sustained_figure([tmp_path / "plain"]) is None  # no sustained configuration: no figure
+    fig = sustained_figure([tmp_path / "edge", tmp_path / "server", tmp_path / "plain"])
+    axes = fig.axes
+    assert len(axes) == 4  # two runs with sustained data, throughput above temperature
+    assert [axes[0].get_title(), axes[1].get_title()] == ["jetson-orin-nano-8gb", "h200"]
+    drawn = axes[0].lines[0].get_ydata()
+    assert list(drawn) == pytest.approx([r["decode_tps"] for r in rows])
+    assert any("no temperature sensor" in text.get_text() for text in axes[3].texts)
