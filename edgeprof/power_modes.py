@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from edgeprof.errors import ConfigError
+from edgeprof.sensors.base import run_command
 
 _MODEL = re.compile(r"<\s*POWER_MODEL\s+ID\s*=\s*(\d+)\s+NAME\s*=\s*([^\s>]+)\s*>")
 _QUERY = re.compile(r"NV Power Mode:\s*(\S+)\s*\n\s*(\d+)")
@@ -51,16 +51,9 @@ def parse_nvpmodel_query(output: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
-def run_command(argv: list[str], stdin: str = "") -> tuple[int, str]:
-    """(exit code, stdout + stderr) of an argv list, no shell; `stdin` answers prompts (nvpmodel asks
-    before a reboot: edgeprof always answers no)."""
-    try:
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    except FileNotFoundError:
-        return 127, f"{argv[0]}: not found"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 1, str(exc)
-    return done.returncode, (done.stdout or "") + (done.stderr or "")
+def run_tool(argv: list[str], stdin: str = "") -> tuple[int, str]:
+    """nvpmodel or jetson_clocks; `stdin` answers prompts (nvpmodel asks before a reboot: edgeprof says no)."""
+    return run_command(argv, stdin, COMMAND_TIMEOUT_S)
 
 
 def clock_files(root: Path) -> list[Path]:
@@ -91,7 +84,7 @@ class PowerModes:
     """Switches a Jetson's power mode for each configuration and restores the original on exit."""
 
     def __init__(self, root: str | Path = "/", nvpmodel: str = "nvpmodel", jetson_clocks: str = "jetson_clocks",
-                 pin_clocks: bool = False, run: Run = run_command, euid: Callable[[], int] = os.geteuid,
+                 pin_clocks: bool = False, run: Run = run_tool, euid: Callable[[], int] = os.geteuid,
                  sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.2, stable_reads: int = 3,
                  settle_polls: int = 150):
         """`root`, `nvpmodel`, `jetson_clocks`: a fake tree and fake executables in tests. `pin_clocks`: run

@@ -26,11 +26,10 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 
-from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s
+from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s, run_command
 
 _PMIC_LINE = re.compile(r"^\s*(?P<label>[A-Za-z0-9_]+)_(?P<kind>[AV])\s+(?:current|volt)\(\d+\)\s*=\s*"
                         r"(?P<value>[-+0-9.eE]+)\s*[AV]?\s*$")
@@ -96,14 +95,7 @@ Runner = Callable[[list[str]], tuple[int, str]]
 
 
 def run_vcgencmd(argv: list[str]) -> tuple[int, str]:
-    """(exit code, stdout + stderr) of an argv list; no shell. A missing binary is exit code 127."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=VCGENCMD_TIMEOUT_S)
-    except FileNotFoundError:
-        return 127, f"{argv[0]}: not found"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 1, str(exc)
-    return done.returncode, (done.stdout or "") + (done.stderr or "")
+    return run_command(argv, timeout_s=VCGENCMD_TIMEOUT_S)
 
 
 def _not_permitted(output: str) -> bool:
