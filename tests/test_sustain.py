@@ -229,3 +229,17 @@ def test_figure_puts_runs_side_by_side_with_their_windows(tmp_path):
     drawn = axes[0].lines[0].get_ydata()
     assert list(drawn) == pytest.approx([r["decode_tps"] for r in rows])
     assert any("no temperature sensor" in text.get_text() for text in axes[3].texts)
+
+
+def test_sweep_file_keys(tmp_path):
+    from edgeprof.bench.sweep import load_sweep_file
+
+    path = tmp_path / "endurance.yaml"
+    path.write_text("models: [synth:tiny]\nsustain: 5m\nsustain_until_steady: true\n"
+                    "hyperparameters:\n  depth: [0, 512, 4096]\n  power_mode: [MAXN, 25W, 15W]\n")
+    spec = load_sweep_file(path)
+    assert spec.sustain_s == 300 and spec.sustain_until_steady
+    assert spec.grid == {"depth": [0, 512, 4096], "power_mode": ["MAXN", "25W", "15W"]}
+    path.write_text("models: [synth:tiny]\nsustain: forever\n")
+    with pytest.raises(ConfigError, match="endurance.yaml: --sustain takes a duration"):
+        load_sweep_file(path)
