@@ -2,9 +2,10 @@
 
     python scripts/sustain_summary.py RUN_DIR [RUN_DIR ...] [--out FILE.md]
 
-One row per sustained configuration: the record's own figures (first minute, steady state, drop, time to
-throttle, limit) and the spread of the per-window decode rate (min, median, max and the coefficient of
-variation), which on a shared host is the drift the machine itself adds.
+One row per sustained configuration: the figures of `bench.sustain.summarize` (first minute, steady state,
+drop, time to throttle, limit), computed here from the run's window series `sustain/<run_key>.csv` so
+runs recorded by older code are read by today's rule, and the spread of the per-window decode rate (min,
+median, max and the coefficient of variation), which on a shared host is the drift the machine adds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgeprof.bench.sustain import summarize  # noqa: E402
 from edgeprof.results.records import read_records  # noqa: E402
+from edgeprof.sensors.throttle import limit_of  # noqa: E402
+
+
+def _window(row: dict) -> dict:
+    """A CSV row back as `window_row` made it: numbers as floats, throttle reasons as a list."""
+    out: dict = {}
+    for key, value in row.items():
+        if key in ("temp_sensor", "power_unresolved"):
+            out[key] = value
+        elif key == "throttle_reasons":
+            out[key] = [reason for reason in value.split(";") if reason]
+        elif value != "":
+            out[key] = float(value)
+    return out
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -43,16 +59,18 @@ def rows_of(run: Path) -> list[dict]:
         seen.add(record["run_key"])
         with open(run / metrics["sustain_series"]) as f:
             windows = list(csv.DictReader(f))
+        metrics = summarize([_window(w) for w in windows], limit_of)
         rates = [float(w["decode_tps"]) for w in windows if w.get("decode_tps")]
         temps = [float(w["temp_c_max"]) for w in windows if w.get("temp_c_max")]
         hp = record["hyperparameters"]
         out.append({
             "device": manifest["device"]["profile"], "model": record["model"]["name"].removeprefix("synth:"),
             "quant": record["model"]["quant"], "b/p/g": f"{hp['batch']}/{hp['prompt_tokens']}/{hp['gen_tokens']}",
-            "windows": metrics["sustain_windows"], "minutes": metrics["sustain_duration_s"] / 60,
+            "windows": len(windows), "minutes": metrics["sustain_duration_s"] / 60,
             "first-minute tok/s": metrics.get("sustain_first_minute_decode_tps"),
-            "steady tok/s": metrics.get("sustain_steady_decode_tps"), "steady": metrics.get("sustain_steady"),
-            "steady from s": metrics.get("sustain_steady_from_s"), "drop %": metrics.get("sustain_drop_pct"),
+            "steady tok/s": metrics.get("sustain_steady_decode_tps"), "steady from s": metrics.get("sustain_steady_from_s"),
+            "last 3 windows tok/s": metrics.get("sustain_end_decode_tps"),
+            "drop %": metrics.get("sustain_drop_pct"), "drop to": metrics.get("sustain_drop_basis"),
             "window tok/s min/median/max": "/".join(f"{v:.1f}" for v in (min(rates), statistics.median(rates), max(rates)))
             if rates else None,
             "window CV %": 100 * statistics.pstdev(rates) / statistics.mean(rates) if len(rates) > 1 else None,

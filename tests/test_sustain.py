@@ -125,7 +125,20 @@ def test_no_throttle_and_a_flat_run_is_steady_from_the_start():
             for i in range(10)]
     summary = summarize(rows, limit_of)
     assert summary["sustain_steady_from_s"] == 0.0 and summary["sustain_throttled"] is False
+    assert summary["sustain_drop_basis"] == "steady"
     assert summary["sustain_limit"] is None and abs(summary["sustain_drop_pct"]) < 0.2
+
+
+def test_a_run_that_never_settles_has_no_steady_figures():
+    rates = [30, 30, 30, 30, 30, 30, 45, 45, 45, 30, 30, 45]  # a shared host: neighbours come and go
+    rows = [{"window": i, "t_start_s": 10.0 * i, "t_end_s": 10.0 * (i + 1), "decode_tps": float(r),
+             "prefill_tps": 300.0, "decoded_tokens": 300} for i, r in enumerate(rates)]
+    summary = summarize(rows, limit_of)
+    assert summary["sustain_steady"] is False
+    assert "sustain_steady_decode_tps" not in summary and "sustain_steady_from_s" not in summary
+    # last three windows: 900 tokens in 10 + 10 + 6.67 s = 33.75 tokens/s; first minute 30: 12.5 % faster
+    assert summary["sustain_end_decode_tps"] == pytest.approx(33.75)
+    assert summary["sustain_drop_basis"] == "end" and summary["sustain_drop_pct"] == pytest.approx(-12.5)
 
 
 def test_until_steady_stops_once_settled_never_while_heating():

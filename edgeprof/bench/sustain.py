@@ -8,7 +8,8 @@ window's edges and tokens, as it reports every other phase; the parent, whose sa
 throughout, gives each window its power, temperatures, clocks and throttle reasons (`window_row`), and
 may ask the worker to stop early once throughput and temperature have settled (`SteadyDetector`, a stop
 file the worker checks between repetitions). `summarize` turns the windows into the record's figures:
-steady state, the drop from the first minute, the time to the first throttle and which limit fired.
+steady state (only where the run settled), the drop from the first minute (to the steady state, or to
+the last windows where it never settled, and which), the time to the first throttle and which limit fired.
 
 Steady state is event-based, not a guess of time: the first window from which every later window's
 decode rate lies within `STEADY_TOLERANCE` of their median (and, where a temperature is sampled, every
@@ -184,16 +185,21 @@ def summarize(rows: list[dict], limit_of: Callable[[str], str]) -> dict:
     out["sustain_first_minute_decode_tps"] = _rate(first)
     k = steady_from(rows)
     out["sustain_steady"] = k is not None
-    steady = rows[k:] if k is not None else rows[-MIN_STEADY_WINDOWS:]
-    out["sustain_steady_from_s"] = rows[k]["t_start_s"] if k is not None else None
-    out["sustain_steady_decode_tps"] = _rate(steady)
-    out["sustain_steady_prefill_tps"] = _mean(steady, "prefill_tps")
-    for key in ("power_w", "temp_c_max"):
-        value = _mean(steady, key)
-        if value is not None:
-            out[f"sustain_steady_{key}"] = value
+    end = rows[-MIN_STEADY_WINDOWS:]
+    out["sustain_end_decode_tps"] = _rate(end)  # the last windows, steady or not
+    if k is not None:  # steady figures only where the run settled: otherwise they would be a guess
+        steady = rows[k:]
+        out["sustain_steady_from_s"] = rows[k]["t_start_s"]
+        out["sustain_steady_decode_tps"] = _rate(steady)
+        out["sustain_steady_prefill_tps"] = _mean(steady, "prefill_tps")
+        for key in ("power_w", "temp_c_max"):
+            value = _mean(steady, key)
+            if value is not None:
+                out[f"sustain_steady_{key}"] = value
+    basis = "steady" if k is not None else "end"
     if out["sustain_first_minute_decode_tps"]:
-        out["sustain_drop_pct"] = 100 * (1 - out["sustain_steady_decode_tps"] / out["sustain_first_minute_decode_tps"])
+        out["sustain_drop_pct"] = 100 * (1 - out[f"sustain_{basis}_decode_tps"] / out["sustain_first_minute_decode_tps"])
+        out["sustain_drop_basis"] = basis  # from the first minute to the steady state, or to the last windows
     out.update(_throttle(rows, first, limit_of))
     return out
 
