@@ -31,7 +31,8 @@ from edgeprof.sensors.energy import EnergyCalculator, EnergyPlan, condition_metr
 
 STEADY_TOLERANCE = 0.03  # decode rate within ±3 % of the steady median
 STEADY_TEMP_C = 1.0  # hottest temperature within this band over the steady windows
-MIN_STEADY_WINDOWS = 3
+MIN_STEADY_WINDOWS = 6  # a steady stretch lasts at least this many windows (a minute at the default 10 s)
+END_WINDOWS = 3  # the run's end rate, steady or not, is over its last windows
 FIRST_MINUTE_S = 60.0
 CLOCK_DROP = 0.05  # clocks 5 % below their first-minute mean, with no flag raised, count as a clock limit
 
@@ -163,7 +164,7 @@ class SteadyDetector:
     """Decides, window by window, when a run asked to stop once steady may stop: the last
     `min_windows` windows are steady by `steady_from`'s rule and none of them rose in temperature."""
 
-    def __init__(self, min_windows: int = 2 * MIN_STEADY_WINDOWS):
+    def __init__(self, min_windows: int = MIN_STEADY_WINDOWS):
         self.min_windows = min_windows
         self.rows: list[dict] = []
 
@@ -185,7 +186,7 @@ def summarize(rows: list[dict], limit_of: Callable[[str], str]) -> dict:
     out["sustain_first_minute_decode_tps"] = _rate(first)
     k = steady_from(rows)
     out["sustain_steady"] = k is not None
-    end = rows[-MIN_STEADY_WINDOWS:]
+    end = rows[-END_WINDOWS:]
     out["sustain_end_decode_tps"] = _rate(end)  # the last windows, steady or not
     if k is not None:  # steady figures only where the run settled: otherwise they would be a guess
         steady = rows[k:]
