@@ -211,6 +211,10 @@ def test_sustained_run_end_to_end_on_the_tiny_model(tmp_path):
     assert (frame["decode_tps"] > 0).all() and frame["power_w"].notna().any()
     assert metrics["sustain_stop"] == "time" and metrics["sustain_first_minute_decode_tps"] > 0
     assert "sustain_drop_pct" in metrics and metrics["sustain_throttled"] is False  # no flag, no clock here
+    from edgeprof.results.summary import summarize as summary_rows
+
+    (row,) = summary_rows(read_records(run_dir.path / "records.jsonl"))
+    assert row["sustain_windows"] == metrics["sustain_windows"] and row["kv_cache_bytes"] > 0
     phases = pd.read_csv(run_dir.path / "samples.csv")["phase"]
     assert (phases == "sustain").any()  # the parent's samples carry the sustained windows' label
 
