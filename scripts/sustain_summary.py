@@ -11,7 +11,6 @@ median, max and the coefficient of variation), which on a shared host is the dri
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -19,22 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgeprof.bench.sustain import summarize  # noqa: E402
+from edgeprof.bench.sustain import read_rows, summarize  # noqa: E402
 from edgeprof.results.records import read_records  # noqa: E402
 from edgeprof.sensors.throttle import limit_of  # noqa: E402
-
-
-def _window(row: dict) -> dict:
-    """A CSV row back as `window_row` made it: numbers as floats, throttle reasons as a list."""
-    out: dict = {}
-    for key, value in row.items():
-        if key in ("temp_sensor", "power_unresolved"):
-            out[key] = value
-        elif key == "throttle_reasons":
-            out[key] = [reason for reason in value.split(";") if reason]
-        elif value != "":
-            out[key] = float(value)
-    return out
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -57,11 +43,10 @@ def rows_of(run: Path) -> list[dict]:
         if record.get("status") != "ok" or "sustain_series" not in metrics or record["run_key"] in seen:
             continue
         seen.add(record["run_key"])
-        with open(run / metrics["sustain_series"]) as f:
-            windows = list(csv.DictReader(f))
-        metrics = summarize([_window(w) for w in windows], limit_of)
-        rates = [float(w["decode_tps"]) for w in windows if w.get("decode_tps")]
-        temps = [float(w["temp_c_max"]) for w in windows if w.get("temp_c_max")]
+        windows = read_rows(run / metrics["sustain_series"])
+        metrics = summarize(windows, limit_of)
+        rates = [w["decode_tps"] for w in windows if "decode_tps" in w]
+        temps = [w["temp_c_max"] for w in windows if "temp_c_max" in w]
         hp = record["hyperparameters"]
         out.append({
             "device": manifest["device"]["profile"], "model": record["model"]["name"].removeprefix("synth:"),

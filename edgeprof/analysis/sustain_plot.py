@@ -2,21 +2,23 @@
 
 One column per run directory (an edge device beside a server, say), two rows: decode tokens/s per window
 and the hottest sensor per window, one line per configuration. The steady stretch is shaded and the
-first throttle marked, both as the record states them; a run without temperature sensors says so in its
-panel instead of drawing an empty axis. Reads run directories only (`sustain/<run_key>.csv`, records).
+first throttle marked, by `bench.sustain.summarize` applied to the window series (so a run recorded
+under an older rule is drawn by today's); a run without temperature sensors says so in its panel
+instead of drawing an empty axis. Reads run directories only (`sustain/<run_key>.csv`, records).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
+from edgeprof.bench.sustain import read_rows, summarize
 from edgeprof.results.records import read_records
+from edgeprof.sensors.throttle import limit_of
 
 
 def _series(run: Path) -> list[tuple[str, dict, list[dict]]]:
-    """(label, the record's sustain figures, window rows) per configuration that ran sustained."""
+    """(label, the sustained figures, window rows) per configuration that ran sustained."""
     out = []
     seen = set()
     for record in read_records(run / "records.jsonl"):
@@ -28,13 +30,13 @@ def _series(run: Path) -> list[tuple[str, dict, list[dict]]]:
         path = run / series
         if not path.exists():
             continue
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
+        rows = read_rows(path)
         model = str(record["model"].get("name", "?")).removeprefix("synth:")
         hp = record.get("hyperparameters") or {}
         extra = "".join(f" {k[0]}{hp[k]}" for k in ("batch", "depth") if hp.get(k))
         mode = f" {hp['power_mode']}" if hp.get("power_mode") else ""
-        out.append((f"{model} {record['model'].get('quant')} {record['backend']}{extra}{mode}", metrics, rows))
+        out.append((f"{model} {record['model'].get('quant')} {record['backend']}{extra}{mode}",
+                    summarize(rows, limit_of), rows))
     return out
 
 
@@ -49,11 +51,8 @@ def _device(run: Path) -> str:
     return f"{name} (emulated)" if device.get("emulated") else name
 
 
-def _number(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
+def _number(value) -> float:
+    return value if isinstance(value, float) else math.nan
 
 
 def sustained_figure(run_paths: list[Path]):

@@ -311,3 +311,22 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         for row in rows:
             writer.writerow([";".join(v) if isinstance(v, list) else ("" if v is None else v)
                              for v in (row.get(c) for c in columns)])
+
+
+def read_rows(path: Path) -> list[dict]:
+    """A `write_rows` CSV back as `window_row` made it: numbers as floats, throttle reasons as a list."""
+    import csv
+
+    rows = []
+    with open(path) as f:
+        for raw in csv.DictReader(f):
+            row: dict = {}
+            for key, value in raw.items():
+                if key in ("temp_sensor", "power_unresolved"):
+                    row[key] = value
+                elif key == "throttle_reasons":
+                    row[key] = [reason for reason in value.split(";") if reason]
+                elif value != "":
+                    row[key] = float(value)
+            rows.append(row)
+    return rows
