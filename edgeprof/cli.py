@@ -57,6 +57,12 @@ def _ints(text: str, name: str) -> list[int]:
         raise ConfigError(f"--{name} takes comma-separated integers, got {text!r}") from None
 
 
+def _duration(text: str) -> float:
+    from edgeprof.bench.sustain import parse_duration_s
+
+    return parse_duration_s(text)
+
+
 def _strs(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -96,7 +102,8 @@ def run(
     batch: str = typer.Option("1", "--batch", "-b", help="Sequences decoded together, e.g. 1,4,16."),
     prompt: str = typer.Option("128", "--prompt", "-p", help="Prompt tokens per sequence."),
     gen: str = typer.Option("64", "--gen", "-n", help="Decode steps per sequence (as llama-bench -n)."),
-    context: str = typer.Option("0", "--context", "-c", help="Context per sequence; 0 = prompt + gen."),
+    context: str = typer.Option("0", "--context", "-c", help="Context per sequence; 0 = depth + prompt + gen."),
+    depth: str = typer.Option("0", "--depth", help="Tokens already in the KV cache before the prompt (llama-bench -d), e.g. 0,512,4096."),
     threads: str = typer.Option("0", "--threads", "-t", help="CPU threads; 0 = physical cores."),
     gpu_layers: str = typer.Option("auto", "--gpu-layers", "-ngl",
                                    help="Layers offloaded to the GPU; -1 = all; auto = all on a GPU build with an "
@@ -129,6 +136,16 @@ def run(
     gpus: str = typer.Option("", "--gpus",
                              help="GPUs the run uses and measures: NVML indices or UUIDs, comma-separated, or all; "
                                   "default one (the first CUDA_VISIBLE_DEVICES allows)."),
+    sustain: str = typer.Option("0", "--sustain", help="After the repetitions, generate back to back this long "
+                                "(10m, 90s): tokens/s, power, temperatures, clocks and throttling per window."),
+    sustain_window: float = typer.Option(10.0, "--sustain-window", min=0.1, help="Seconds per sustained window (at least "
+                                         "what the power sensor resolves)."),
+    until_steady: bool = typer.Option(False, "--until-steady", help="End a sustained run early once throughput and "
+                                      "temperature have settled."),
+    power_mode: str = typer.Option("", "--power-mode", help="Jetson nvpmodel modes to run each configuration under, "
+                                   "e.g. MAXN,25W,15W (needs root; the mode found is restored on exit)."),
+    jetson_clocks: bool = typer.Option(False, "--jetson-clocks", help="With --power-mode: pin clocks at each mode's "
+                                       "maximum (jetson_clocks; restored on exit)."),
     allow_long_context: bool = typer.Option(False, "--allow-long-context",
                                             help="Run prompt + generated tokens past the model's trained context "
                                                  "(refused otherwise)."),
@@ -145,15 +162,17 @@ def run(
 
     grid = {
         "batch": _ints(batch, "batch"), "prompt_tokens": _ints(prompt, "prompt"), "gen_tokens": _ints(gen, "gen"),
-        "context": _ints(context, "context"), "threads": _ints(threads, "threads"),
+        "context": _ints(context, "context"), "depth": _ints(depth, "depth"), "threads": _ints(threads, "threads"),
         "gpu_layers": _gpu_layers(gpu_layers), "flash_attn": _strs(flash_attn), "kv_type": _strs(kv_type),
         "n_batch": _ints(n_batch, "n-batch"), "n_ubatch": _ints(n_ubatch, "n-ubatch"), "sampler": _strs(sampler),
-        "provider": _strs(provider), "graph_opt": _strs(graph_opt),
+        "provider": _strs(provider), "graph_opt": _strs(graph_opt), "power_mode": _strs(power_mode) or [None],
     }
     spec = SweepSpec(models=_pinned(_strs(model), revision), quants=_strs(quant), backends=_strs(backend), grid=grid,
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
                      fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
-                     energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus)
+                     energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus,
+                     sustain_s=_duration(sustain), sustain_window_s=sustain_window, sustain_until_steady=until_steady,
+                     jetson_clocks=jetson_clocks)
     if fleet:
         if device or emulate or gpus:
             raise ConfigError("--device, --emulate and --gpus do not apply with --fleet: each device runs as it "

@@ -42,14 +42,19 @@ class Hyperparameters:
     flash_attn: str | None = "auto"  # llama.cpp
     provider: str | None = "cpu"  # ONNX Runtime execution provider (cpu, cuda, tensorrt, coreml, ...)
     graph_opt: str | None = "all"  # ONNX Runtime graph optimization level
+    depth: int = 0  # tokens already in each sequence's KV cache before the timed prompt (llama-bench's -d)
+    power_mode: str | None = None  # Jetson nvpmodel mode set before the configuration (None: as found)
 
-    WORKLOAD = ("batch", "prompt_tokens", "gen_tokens", "context", "kv_type", "sampler")
+    WORKLOAD = ("batch", "prompt_tokens", "gen_tokens", "context", "kv_type", "sampler", "depth")
     # How a device ran the workload: shown beside each side of a comparison, never part of what joins.
-    EXECUTION = ("threads", "gpu_layers", "n_batch", "n_ubatch", "flash_attn", "provider", "graph_opt")
+    EXECUTION = ("threads", "gpu_layers", "n_batch", "n_ubatch", "flash_attn", "provider", "graph_opt", "power_mode")
+    LATER = {"depth": 0, "power_mode": None}
+    """Fields added after ids were first published: at these values they stay out of both ids, so a run
+    made before them still joins (and resumes) with one made after."""
 
     @property
     def context_per_sequence(self) -> int:
-        return self.context or self.prompt_tokens + self.gen_tokens
+        return self.context or self.depth + self.prompt_tokens + self.gen_tokens
 
     def for_backend(self, options: tuple[str, ...]) -> "Hyperparameters":
         """These settings with every field outside `options` (what the backend reads) set to None."""
@@ -60,13 +65,14 @@ class Hyperparameters:
         for name in ("batch", "prompt_tokens", "n_batch", "n_ubatch"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be > 0, got {getattr(self, name)}")
-        for name in ("gen_tokens", "context", "threads"):
+        for name in ("gen_tokens", "context", "threads", "depth"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
         if self.gpu_layers is not None and self.gpu_layers < -1:
             raise ConfigError(f"gpu layers must be -1 (all) or >= 0, got {self.gpu_layers}")
-        if self.context and self.prompt_tokens + self.gen_tokens > self.context:
-            raise ConfigError(f"prompt ({self.prompt_tokens}) + generated ({self.gen_tokens}) tokens exceed "
+        if self.context and self.depth + self.prompt_tokens + self.gen_tokens > self.context:
+            held = f"depth ({self.depth}) + " if self.depth else ""
+            raise ConfigError(f"{held}prompt ({self.prompt_tokens}) + generated ({self.gen_tokens}) tokens exceed "
                               f"the context of {self.context}; raise --context or shorten them")
         if self.kv_type is not None and self.kv_type not in KV_CACHE_TYPES:
             raise ConfigError(f"unknown KV-cache type {self.kv_type!r} (offered: {', '.join(KV_CACHE_TYPES)})")
@@ -90,7 +96,14 @@ class Hyperparameters:
         """What is computed, for config ids: the workload fields this backend uses."""
         data = self.to_dict()
         data["context"] = self.context_per_sequence
-        return {k: data[k] for k in self.WORKLOAD if data[k] is not None}
+        return {k: data[k] for k in self.WORKLOAD if data[k] is not None and not self._later_default(k, data[k])}
+
+    def _later_default(self, name: str, value) -> bool:
+        return name in self.LATER and value == self.LATER[name]
+
+    def id_fields(self) -> dict:
+        """Every setting, less the later fields at their defaults (see `LATER`): what `run_key` hashes."""
+        return {k: v for k, v in self.to_dict().items() if not self._later_default(k, v)}
 
 
 def _short_hash(payload: object) -> str:
@@ -103,7 +116,7 @@ def config_id(model: str, quant: str, backend: str, hp: Hyperparameters) -> str:
 
 
 _EXECUTION_WORDS = {"threads": "threads", "gpu_layers": "GPU layers", "n_ubatch": "ubatch", "flash_attn": "flash",
-                    "provider": "provider", "graph_opt": "graph opt"}
+                    "provider": "provider", "graph_opt": "graph opt", "power_mode": "power mode"}
 
 
 def execution_settings(settings: dict, options: tuple[str, ...] | None = None) -> str:
@@ -126,4 +139,4 @@ def workload_id(artifact: str, backend: str, hp: Hyperparameters, keep: tuple[st
 
 def run_key(config: str, hp: Hyperparameters) -> str:
     """Hash of the config id and every execution setting: equal only for the exact same run."""
-    return _short_hash({"config_id": config, "hyperparameters": hp.to_dict()})
+    return _short_hash({"config_id": config, "hyperparameters": hp.id_fields()})

@@ -59,7 +59,7 @@ def host_facts() -> HostFacts:
 
 
 KINDS = ("edge", "laptop", "desktop", "server")
-KNOWN_SENSORS = ("nvml", "rapl", "thermal", "hwmon", "battery", "ina3221", "tegrastats", "process")
+KNOWN_SENSORS = ("nvml", "rapl", "thermal", "hwmon", "battery", "ina3221", "tegrastats", "process", "vcgencmd")
 TFLOPS_DTYPES = ("fp32", "fp16", "bf16", "int8")
 
 

@@ -51,7 +51,8 @@ class Emulation:
         if need["total"] > available * 1e9:
             parts = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in need.items() if k != "total")
             raise ConfigError(
-                f"{config.source.name} {config.quant} (batch {hp.batch}, context {hp.context_per_sequence}) needs "
+                f"{config.source.name} {config.quant} (batch {hp.batch}, context {hp.context_per_sequence}"
+                f"{f', depth {hp.depth}' if hp.depth else ''}) needs "
                 f"{need['total'] / 1e9:.2f} GB ({parts}; working memory estimated) but {self.profile.name} has "
                 f"{available:g} GB: {need['total'] / 1e9 - available:.2f} GB too much")
 
@@ -69,8 +70,26 @@ def storage_equivalent(quant: str) -> str:
     return _ONNX_STORAGE.get(quant, "f16")
 
 
+def kv_cache_bytes(config: BenchConfig, hp: Hyperparameters, tokens: int | None = None) -> float | None:
+    """K and V bytes of all `hp.batch` sequences holding `tokens` each (default: the whole context, as the
+    cache is allocated; a context depth is part of it), or None where the model's shape is unknown
+    (an ONNX file given as it is)."""
+    tokens = hp.context_per_sequence if tokens is None else tokens
+    arch = config.source.architecture
+    if arch is None and config.source.is_gguf:
+        facts = config.source.gguf_facts()
+        return facts.kv_cache_bytes(tokens, kv_bytes_per_element(hp.kv_type or "f16"), hp.n_ubatch or 512) * hp.batch
+    if arch is None:
+        return None
+    kv_type = hp.kv_type or ("f16" if config.quant == "fp16" else "f32")  # ONNX: the cache in the model's dtype
+    # llama.cpp keeps a window-sized cache for sliding-window layers; optimum's ONNX graph concatenates all
+    cells = arch.swa_cache_cells(hp.n_ubatch or 512) if config.format == "gguf" else arch.max_position_embeddings
+    return arch.kv_cache_bytes(tokens, kv_bytes_per_element(kv_type), cells) * hp.batch
+
+
 def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
-    """Bytes for weights, KV cache and working memory (compute buffers + runtime, an estimate)."""
+    """Bytes for weights, KV cache (the whole context: depth + prompt + generated) and working memory
+    (compute buffers + runtime, an estimate)."""
     arch = config.source.architecture
     if arch is None and config.source.is_gguf:  # a user's GGUF: its size is its weights, its metadata the KV
         return _gguf_memory(config, hp)
@@ -79,10 +98,7 @@ def memory_needed(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
         return {"weights": weights, "total": weights + RUNTIME_OVERHEAD_BYTES}
     quant = GGUF_QUANTS[storage_equivalent(config.quant)]
     weights = arch.gguf_weight_bytes(quant)
-    kv_type = hp.kv_type or ("f16" if config.quant == "fp16" else "f32")  # ONNX: the cache in the model's dtype
-    # llama.cpp keeps a window-sized cache for sliding-window layers; optimum's ONNX graph concatenates all
-    cells = arch.swa_cache_cells(hp.n_ubatch or 512) if config.format == "gguf" else arch.max_position_embeddings
-    kv = arch.kv_cache_bytes(hp.context_per_sequence, kv_bytes_per_element(kv_type), cells) * hp.batch
+    kv = kv_cache_bytes(config, hp)
     tokens = min(hp.n_ubatch or 512, hp.batch * hp.prompt_tokens)
     working = 4 * tokens * (arch.vocab_size + 8 * arch.hidden_size) + RUNTIME_OVERHEAD_BYTES
     return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}
@@ -93,8 +109,7 @@ def _gguf_memory(config: BenchConfig, hp: Hyperparameters) -> dict[str, float]:
     family; an unmodelled family's windows are ignored, an upper bound), and working memory as for a preset."""
     facts = config.source.gguf_facts()
     weights = facts.file_bytes
-    kv = facts.kv_cache_bytes(hp.context_per_sequence, kv_bytes_per_element(hp.kv_type or "f16"),
-                              hp.n_ubatch or 512) * hp.batch
+    kv = kv_cache_bytes(config, hp)
     tokens = min(hp.n_ubatch or 512, hp.batch * hp.prompt_tokens)
     working = 4 * tokens * (facts.vocab + 8 * facts.hidden) + RUNTIME_OVERHEAD_BYTES
     return {"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working}

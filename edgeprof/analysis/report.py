@@ -21,6 +21,7 @@ import io
 import math
 from pathlib import Path
 
+from edgeprof.analysis.sustain_plot import sustained_figure
 from edgeprof.analysis import figures
 from edgeprof.analysis.compare import Run, load_run, merge_by_device, settings_of
 from edgeprof.analysis.headline import (HEADLINE_COLUMNS, Headline, build_headlines, format_ratio, format_spread,
@@ -78,6 +79,7 @@ def write_report(run_paths: list[Path], out: Path) -> Path:
                     f"{what} over {figures.SETTING_WORDS[setting].split(' (')[0]}",
                     figures.sweep_lines(sides, setting, metric, unit, fixed), quiet=True)
     page.power()
+    page.figure("sustained", "Throughput and temperature over a sustained run", sustained_figure(run_paths), quiet=True)
     page.op_shares()
     if headlines:
         page.every_workload(headlines)

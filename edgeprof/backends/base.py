@@ -18,8 +18,9 @@ class BackendSession(Protocol):
     name: str
     n_vocab: int
 
-    def prefill(self, prompts: np.ndarray) -> None:
-        """Process `prompts` (int32, shape [batch, prompt_tokens]) and choose each sequence's first token."""
+    def prefill(self, prompts: np.ndarray, start: int = 0) -> None:
+        """Process `prompts` (int32, shape [batch, prompt_tokens]) and choose each sequence's first token.
+        `start` > 0: each sequence already holds `start` tokens (a context depth), the prompt follows them."""
 
     def decode_step(self) -> None:
         """Feed every sequence's last token, one step, and choose the next; returns when the work is done."""
@@ -45,7 +46,7 @@ class BackendSession(Protocol):
 
 
 BACKENDS = ("llama.cpp", "onnxruntime")
-_COMMON_OPTIONS = ("batch", "prompt_tokens", "gen_tokens", "context", "sampler", "threads")
+_COMMON_OPTIONS = ("batch", "prompt_tokens", "gen_tokens", "context", "sampler", "threads", "depth", "power_mode")
 BACKEND_OPTIONS = {  # the Hyperparameters fields each backend reads; the rest are not applicable to it
     "llama.cpp": _COMMON_OPTIONS + ("kv_type", "gpu_layers", "n_batch", "n_ubatch", "flash_attn"),
     "onnxruntime": _COMMON_OPTIONS + ("provider", "graph_opt"),

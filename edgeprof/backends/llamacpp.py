@@ -153,7 +153,7 @@ class LlamaCppSession:
         self._step = 0
         self._logits = np.empty((0, 0), dtype=np.float32)
         self._logits_address = 0
-        self._prefill_batches: list[tuple[_Batch, np.ndarray, np.ndarray]] = []
+        self._prefill_batches: dict[tuple[int, int, int], list[tuple[_Batch, np.ndarray, np.ndarray]]] = {}
         # Called as (tokens done, tokens in all) after each llama_decode call of a prefill; the worker sets it
         # only for untimed passes, so the timed prefill does no work beyond llama.cpp's own.
         self.prefill_progress: Callable[[int, int], None] | None = None
@@ -162,39 +162,52 @@ class LlamaCppSession:
         self._decode_batch.lay_out(seqs, np.zeros(hp.batch, dtype=np.int32), np.ones(hp.batch, dtype=np.int8))
 
     # -- prefill -------------------------------------------------------------------------------
-    def _plan_prefill(self, batch: int, prompt_len: int) -> None:
-        """Split batch x prompt tokens into llama_decode calls of at most n_batch tokens, laid out once."""
+    def _plan_prefill(self, batch: int, prompt_len: int, start: int) -> list[tuple[_Batch, np.ndarray, np.ndarray]]:
+        """Split batch x prompt tokens (at positions start..start+prompt_len) into llama_decode calls of at
+        most n_batch tokens, laid out once per shape."""
+        key = (batch, prompt_len, start)
+        if key in self._prefill_batches:
+            return self._prefill_batches[key]
         total = batch * prompt_len
         seq_of = np.repeat(np.arange(batch, dtype=np.int32), prompt_len)
-        pos_of = np.tile(np.arange(prompt_len, dtype=np.int32), batch)
-        is_last = (pos_of == prompt_len - 1).astype(np.int8)
-        for start in range(0, total, self._n_batch):
-            stop = min(start + self._n_batch, total)
-            chunk = _Batch(self._llama_cpp, stop - start)
-            chunk.lay_out(seq_of[start:stop], pos_of[start:stop], is_last[start:stop])
-            rows = np.flatnonzero(is_last[start:stop])  # the chunk's tokens that give an output
-            self._prefill_batches.append((chunk, seq_of[start:stop][rows], rows))
+        pos_of = np.tile(np.arange(start, start + prompt_len, dtype=np.int32), batch)
+        is_last = (pos_of == start + prompt_len - 1).astype(np.int8)
+        chunks = []
+        for first in range(0, total, self._n_batch):
+            stop = min(first + self._n_batch, total)
+            chunk = _Batch(self._llama_cpp, stop - first)
+            chunk.lay_out(seq_of[first:stop], pos_of[first:stop], is_last[first:stop])
+            rows = np.flatnonzero(is_last[first:stop])  # the chunk's tokens that give an output
+            chunks.append((chunk, seq_of[first:stop][rows], rows))
+        self._prefill_batches[key] = chunks
+        return chunks
 
-    def prefill(self, prompts: np.ndarray) -> None:
+    def prefill(self, prompts: np.ndarray, start: int = 0) -> None:
         batch, prompt_len = prompts.shape
-        if not self._prefill_batches:
-            self._plan_prefill(batch, prompt_len)
+        chunks = self._plan_prefill(batch, prompt_len, start)
         flat = prompts.reshape(-1)
-        start = 0
-        for chunk, finished, rows in self._prefill_batches:
+        done = 0
+        for chunk, finished, rows in chunks:
             n = chunk.raw.n_tokens
-            chunk.tokens[:n] = flat[start:start + n]
-            start += n
+            chunk.tokens[:n] = flat[done:done + n]
+            done += n
             self._decode(chunk.raw)
             if len(finished):
                 self._choose(finished, rows)
             if self.prefill_progress is not None:
-                self.prefill_progress(start, len(flat))
-        self._step = prompt_len
+                self.prefill_progress(done, len(flat))
+        self._step = start + prompt_len
         if not self._greedy:
             self._next[:] = prompts[:, -1]
             # Nothing read the logits, so wait here: on a GPU llama_decode returns before the work is done.
             self._llama_cpp.llama_synchronize(self._ctx)
+
+    def kv_cache_bytes_held(self) -> int:
+        """Bytes the KV cache holds for the tokens in it now, as llama.cpp would save them
+        (`llama_state_seq_get_size` summed over sequences: each cell's K and V rows plus a few bytes of
+        position and sequence ids per cell)."""
+        size = self._llama_cpp.llama_state_seq_get_size
+        return int(sum(size(self._ctx, seq) for seq in range(self.hp.batch)))
 
     # -- decode --------------------------------------------------------------------------------
     def decode_step(self) -> None:
@@ -313,8 +326,9 @@ class LlamaCppSession:
 
     def close(self) -> None:
         """Free native memory; safe to call twice."""
-        for chunk, *_ in self._prefill_batches:
-            chunk.free()
+        for chunks in self._prefill_batches.values():
+            for chunk, *_ in chunks:
+                chunk.free()
         self._prefill_batches.clear()
         if self._decode_batch is not None:
             self._decode_batch.free()

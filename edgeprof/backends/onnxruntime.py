@@ -117,7 +117,7 @@ class OnnxRuntimeSession:
         self._chosen = self._ids.reshape(-1)  # argmax writes here: the next step's input_ids
         self._binding = self.session.io_binding()
         self._past_values: list = []
-        self._prefill_values: list = []  # concat mode: the cache right after prefill, for rewind()
+        self._prefill_values: dict[int, list] = {}  # concat mode: the cache right after each prefill, by length
         self._length = 0
         self.prefill_logits = np.zeros((batch, self.n_vocab), dtype=np.float32)
         if self.shared_kv:  # one buffer per layer's K and V, for the session's lifetime
@@ -162,15 +162,23 @@ class OnnxRuntimeSession:
         self._bind_outputs(self._logits)
 
     # -- protocol --------------------------------------------------------------------------------
-    def prefill(self, prompts: np.ndarray) -> None:
+    def prefill(self, prompts: np.ndarray, start: int = 0) -> None:
+        """`start` > 0 continues sequences that hold `start` tokens (a context depth): positions and the
+        attention mask go on from there and the cache so far is the past."""
         batch, length = prompts.shape
+        if start and start != self._length:
+            raise ValueError(f"prefill at position {start}, but the sequences hold {self._length} tokens")
         ids = np.ascontiguousarray(prompts, dtype=np.int64)
-        positions = np.ascontiguousarray(np.broadcast_to(np.arange(length, dtype=np.int64), (batch, length)))
+        positions = np.ascontiguousarray(np.broadcast_to(np.arange(start, start + length, dtype=np.int64),
+                                                         (batch, length)))
         self._binding.clear_binding_inputs()
-        self._bind_common(ids, positions, length)
+        self._bind_common(ids, positions, start + length)
         if self.shared_kv:
             for index, name in enumerate(self.past_names):
                 self._binding.bind_ortvalue_input(name, self._cache[index])
+        elif start:
+            for name, value in zip(self.past_names, self._past_values):
+                self._binding.bind_ortvalue_input(name, value)
         else:
             empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
             for name in self.past_names:
@@ -178,16 +186,23 @@ class OnnxRuntimeSession:
         self._bind_outputs(None)
         self.session.run_with_iobinding(self._binding)
         self.prefill_logits = self._binding.get_outputs()[0].numpy()[:, -1, :]
-        self._length = length
+        self._length = start + length
         np.argmax(self.prefill_logits, axis=1, out=self._chosen)
         if self.shared_kv:
             self._bind_outputs(self._logits)  # fixed from here on: decode logits and the cache buffers
         else:
             self._keep_cache()
-            self._prefill_values = self._past_values
+            self._prefill_values[self._length] = self._past_values
         self._bind_array("input_ids", self._ids)
         if self.has_positions:
             self._bind_array("position_ids", self._positions)
+
+    def kv_cache_bytes_held(self) -> int:
+        """Bytes of K and V for the tokens the sequences hold now (layers x 2 x batch x KV heads x tokens x
+        head size x element size): the shared buffer is allocated for the whole context, this is its
+        occupied part; in concat mode it is the cache's own size."""
+        element = np.dtype(self.kv_dtype).itemsize
+        return int(len(self.past_names) * self.hp.batch * self.kv_heads * self._length * self.head_dim * element)
 
     def decode_step(self) -> None:
         self._positions.fill(self._length)
@@ -211,16 +226,17 @@ class OnnxRuntimeSession:
 
     def reset(self) -> None:
         self._past_values = []
-        self._prefill_values = []
+        self._prefill_values = {}
         self._length = 0
 
     def rewind(self, position: int) -> None:
         """Shared buffer: the next step simply writes `position` again. Concat mode keeps each step's
-        cache as new values, so rewinding to the end of the prompt rebinds the prefill's own cache."""
+        cache as new values, so rewinding to the end of a prefill (the prompt's, or a depth's) rebinds
+        that prefill's own cache."""
         if not self.shared_kv:
-            if not self._prefill_values or position != self._prefill_values[0].shape()[2]:
-                raise ValueError("concat-mode ONNX sessions rewind only to the end of the prompt")
-            self._past_values = self._prefill_values
+            if position not in self._prefill_values:
+                raise ValueError("concat-mode ONNX sessions rewind only to the end of a prefill")
+            self._past_values = self._prefill_values[position]
             for name, value in zip(self.past_names, self._past_values):
                 self._binding.bind_ortvalue_input(name, value)
         self._length = position
@@ -235,7 +251,7 @@ class OnnxRuntimeSession:
 
     def close(self) -> None:
         self._past_values = []
-        self._prefill_values = []
+        self._prefill_values = {}
         self._cache = []
         self._binding = None
         self.session = None

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgeprof.bench.measure import fill_depth
 from edgeprof.config import Hyperparameters
 
 SETTLE_MIN_S = 0.5  # clocks ramp up after the gap between repetitions
@@ -72,18 +73,28 @@ def hold(unit: Callable[[], None], tokens_per_unit: int, plan: EnergyPassPlan) -
 
 
 def run_energy_pass(session, prompts: np.ndarray, hp: Hyperparameters, plan: EnergyPassPlan,
-                    timed: list[dict[str, tuple[float, float]]]) -> dict:
-    """Windows per phase ({"prefill": {"windows": [...], "method": "..."}, "decode": {...}})."""
+                    timed: list[dict[str, tuple[float, float]]], depth_tokens: np.ndarray | None = None) -> dict:
+    """Windows per phase ({"prefill": {"windows": [...], "method": "..."}, "decode": {...}}). With a context
+    depth, the prefill unit rewinds to the depth and prefills the prompt after it, and decode rewinds to
+    the depth plus the prompt: the windows cover the timed positions only."""
     batch, prompt_len = prompts.shape
+    depth = depth_tokens.shape[1] if depth_tokens is not None else 0
     out = {}
     timed_prefill = [w["prefill"] for w in timed]
     if timed_prefill and min(t1 - t0 for t0, t1 in timed_prefill) >= plan.window_s:
         out["prefill"] = {"windows": [[t0, t1, batch * prompt_len] for t0, t1 in timed_prefill],
                           "method": "the timed prefills (each already long enough)"}
     else:
+        if depth:
+            fill_depth(session, depth_tokens)
+
         def prefill_unit() -> None:
-            session.reset()
-            session.prefill(prompts)
+            if depth:
+                session.rewind(depth)
+                session.prefill(prompts, start=depth)
+            else:
+                session.reset()
+                session.prefill(prompts)
 
         out["prefill"] = {"windows": hold(prefill_unit, batch * prompt_len, plan),
                           "method": f"steady pass: the {batch}x{prompt_len}-token prefill repeated back to back, "
@@ -95,20 +106,20 @@ def run_energy_pass(session, prompts: np.ndarray, hp: Hyperparameters, plan: Ene
         out["decode"] = {"windows": [[t0, t1, batch * hp.gen_tokens] for t0, t1 in timed_decode],
                          "method": "the timed decodes (each already long enough)"}
         return out
-    session.reset()
-    session.prefill(prompts)
+    position = fill_depth(session, depth_tokens)
+    session.prefill(prompts, start=position) if position else session.prefill(prompts)
     steps = 0
 
     def decode_unit() -> None:
         nonlocal steps
         if steps == hp.gen_tokens:
-            session.rewind(prompt_len)
+            session.rewind(depth + prompt_len)
             steps = 0
         session.decode_step()
         steps += 1
 
     out["decode"] = {"windows": hold(decode_unit, batch, plan),
                      "method": f"steady pass: {batch}-sequence decode steps back to back, rewound to position "
-                               f"{prompt_len} every {hp.gen_tokens} steps, {plan.settle_s:g} s settling, "
+                               f"{depth + prompt_len} every {hp.gen_tokens} steps, {plan.settle_s:g} s settling, "
                                f"then windows of >= {plan.window_s:g} s"}
     return out

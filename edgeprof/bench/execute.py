@@ -11,6 +11,7 @@ Events: `message` (text), `run_started` (configurations, run_dir), and the runne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
     configs = expand(spec.models, spec.quants, spec.backends, grid, spec.allow_long_context)
     setup = prepare_device(spec, profile, facts, gpu_names, configs)
     configs, device_info = setup.configs, setup.device_info
+    power, configs = power_modes(spec, profile.name, configs)
     finished: set[str] = set()
     if resume_dir is not None:
         manifest = read_manifest(resume_dir)
@@ -91,9 +93,12 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
     options = run_options(spec, setup)
     result = RunResult(run_dir.path, [], profile.name, spec.emulate)
     on_event("run_started", configurations=len(configs), run_dir=run_dir.path)
-    runner = Runner(run_dir, device_info, options, on_event, sensors)
+    runner = Runner(run_dir, device_info, options, on_event, sensors,
+                    setup=(lambda config: power.apply(config.hp.power_mode) if config.hp.power_mode else {})
+                    if power else None)
     try:
-        with stop_signals():  # SIGTERM/SIGHUP (a `timeout`, a closed SSH session) stop like Ctrl-C
+        # SIGTERM/SIGHUP (a `timeout`, a closed SSH session) stop like Ctrl-C; a power mode is restored either way
+        with stop_signals(), power or contextlib.nullcontext():
             runner.run(configs, skip_run_keys=finished)
     except KeyboardInterrupt:
         result.interrupted, result.exit_code = True, 130  # the configuration in flight was discarded
@@ -106,6 +111,8 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
                                    "samples": sensors.sampler.samples_taken}
         manifest["artifacts"] = list({**{a["path"]: a for a in manifest.get("artifacts", [])},
                                       **runner.artifacts}.values())
+        if power:
+            manifest["power_modes"] = power.describe()
         manifest["status"] = "interrupted" if result.interrupted else "complete"
         run_dir.write_manifest(manifest)
         result.rows = summarize(read_records(run_dir.records_path))
@@ -143,10 +150,26 @@ def prepare_device(spec: SweepSpec, profile, facts, gpu_names: list[str], config
     return DeviceSetup(configs, device_info, affinity, gpu_ids)
 
 
+def power_modes(spec: SweepSpec, device: str, configs: list):
+    """(the Jetson power-mode switch, the configurations grouped by mode in the order given) where the sweep
+    has a `power_mode` axis, else (None, configs). Refused in one line where modes cannot be set."""
+    modes = list(dict.fromkeys(c.hp.power_mode for c in configs if c.hp.power_mode))
+    if not modes:
+        return None, configs
+    from edgeprof.power_modes import PowerModes
+
+    power = PowerModes(pin_clocks=spec.jetson_clocks)
+    power.check(modes, device, spec.emulate)
+    order = {mode: index for index, mode in enumerate(modes)}
+    return power, sorted(configs, key=lambda c: order.get(c.hp.power_mode, -1))  # each mode set once
+
+
 def run_options(spec: SweepSpec, setup: DeviceSetup) -> RunOptions:
     return RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
                       cpu_affinity=setup.cpu_affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
-                      energy_window_s=spec.energy_window_s, gpu_uuids=tuple(setup.gpu_ids))
+                      energy_window_s=spec.energy_window_s, gpu_uuids=tuple(setup.gpu_ids),
+                      sustain_s=spec.sustain_s, sustain_window_s=spec.sustain_window_s,
+                      sustain_until_steady=spec.sustain_until_steady)
 
 
 def resolve_auto_gpu_layers(grid: dict, has_gpu: bool) -> dict:

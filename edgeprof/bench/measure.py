@@ -1,6 +1,8 @@
 """Time one repetition: reset, prefill, then `gen_tokens` decode steps, on any backend session.
 
 Only `perf_counter_ns` calls surround the backend's own work; nothing else runs in the timed loop.
+With a context depth (`hp.depth`, llama-bench's `-d`), each repetition first fills every sequence's KV
+cache with `depth` tokens, untimed, as llama-bench does; the timed prompt and decode steps follow them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class RepetitionMetrics:
     prompt_tokens_total: int
     decoded_tokens_total: int
     peak_rss_mb: float
+    kv_cache_bytes_held: int | None = None  # what the backend's KV cache holds after the last step
     # perf_counter seconds (CLOCK_MONOTONIC) of the phase edges, for lining up with sensor samples
     t_start_s: float = 0.0
     t_prefill_end_s: float = 0.0
@@ -56,6 +59,23 @@ def make_prompts(hp: Hyperparameters, n_vocab: int, seed: int = 0) -> np.ndarray
     return rng.integers(0, n_vocab, size=(hp.batch, hp.prompt_tokens), dtype=np.int32)
 
 
+def make_depth_tokens(hp: Hyperparameters, n_vocab: int, seed: int = 0) -> np.ndarray | None:
+    """Seeded random ids [batch, depth] that fill the cache before the prompt (None at depth 0)."""
+    if not hp.depth:
+        return None
+    rng = np.random.default_rng(seed + 1)  # not the prompt's own stream
+    return rng.integers(0, n_vocab, size=(hp.batch, hp.depth), dtype=np.int32)
+
+
+def fill_depth(session: BackendSession, depth_tokens: np.ndarray | None) -> int:
+    """Reset, then (untimed) put `depth_tokens` in the cache; the position the prompt starts at."""
+    session.reset()
+    if depth_tokens is None:
+        return 0
+    session.prefill(depth_tokens)
+    return depth_tokens.shape[1]
+
+
 def peak_rss_mb(status_path: str = "/proc/self/status") -> float:
     """Peak resident memory of this process since it was exec'd, in MB (2**20 bytes).
 
@@ -74,14 +94,17 @@ def peak_rss_mb(status_path: str = "/proc/self/status") -> float:
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
 
 
-def run_repetition(session: BackendSession, prompts: np.ndarray, hp: Hyperparameters) -> RepetitionMetrics:
-    """One measured repetition. TTFT is prefill plus choosing the first token."""
+def run_repetition(session: BackendSession, prompts: np.ndarray, hp: Hyperparameters,
+                   depth_tokens: np.ndarray | None = None) -> RepetitionMetrics:
+    """One measured repetition. TTFT is prefill plus choosing the first token (after the depth, if any)."""
     steps = hp.gen_tokens
     step_ns = np.empty(steps, dtype=np.int64)
-    session.reset()
+    if hp.depth and depth_tokens is None:
+        depth_tokens = make_depth_tokens(hp, session.n_vocab)
+    position = fill_depth(session, depth_tokens)
     clock = time.perf_counter_ns
     start = clock()
-    session.prefill(prompts)
+    session.prefill(prompts, start=position) if position else session.prefill(prompts)
     prefill_end = clock()
     last = prefill_end
     for i in range(steps):
@@ -108,6 +131,7 @@ def run_repetition(session: BackendSession, prompts: np.ndarray, hp: Hyperparame
         prompt_tokens_total=prompt_total,
         decoded_tokens_total=decoded_total,
         peak_rss_mb=peak_rss_mb(),
+        kv_cache_bytes_held=session.kv_cache_bytes_held() if hasattr(session, "kv_cache_bytes_held") else None,
         t_start_s=start / 1e9,
         t_prefill_end_s=prefill_end / 1e9,
         t_end_s=last / 1e9,

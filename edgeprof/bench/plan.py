@@ -37,7 +37,8 @@ class BenchConfig:
     def label(self) -> str:
         hp = self.hp
         return (f"{self.source.name} {self.quant} {self.backend} b{hp.batch} p{hp.prompt_tokens} "
-                f"g{hp.gen_tokens} t{hp.threads}")
+                f"g{hp.gen_tokens}{f' d{hp.depth}' if hp.depth else ''} t{hp.threads}"
+                f"{f' {hp.power_mode}' if hp.power_mode else ''}")
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def _check_context(source: ModelSource, trained: int | None, hp: Hyperparameters
     --prompt 100000 would run silently for minutes: refuse unless the user asked for it."""
     if trained is None or allow_long_context or hp.context_per_sequence <= trained:
         return
-    raise ConfigError(f"{source.spec}: prompt ({hp.prompt_tokens}) + generated ({hp.gen_tokens}) tokens need a "
+    raise ConfigError(f"{source.spec}: {f'depth ({hp.depth}) + ' if hp.depth else ''}prompt ({hp.prompt_tokens}) + "
+                      f"generated ({hp.gen_tokens}) tokens need a "
                       f"context of {hp.context_per_sequence}, beyond the model's trained context of {trained}; "
                       "shorten them, or pass --allow-long-context to run past it")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgeprof.bench.energy_pass import plan_energy_pass
 from edgeprof.bench.plan import BenchConfig
+from edgeprof.bench.sustain import SustainedRun
 from edgeprof.config import config_id, run_key
 from edgeprof.errors import EdgeprofError
 from edgeprof.fidelity import cache_file as fidelity_cache_file
@@ -39,6 +40,9 @@ class RunOptions:
     profile_ops: bool = False  # a profiled pass after the measured ones: time by operator category
     energy_window_s: float = 2.0  # shortest steady energy window per repetition; 0 = energy from timed phases only
     gpu_uuids: tuple[str, ...] = ()  # the GPUs the run uses; the worker sees only these (CUDA_VISIBLE_DEVICES)
+    sustain_s: float = 0.0  # after the repetitions, generate back to back this long (0: no sustained run)
+    sustain_window_s: float = 10.0  # shortest window of the sustained run's time series
+    sustain_until_steady: bool = False  # end the sustained run once throughput and temperature settle
 
 
 Notify = Callable[..., None]  # notify(event_name, **details); the CLI renders progress from it
@@ -81,9 +85,12 @@ class Runner:
     """Runs a list of configurations into one run directory."""
 
     def __init__(self, run_dir: RunDir, device: dict, options: RunOptions, notify: Notify = ignore_events,
-                 sensors: SensorSession | None = None, artifacts: ArtifactProvider = export_in_child):
+                 sensors: SensorSession | None = None, artifacts: ArtifactProvider = export_in_child,
+                 setup: Callable[[BenchConfig], dict] | None = None):
         """`artifacts` supplies each configuration's model file: exported here by default; a fleet device
-        gets the files its head shipped, checked against their hashes."""
+        gets the files its head shipped, checked against their hashes. `setup` puts the device in the state
+        a configuration asks for (a Jetson power mode) before it runs; what it returns joins the records."""
+        self.setup = setup
         self.run_dir = run_dir
         self.provide = artifacts
         self.sensors = sensors
@@ -119,7 +126,8 @@ class Runner:
         except ExportFailed as exc:  # an exporter's own failure or crash (optimum, torch) fails this config only
             return [self._record(config, None, None, "failed", error=str(exc), started=started)]
         self.artifacts[artifact.path] = artifact.__dict__
-        return self._run_child(config, artifact, parent, started)
+        state = self.setup(config) if self.setup else {}
+        return self._run_child(config, artifact, parent, started, state)
 
     def _export(self, config: BenchConfig, quant: str, with_parent: bool = False) -> tuple[Artifact, Artifact | None]:
         """The configuration's artifact (and its unquantized parent), exported in a child process once per
@@ -141,27 +149,35 @@ class Runner:
         return record_ids(config, artifact)
 
     def _run_child(self, config: BenchConfig, artifact: Artifact, parent: Artifact | None,
-                   started: float) -> list[Record]:
+                   started: float, state: dict | None = None) -> list[Record]:
         _, key = self._ids(config, artifact)
+        sustained = SustainedRun(self.sensors, self.run_dir.path, self.jobs_dir, key, self.options.sustain_s,
+                                 self.options.sustain_window_s, self.options.sustain_until_steady) \
+            if self.options.sustain_s > 0 else None
         returncode, timed_out, events, stderr_path = self._spawn(key, config.label, {
             "backend": config.backend, "model_path": artifact.path, "hyperparameters": config.hp.to_dict(),
             "warmup": self.options.warmup, "repetitions": self.options.repetitions, "seed": self.options.seed,
             "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
             "profile_ops": self.options.profile_ops,
             "energy_pass": self._energy_pass_plan(),
-        }, measured=True)
+            "sustain": sustained.plan.to_dict() if sustained else None,
+        }, measured=True, watch=sustained.on_event if sustained else None,
+            extra_s=self.options.sustain_s)
         loaded = next((e for e in events if e["event"] == "loaded"), {})
         energy_pass = next((e for e in events if e["event"] == "energy_pass"), None)
         # The operator profile and the worker's GPU memory come once per configuration, after the repetitions.
-        extras = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
+        extras = {**(state or {}), **{k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}}
         if parent is not None and any(e["event"] == "repetition" for e in events):
             extras.update(self._fidelity(key, config, artifact, parent))
+        if sustained:
+            extras.update(sustained.finish(events))
         records = [
             self._record(config, artifact, e["index"], "ok",
                          metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
                                   "worker_cpus": (loaded.get("info") or {}).get("worker_cpus"),
                                   "worker_gpus": (loaded.get("info") or {}).get("cuda_visible_devices"),
                                   "sampling": (loaded.get("info") or {}).get("sampling"),
+                                  **_kv_predicted(config),
                                   **self._sensor_metrics(key, e, config.hp.batch, energy_pass), **extras},
                          info=loaded.get("info"), started=started, finished=e.get("finished_at"),
                          energy_window=_energy_methods(energy_pass))
@@ -200,9 +216,11 @@ class Runner:
         return {"fidelity_status": status if returncode != 0 or timed_out else "failed",
                 "fidelity_error": metrics.get("fidelity_error") or error}
 
-    def _spawn(self, name: str, label: str, job: dict, measured: bool) -> tuple[int | None, bool, list[dict], Path]:
-        """Run one worker job to its end (or its timeout): (return code, timed out, events, stderr log).
-        Only a `measured` job has its CPU and memory sampled as the worker's."""
+    def _spawn(self, name: str, label: str, job: dict, measured: bool, watch: Callable[[dict], None] | None = None,
+               extra_s: float = 0.0) -> tuple[int | None, bool, list[dict], Path]:
+        """Run one worker job to its end (or its timeout, `extra_s` later than the configured one): (return
+        code, timed out, events, stderr log). Only a `measured` job has its CPU and memory sampled as the
+        worker's; `watch` sees each event as it arrives (a sustained run's windows)."""
         job_path = self.jobs_dir / f"{name}.json"
         events_path = self.jobs_dir / f"{name}.events.jsonl"
         stderr_path = self.jobs_dir / f"{name}.stderr.log"
@@ -215,7 +233,7 @@ class Runner:
             if self.sensors and measured:
                 self.sensors.set_target(child.pid)
             try:
-                timed_out = not self._wait(child, events_path, label)
+                timed_out = not self._wait(child, events_path, label, watch, extra_s)
             except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop the child, discard this configuration, re-raise
                 _kill_group(child)
                 raise
@@ -224,9 +242,10 @@ class Runner:
                     self.sensors.set_target(None)
         return child.returncode, timed_out, _read_events(events_path), stderr_path
 
-    def _wait(self, child: subprocess.Popen, events_path: Path, label: str, poll_s: float = 0.5) -> bool:
+    def _wait(self, child: subprocess.Popen, events_path: Path, label: str, watch: Callable[[dict], None] | None = None,
+              extra_s: float = 0.0, poll_s: float = 0.5) -> bool:
         """Wait for the worker, passing its progress events on; False (and the worker ended) on timeout."""
-        deadline = time.monotonic() + self.options.timeout_s
+        deadline = time.monotonic() + self.options.timeout_s + extra_s
         tail = EventTail(events_path)
         while True:
             try:
@@ -234,6 +253,8 @@ class Runner:
                 return True
             except subprocess.TimeoutExpired:
                 for event in tail.new_events():
+                    if watch is not None:
+                        watch(event)
                     if event["event"] == "progress":
                         self.notify("config_progress", label=label, step=event["step"], done=event.get("done"),
                                     total=event.get("total"))
@@ -318,6 +339,19 @@ def make_record(run_id: str, device: dict, config: BenchConfig, artifact: Artifa
                   backend=config.backend, model=model, hyperparameters=config.hp.to_dict(), device=device,
                   metrics=metrics or {}, error=error, started_at=started, finished_at=finished or time.time(),
                   sensors=sensors or {})
+
+
+def _kv_predicted(config: BenchConfig) -> dict:
+    """The KV cache as the memory fit counts it: allocated for the whole context, and what the sequences
+    hold after a repetition (depth + prompt + generated), beside the backend's own `kv_cache_bytes_held`."""
+    from edgeprof.emulation import kv_cache_bytes
+
+    hp = config.hp
+    allocated = kv_cache_bytes(config, hp)
+    if allocated is None:
+        return {}
+    return {"kv_cache_bytes": allocated,
+            "kv_cache_bytes_held_predicted": kv_cache_bytes(config, hp, hp.depth + hp.prompt_tokens + hp.gen_tokens)}
 
 
 def _energy_methods(energy_pass: dict | None) -> dict | None:

@@ -44,6 +44,10 @@ class SweepSpec:
     energy_window_s: float = 2.0  # shortest steady energy window per repetition (0: timed phases only)
     allow_long_context: bool = False  # run prompt + generated tokens past the model's trained context
     gpus: str = ""  # NVML indices or UUIDs the run uses; "" = one GPU, "all" = every visible one
+    sustain_s: float = 0.0  # per configuration, generate back to back this long after the repetitions
+    sustain_window_s: float = 10.0  # shortest window of the sustained time series
+    sustain_until_steady: bool = False  # end a sustained run once throughput and temperature settle
+    jetson_clocks: bool = False  # with power modes: pin clocks at each mode's maximum (jetson_clocks)
     name: str = ""
 
     def to_dict(self) -> dict:
@@ -79,6 +83,13 @@ def load_sweep_file(path: Path) -> SweepSpec:
     for key in ("models", "quants", "backends"):
         if key in data and not isinstance(data[key], list):
             data[key] = [data[key]]
+    if "sustain" in data:  # `sustain: 10m` (a duration) as on the command line
+        from edgeprof.bench.sustain import parse_duration_s
+
+        try:
+            data["sustain_s"] = parse_duration_s(data.pop("sustain"))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     data.setdefault("name", path.stem)
     try:
         return SweepSpec.from_dict({**data, "grid": grid})

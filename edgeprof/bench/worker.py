@@ -36,7 +36,7 @@ def run_job(job: dict, events) -> int:
         emit_event(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
         return 0
     from edgeprof.backends.base import open_session, uses_gpu
-    from edgeprof.bench.measure import make_prompts, run_repetition
+    from edgeprof.bench.measure import make_depth_tokens, make_prompts, run_repetition
     from edgeprof.config import Hyperparameters
 
     hp = Hyperparameters.from_dict(job["hyperparameters"])
@@ -49,19 +49,22 @@ def run_job(job: dict, events) -> int:
         emit_event(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": info,
                        "phase": ["load", start, loaded]})
         prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))
+        depth_tokens = make_depth_tokens(hp, session.n_vocab, job.get("seed", 0))
         warmup_start = time.perf_counter()
         for _ in range(job.get("warmup", 1)):
             _progress(events, "warm-up")
             with _prefill_progress(session, events):  # untimed: a long prefill shows its tokens
-                run_repetition(session, prompts, hp)
+                run_repetition(session, prompts, hp, depth_tokens)
         emit_event(events, {"event": "warmup", "phase": ["warmup", warmup_start, time.perf_counter()]})
         timed = []
         for index in range(job["repetitions"]):
             _progress(events, f"repetition {index + 1}/{job['repetitions']}")
-            metrics = run_repetition(session, prompts, hp)
+            metrics = run_repetition(session, prompts, hp, depth_tokens)
             timed.append(metrics.phases())
             emit_event(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
                            "phases": metrics.phases(), "finished_at": time.time()})
+        if job.get("sustain"):
+            _sustain(job, session, prompts, hp, depth_tokens, events)
         if uses_gpu(job["backend"], hp):
             from edgeprof.sensors.nvml import process_gpu_memory_mb
 
@@ -74,7 +77,7 @@ def run_job(job: dict, events) -> int:
             plan = EnergyPassPlan(**job["energy_pass"])
             _progress(events, "energy pass")
             emit_event(events, {"event": "energy_pass", "plan": plan.to_dict(),
-                           "phases": run_energy_pass(session, prompts, hp, plan, timed)})
+                           "phases": run_energy_pass(session, prompts, hp, plan, timed, depth_tokens)})
         if job.get("profile_ops"):
             session.close()  # the profiled pass opens its own session; do not hold two copies of the weights
             _progress(events, "operator profile")
@@ -83,6 +86,22 @@ def run_job(job: dict, events) -> int:
     finally:
         session.close()
     return 0
+
+
+def _sustain(job: dict, session, prompts, hp, depth_tokens, events) -> None:
+    """Whole repetitions back to back for the planned time (or until the parent's stop file appears); one
+    event per window, its edges on the sampler's clock."""
+    from edgeprof.bench.measure import run_repetition
+    from edgeprof.bench.sustain import SustainPlan, repetition_totals, run_sustain
+
+    plan = SustainPlan(**job["sustain"])
+
+    def emit(event: dict) -> None:
+        emit_event(events, event)
+        _progress(events, "sustained", int(event["since_start_s"]), int(plan.duration_s))
+
+    _progress(events, "sustained", 0, int(plan.duration_s))
+    run_sustain(lambda: repetition_totals(run_repetition(session, prompts, hp, depth_tokens)), plan, emit)
 
 
 def _progress(events, step: str, done: int | None = None, total: int | None = None) -> None:

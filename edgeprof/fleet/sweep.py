@@ -145,6 +145,9 @@ class _FleetSweep:
         target = Target(facts["physical_cores"], facts["gpu_offload"], tuple(facts["ort_providers"]))
         grid = resolve_auto_gpu_layers(spec.grid, facts["gpu_offload"])
         configs = expand(spec.models, spec.quants, spec.backends, grid, spec.allow_long_context, target=target)
+        if any(c.hp.power_mode for c in configs):  # the switch and its restore live in a local run's execute
+            raise ConfigError("power_mode is not available through a fleet: run the sweep with edgeprof on the Jetson "
+                              "itself (sudo edgeprof sweep FILE)")
         path = folder / device.name
         fleet_info = {"address": self.address, "fleet_id": fleet_id, "device": device.name, "host": device.host}
         if resuming and (path / "manifest.json").exists():

@@ -67,8 +67,11 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def _once_per_config(metrics: dict) -> dict:
-    """Fidelity and operator shares are measured once per configuration: flat columns pandas can read."""
-    flat = {k: v for k, v in metrics.items() if k.startswith("fidelity_")}
+    """Fidelity, operator shares, a sustained run's figures and the KV cache's bytes are one per configuration:
+    flat columns pandas can read (a sustained run's limits as one text)."""
+    flat = {k: v for k, v in metrics.items() if k.startswith(("fidelity_", "sustain_", "kv_cache_bytes"))}
+    if isinstance(flat.get("sustain_limits"), list):
+        flat["sustain_limits"] = ",".join(flat["sustain_limits"])
     profile = metrics.get("op_profile") or {}
     for phase in ("prefill", "decode"):
         measured = profile.get(phase) or {}

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeprof.sensors.base import Metric
-from edgeprof.sensors.nvml import throttle_names
+from edgeprof.sensors.throttle import reason_names
 
 _SUMMED_PREFIXES = ("gpu", "cpu-", "dram-")
 RESOLVE_PERIODS = 3
@@ -243,7 +243,7 @@ def condition_metrics(metrics: list[Metric], times: list[float], rows: list[dict
         seen_throttle_metric = True
         t, v = series(times, rows, metric.name)
         for mask in v[(t >= t0) & (t <= t1)]:
-            reasons.update(throttle_names(int(mask)))
+            reasons.update(reason_names(metric.name, int(mask)))
     if seen_throttle_metric:
         out["throttled"] = bool(reasons)
         out["throttle_reasons"] = sorted(reasons)

@@ -12,6 +12,7 @@ from edgeprof.sensors.jetson import Ina3221Sensor, TegrastatsSensor, jetson_mode
 from edgeprof.sensors.nvml import NvmlSensor
 from edgeprof.sensors.process import ProcessSensor
 from edgeprof.sensors.rapl import RaplSensor
+from edgeprof.sensors.raspberrypi import VcgencmdSensor
 from edgeprof.sensors.thermal import ThermalZonesSensor
 
 
@@ -27,7 +28,8 @@ class HostRoots:
 
 
 def candidate_sensors(roots: HostRoots = HostRoots(), nvml: NvmlSensor | None = None,
-                      sample_hz: float = 10.0) -> list[Sensor]:
+                      sample_hz: float = 10.0, vcgencmd: str = "vcgencmd") -> list[Sensor]:
+    """Every sensor edgeprof knows, unprobed; `vcgencmd` is the Raspberry Pi tool's path (a fake in tests)."""
     return [
         ProcessSensor(sample_hz),
         RaplSensor(roots.sys / "class/powercap"),
@@ -36,6 +38,7 @@ def candidate_sensors(roots: HostRoots = HostRoots(), nvml: NvmlSensor | None = 
         BatterySensor(roots.sys / "class/power_supply"),
         nvml or NvmlSensor(sample_hz=sample_hz),
         Ina3221Sensor(roots.sys / "bus/i2c/drivers"),
+        VcgencmdSensor(vcgencmd, sample_hz=sample_hz),
     ]
 
 

@@ -5,7 +5,7 @@
 #   scripts/gpu/device_session.sh STAGE...
 #   stages: setup prep build unpack pack product sampler-paths nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
 #           calibrate roofline-long power-probe energy
-#           cupti-probe ops ops-ncu families
+#           cupti-probe ops ops-ncu families sustain sustain-wait
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/edgeprof-out}
@@ -153,6 +153,24 @@ for name in names:
         python3 scripts/gpu/ncu_decode_shares.py --profile "$OUT/op_profile_gpu_$m.json" --model synth:$m \
           --quant q4_k_m --out "$OUT/ncu_shares_$m.json" 2>&1 | tail -12 | tee "$OUT/ncu_shares_$m.log"
       done ;;
+    sustain)  # issue 27: one configuration generating back to back for SUSTAIN (10m), detached: a call lasts
+      # at most 10 minutes, so `sustain-wait` (called again at once while it says "running") collects it
+      m=${SUSTAIN_MODEL:-llama-3.2-3b}
+      rm -f /tmp/sustain.done
+      setsid nohup bash -c "while [ ! -e /tmp/prep-$m.done ]; do sleep 5; done
+        python3 -m edgeprof run -m synth:$m -q q4_k_m -ngl -1 -t 16 -b ${SUSTAIN_BATCH:-64} -p 512 -n 256 -r 3 \
+          --no-fidelity --sustain ${SUSTAIN:-10m} --sustain-window 10 -o /tmp/sustain-runs 2>&1 \
+          | grep -v '^llama_\|^load\|^print_info\|^graph_\|^sched_' > /tmp/sustain.log
+        touch /tmp/sustain.done" > /dev/null 2>&1 < /dev/null &
+      log "sustained run started (model $m, ${SUSTAIN:-10m})" ;;
+    sustain-wait)  # up to SUSTAIN_WAIT_S (540) s for the sustained run; results so far land in $OUT either way
+      waited=0
+      while [ ! -e /tmp/sustain.done ] && [ $waited -lt ${SUSTAIN_WAIT_S:-540} ]; do sleep 10; waited=$((waited + 10)); done
+      tail -c 4000 /tmp/sustain.log 2>/dev/null | tr '\r' '\n' | tail -25 | tee "$OUT/sustain.log"
+      nvidia-smi --query-gpu=name,temperature.gpu,clocks.sm,power.draw,clocks_event_reasons.active --format=csv \
+        | tee "$OUT/sustain_nvidia_smi.csv"
+      [ -d /tmp/sustain-runs ] && tar czf "$OUT/sustain_runs.tar.gz" -C /tmp sustain-runs
+      if [ -e /tmp/sustain.done ]; then log "sustained run done"; else log "sustained run still running: call sustain-wait again"; fi ;;
     parity)
       python3 scripts/bench_vs_llama_bench.py --model synth:llama-3.2-1b --quants q4_k_m,f16 --pairs 512:128 \
         --threads 16 --gpu-layers 99 --rounds 6 --llama-bench "$BUILD/bin/llama-bench" \
