@@ -21,11 +21,11 @@ import io
 import math
 from pathlib import Path
 
-from edgeprof.analysis.sustain_plot import sustained_figure
 from edgeprof.analysis import figures
 from edgeprof.analysis.compare import Run, load_run, merge_by_device, settings_of
 from edgeprof.analysis.headline import (HEADLINE_COLUMNS, Headline, build_headlines, format_ratio, format_spread,
                                         format_value, model_summaries, single_device_headlines)
+from edgeprof.analysis.sustain_plot import sustained_figure
 from edgeprof.results.formats import to_csv
 
 _CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1150px;
