@@ -34,6 +34,7 @@ def test_energy_comes_from_steady_windows_one_per_repetition(tmp_path):
                                  RunOptions(repetitions=2, warmup=1, energy_window_s=0.1), gen=4)
     assert [r["status"] for r in records] == ["ok", "ok"]
     windows = []
+    held = set()  # the phases a steady pass held (the samples are labelled energy-<phase> then)
     for record in records:
         m = record["metrics"]
         for phase in ("prefill", "decode"):
@@ -48,13 +49,20 @@ def test_energy_comes_from_steady_windows_one_per_repetition(tmp_path):
         assert m["energy_decode_above_idle_j"] == pytest.approx(0.0, abs=1e-6)
         assert m["temp_c_start"] <= m["temp_c_max"] and m["temp_sensor"] == "constant.temp_c"
         assert record["sensors"]["energy"].startswith("board input")
-        assert "rewound to position 64 every 4 steps" in record["sensors"]["energy_window"]["decode"]
-        assert record["sensors"]["energy_window"]["prefill"].startswith("steady pass")
+        # Milliseconds of work on a fast host, so a steady pass holds each phase. On a starved host a timed
+        # phase of 4 tiny steps has taken over 0.9 s: then its own windows are long enough and are used, and
+        # the record must say so. Either way the window is one the sensor resolves (checked above).
+        methods = record["sensors"]["energy_window"]
+        assert ("rewound to position 64 every 4 steps" in methods["decode"]
+                or methods["decode"] == "the timed decodes (each already long enough)")
+        assert methods["prefill"].startswith("steady pass") or methods["prefill"] == (
+            "the timed prefills (each already long enough)")
+        held |= {phase for phase in ("prefill", "decode") if "steady pass" in methods[phase]}
         windows.append(m["energy_decode_window_s"])
     with open(run_dir.path / "samples.csv") as f:
         rows = list(csv.DictReader(f))
     phases = {row["phase"] for row in rows}
-    assert {"idle", "energy-prefill", "energy-decode"} <= phases
+    assert {"idle"} | {f"energy-{phase}" for phase in held} <= phases
     assert phases <= {"idle", "load", "warmup", "prefill", "decode", "energy-prefill", "energy-decode", "between"}
     assert all(float(row["constant.power_w"]) == pytest.approx(10.0) for row in rows)
     assert [float(r["t_s"]) for r in rows] == sorted(float(r["t_s"]) for r in rows)
