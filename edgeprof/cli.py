@@ -346,7 +346,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
             elif event == "config_started":
                 progress.update(overall, description=info["label"])
             elif event == "config_progress":  # where the worker is: a repetition, a long warm-up prefill
-                done = f" {info['done']}/{info['total']} tokens" if info.get("total") else ""
+                done = f" {info['done']}/{info['total']} {info.get('unit', 'tokens')}" if info.get("total") else ""
                 progress.update(overall, description=f"{info['label']} · {info['step']}{done}")
             elif event in ("config_finished", "config_already_done"):
                 progress.advance(overall)

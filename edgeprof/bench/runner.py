@@ -16,6 +16,7 @@ from edgeprof.bench.energy_pass import plan_energy_pass
 from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import config_id, run_key
 from edgeprof.errors import EdgeprofError
+from edgeprof.fidelity import FidelitySettings, text_sha256
 from edgeprof.fidelity import cache_file as fidelity_cache_file
 from edgeprof.lifetime import EventTail, child_env
 from edgeprof.export.artifacts import Artifact
@@ -35,7 +36,8 @@ class RunOptions:
     timeout_s: float = 900.0
     seed: int = 0
     cpu_affinity: tuple[int, ...] | None = None  # set when emulating a device with fewer cores
-    fidelity: bool = True  # compare a quantized model's next-token distribution with its parent's
+    fidelity: bool = True  # perplexity over a text, and KL against the unquantized parent at every position
+    fidelity_settings: FidelitySettings = FidelitySettings()  # the text, tokens per chunk and chunks
     profile_ops: bool = False  # a profiled pass after the measured ones: time by operator category
     energy_window_s: float = 2.0  # shortest steady energy window per repetition; 0 = energy from timed phases only
     gpu_uuids: tuple[str, ...] = ()  # the GPUs the run uses; the worker sees only these (CUDA_VISIBLE_DEVICES)
@@ -154,7 +156,7 @@ class Runner:
         energy_pass = next((e for e in events if e["event"] == "energy_pass"), None)
         # The operator profile and the worker's GPU memory come once per configuration, after the repetitions.
         extras = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
-        if parent is not None and any(e["event"] == "repetition" for e in events):
+        if self.options.fidelity and any(e["event"] == "repetition" for e in events):
             extras.update(self._fidelity(key, config, artifact, parent))
         records = [
             self._record(config, artifact, e["index"], "ok",
@@ -182,16 +184,13 @@ class Runner:
                                     started=started))
         return records
 
-    def _fidelity(self, key: str, config: BenchConfig, artifact: Artifact, parent: Artifact) -> dict:
-        """Top-1 agreement and KL against the unquantized parent, in a job of its own after the measurement:
-        loading a 3B f16 parent on an 8 GB board may run out of memory, and that must not turn three good
-        repetitions into an `oom` configuration. Its outcome is `fidelity_status` (ok, failed, oom, timeout)."""
-        job = {"mode": "fidelity", "backend": config.backend, "model_path": artifact.path,
-               "hyperparameters": config.hp.to_dict(),
-               "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
-               "fidelity": {"parent_path": parent.path, "parent_quant": parent.quant,
-                            "cache": str(fidelity_cache_file(cache_root() / "fidelity", config.backend,
-                                                             artifact.sha256, parent.sha256))}}
+    def _fidelity(self, key: str, config: BenchConfig, artifact: Artifact, parent: Artifact | None) -> dict:
+        """Perplexity over the fidelity text and, against the unquantized parent (where there is one), KL,
+        top-1 and Δp at every scored position, in a job of its own after the measurement: loading a 3B f16
+        parent on an 8 GB board may run out of memory, and that must not turn three good repetitions into
+        an `oom` configuration. Its outcome is `fidelity_status` (ok, failed, oom, timeout)."""
+        job = fidelity_job(config.backend, artifact, parent, config.hp, self.options.fidelity_settings,
+                           self.options.cpu_affinity)
         returncode, timed_out, events, stderr_path = self._spawn(f"{key}.fidelity", config.label, job, measured=False)
         metrics = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
         if returncode == 0 and metrics and "fidelity_error" not in metrics:
@@ -236,7 +235,7 @@ class Runner:
                 for event in tail.new_events():
                     if event["event"] == "progress":
                         self.notify("config_progress", label=label, step=event["step"], done=event.get("done"),
-                                    total=event.get("total"))
+                                    total=event.get("total"), unit=event.get("unit", "tokens"))
                 if time.monotonic() >= deadline:
                     _kill_group(child)
                     return False
@@ -284,6 +283,18 @@ class Runner:
                 "timed phases": "no energy pass (--energy-window 0): figures from the timed phases where "
                                 f"they are at least {self.sensors.plan.required_window_s:g} s"}
         return note
+
+
+def fidelity_job(backend: str, artifact: Artifact, parent: Artifact | None, hp, settings: FidelitySettings,
+                 cpu_affinity: tuple[int, ...] | None = None) -> dict:
+    """The worker job that measures one artifact's fidelity (cached by both hashes, the text's and the chunking)."""
+    cache = fidelity_cache_file(cache_root() / "fidelity", backend, artifact.sha256, parent.sha256 if parent else None,
+                                text_sha256(settings), settings)
+    return {"mode": "fidelity", "backend": backend, "model_path": artifact.path, "hyperparameters": hp.to_dict(),
+            "cpu_affinity": list(cpu_affinity) if cpu_affinity else None,
+            "fidelity": {"parent_path": parent.path if parent else None, "parent_quant": parent.quant if parent else None,
+                         "settings": {"text": settings.text, "ctx": settings.ctx, "chunks": settings.chunks},
+                         "cache": str(cache)}}
 
 
 def record_ids(config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:
