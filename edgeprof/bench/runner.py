@@ -123,6 +123,18 @@ class Runner:
         self.artifacts[artifact.path] = artifact.__dict__
         return self._run_child(config, artifact, parent, started)
 
+    def fidelity_only(self, config: BenchConfig) -> tuple[Artifact | None, dict]:
+        """`edgeprof fidelity`: a configuration's artifact (exported or cached) and its fidelity job alone,
+        nothing timed: (the artifact, the job's fidelity_* figures and fidelity_status)."""
+        if config.skip:
+            return None, {"fidelity_status": "skipped", "fidelity_error": config.skip}
+        try:
+            artifact, parent = self._export(config, config.quant, with_parent=True)
+        except (EdgeprofError, ExportFailed) as exc:
+            return None, {"fidelity_status": "failed", "fidelity_error": str(exc)}
+        self.notify("config_started", index=0, total=1, label=config.label)
+        return artifact, self._fidelity(self._ids(config, artifact)[1], config, artifact, parent)
+
     def _export(self, config: BenchConfig, quant: str, with_parent: bool = False) -> tuple[Artifact, Artifact | None]:
         """The configuration's artifact (and its unquantized parent), exported in a child process once per
         run: torch or a native quantizer that crashes must not take the sampling parent with it."""
