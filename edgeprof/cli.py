@@ -114,7 +114,9 @@ def fidelity(
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"unknown format {fmt!r} for fidelity (table, json)")
-    with _progress() as progress:
+    settings = FidelitySettings(_abs(text), ctx, chunks).validate()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
         task = progress.add_task("fidelity", total=None)
 
         def on_event(event: str, **info) -> None:
@@ -125,7 +127,7 @@ def fidelity(
                                 total=info["total"])
 
         rows = measure_fidelity_of(_strs(",".join(models)), _strs(quant), _strs(backend),
-                                   FidelitySettings(_abs(text), ctx, chunks), threads, gpu_layers, provider,
+                                   settings, threads, gpu_layers, provider,
                                    notify=on_event)
     if fmt == "json":
         console.print_json(json.dumps(rows))
@@ -388,7 +390,11 @@ def _execute(spec, out: Path, resume_dir: Path | None = None) -> None:
     from rich.progress import TimeRemainingColumn
 
     from edgeprof.bench.execute import execute
+    from edgeprof.fidelity import FidelitySettings
     from edgeprof.results.tables import summary_table
+
+    if spec.fidelity:  # a text that cannot be scored is one line before the idle baseline, not after
+        FidelitySettings(spec.fidelity_text, spec.fidelity_ctx, spec.fidelity_chunks).validate()
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=False) as progress:

@@ -162,3 +162,22 @@ def test_the_all_positions_graph_ends_where_the_measured_one_does(tiny_source, q
     # the same weights and nodes; only the LM head's MatMul sees 48 rows instead of 1, which a CPU kernel may
     # sum in another order: f32 rounding, O(sqrt(256) 2**-24) relative
     np.testing.assert_allclose(rows[-1], last, rtol=0, atol=1e-5 * float(np.abs(last).max()))
+
+
+def test_cli_fidelity_prints_the_table_and_refuses_a_bad_text_in_one_line(tmp_path):
+    from test_cli import edgeprof
+
+    result = edgeprof("fidelity", "synth:tiny", "-q", "f32,q8_0", "--chunks", "2", "--ctx", "64")
+    assert result.returncode == 0, result.stderr
+    assert "fidelity over text" in result.stdout and "q8_0" in result.stdout
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"\xff" * 4096)
+    for command in (("fidelity", "synth:tiny", "--fidelity-text", str(binary)),
+                    ("run", "-m", "synth:tiny", "-q", "q8_0", "--fidelity-text", str(binary), "-o", str(tmp_path))):
+        result = edgeprof(*command)
+        assert result.returncode == 2 and "not UTF-8" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    few = tmp_path / "few.txt"
+    few.write_text("\x00" * 600)  # passes the byte check; tokenizes to 300 tokens (see above)
+    result = edgeprof("fidelity", "synth:tiny", "-q", "f32", "--fidelity-text", str(few))
+    assert result.returncode == 2 and "fewer than one chunk of 512" in result.stderr, result.stderr
