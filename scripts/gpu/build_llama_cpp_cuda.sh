@@ -7,5 +7,5 @@ src=$1 build=$2 arch=${3:-90}
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DGGML_NATIVE=ON > "$build.cmake.log"
-cmake --build "$build" --target llama llama-bench llama-batched-bench -j "$(nproc)" > "$build.build.log"
+cmake --build "$build" --target llama llama-bench llama-batched-bench llama-perplexity -j "$(nproc)" > "$build.build.log"
 ls "$build/bin"
