@@ -146,9 +146,8 @@ def prepare_device(spec: SweepSpec, profile, facts, gpu_names: list[str], config
 def run_options(spec: SweepSpec, setup: DeviceSetup) -> RunOptions:
     from edgeprof.fidelity import FidelitySettings
 
+    # the CLI checks the text before anything runs; a fleet device lacking a head's file fails fidelity only
     fidelity_settings = FidelitySettings(spec.fidelity_text, spec.fidelity_ctx, spec.fidelity_chunks)
-    if spec.fidelity:
-        fidelity_settings.validate()  # an unreadable or too short text is one line before anything runs
     return RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
                       cpu_affinity=setup.cpu_affinity, fidelity=spec.fidelity, fidelity_settings=fidelity_settings,
                       profile_ops=spec.profile_ops,

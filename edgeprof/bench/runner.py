@@ -201,8 +201,11 @@ class Runner:
         top-1 and Δp at every scored position, in a job of its own after the measurement: loading a 3B f16
         parent on an 8 GB board may run out of memory, and that must not turn three good repetitions into
         an `oom` configuration. Its outcome is `fidelity_status` (ok, failed, oom, timeout)."""
-        job = fidelity_job(config.backend, artifact, parent, config.hp, self.options.fidelity_settings,
-                           self.options.cpu_affinity)
+        try:
+            job = fidelity_job(config.backend, artifact, parent, config.hp, self.options.fidelity_settings,
+                               self.options.cpu_affinity)
+        except EdgeprofError as exc:  # the text is gone (a fleet device without the head's file): fidelity only
+            return {"fidelity_status": "failed", "fidelity_error": str(exc)}
         returncode, timed_out, events, stderr_path = self._spawn(f"{key}.fidelity", config.label, job, measured=False)
         metrics = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
         if returncode == 0 and metrics and "fidelity_error" not in metrics:
