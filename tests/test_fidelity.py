@@ -181,3 +181,48 @@ def test_cli_fidelity_prints_the_table_and_refuses_a_bad_text_in_one_line(tmp_pa
     few.write_text("\x00" * 600)  # passes the byte check; tokenizes to 300 tokens (see above)
     result = edgeprof("fidelity", "synth:tiny", "-q", "f32", "--fidelity-text", str(few))
     assert result.returncode == 2 and "fewer than one chunk of 512" in result.stderr, result.stderr
+
+
+_NATIVE_KLD = """====== Perplexity statistics ======
+Mean PPL(Q)                   : 209.737114 ±   6.112345
+Mean PPL(base)                : 209.640000 ±   6.100000
+Cor(ln(PPL(Q)), ln(PPL(base))):  99.95%
+Mean ln(PPL(Q)/PPL(base))     :   0.000290 ±   0.000120
+Mean PPL(Q)/PPL(base)         :   1.000290 ±   0.000120
+Mean PPL(Q)-PPL(base)         :   0.060000 ±   0.025000
+
+====== KL divergence statistics ======
+Mean    KLD:   0.000042 ±   0.000001
+Maximum KLD:   0.004189
+99.9%   KLD:   0.001000
+99.0%   KLD:   0.000273
+95.0%   KLD:   0.000100
+90.0%   KLD:   0.000080
+Median  KLD:   0.000026
+10.0%   KLD:   0.000002
+Minimum KLD:  -0.000001
+
+====== Token probability statistics ======
+Mean    Δp: -0.002 ± 0.001 %
+Maximum Δp:  2.100%
+Median  Δp:  0.000%
+RMS Δp    :  0.056 ± 0.004 %
+Same top p: 99.270 ± 0.119 %
+"""
+
+
+def test_the_parity_script_reads_llama_perplexitys_statistics():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "fidelity_vs_llama_perplexity.py"
+    spec = importlib.util.spec_from_file_location("fidelity_parity", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    figures = script.parse_kld(_NATIVE_KLD)
+    assert figures["ppl"] == 209.737114 and figures["ppl_se"] == 6.112345 and figures["parent_ppl"] == 209.64
+    assert figures["kl_mean"] == 0.000042 and figures["kl_se"] == 0.000001 and figures["kl_max"] == 0.004189
+    assert figures["kl_p99"] == 0.000273 and figures["kl_median"] == 0.000026
+    assert figures["top1_agreement"] == pytest.approx(0.9927) and figures["top1_se"] == pytest.approx(0.00119)
+    assert figures["dp_rms"] == pytest.approx(0.00056) and figures["dp_mean"] == pytest.approx(-0.00002)
+    assert script.parse_base("Final estimate: PPL = 209.6400 +/- 6.10000\n") == {"ppl": 209.64, "ppl_se": 6.1}
