@@ -18,6 +18,10 @@ QK_NORM_MODEL_TYPES = ("qwen3", "qwen3_moe", "gemma3_text", "olmoe")  # RMSNorm 
 GEMMA_MODEL_TYPES = ("gemma2", "gemma3_text")  # sandwich norms, (1 + w) RMSNorm, GeGLU, sliding windows
 MOE_MODEL_TYPES = ("qwen3_moe", "olmoe")  # routed experts, top-k per token
 FUSED_MODEL_TYPES = ("phi3",)  # one qkv_proj and one gate_up_proj per layer in the checkpoint
+# Families whose HF attention has q/k/v/o biases when the config sets attention_bias (transformers'
+# modeling_*.py); Mistral and Phi-3 hardcode bias=False, Qwen2 always has q/k/v biases and never an o bias.
+ATTENTION_BIAS_MODEL_TYPES = ("llama", "qwen3", "smollm3", "gemma2", "gemma3_text", "qwen3_moe", "olmoe")
+MLP_BIAS_MODEL_TYPES = ("llama", "smollm3")  # gate/up/down biases when the config sets mlp_bias
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ class Architecture:
                 rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
                 rope_theta=float(config.get("rope_theta", 10000.0)),
                 tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-                qkv_bias=model_type == "qwen2" or bool(config.get("attention_bias", False)),
+                qkv_bias=model_type == "qwen2" or (model_type in ATTENTION_BIAS_MODEL_TYPES
+                                                   and bool(config.get("attention_bias", False))),
                 rope_scaling=config.get("rope_scaling"),
                 config=dict(config),
             )
@@ -104,6 +109,16 @@ class Architecture:
         interval = int(self.config.get("no_rope_layer_interval", 4))
         flags = self.config.get("no_rope_layers") or [int((n + 1) % interval != 0) for n in range(self.num_layers)]
         return tuple(bool(flag) for flag in flags)
+
+    @property
+    def o_bias(self) -> bool:
+        """Whether o_proj has a bias (attention_bias in the families whose HF attention reads it)."""
+        return self.model_type in ATTENTION_BIAS_MODEL_TYPES and bool(self.config.get("attention_bias", False))
+
+    @property
+    def mlp_bias(self) -> bool:
+        """Whether gate/up/down have biases (Llama's and SmolLM3's mlp_bias)."""
+        return self.model_type in MLP_BIAS_MODEL_TYPES and bool(self.config.get("mlp_bias", False))
 
     @property
     def qk_norm(self) -> bool:
@@ -237,6 +252,8 @@ class Architecture:
             specs += [TensorSpec(p + "self_attn.q_norm.weight", (q_width,), "qk_norm", n),
                       TensorSpec(p + "self_attn.k_norm.weight", (k_width,), "qk_norm", n)]
         specs.append(TensorSpec(p + "self_attn.o_proj.weight", (h, q), "o", n))
+        if self.o_bias:
+            specs.append(TensorSpec(p + "self_attn.o_proj.bias", (h,), "bias", n))
         specs.append(TensorSpec(p + "post_attention_layernorm.weight", (h,), "norm", n))
         return specs
 
@@ -260,6 +277,10 @@ class Architecture:
             specs += [TensorSpec(p + "mlp.gate_proj.weight", (i, h), "gate", n),
                       TensorSpec(p + "mlp.up_proj.weight", (i, h), "up", n),
                       TensorSpec(p + "mlp.down_proj.weight", (h, i), "down", n)]
+            if self.mlp_bias:
+                specs += [TensorSpec(p + "mlp.gate_proj.bias", (i,), "bias", n),
+                          TensorSpec(p + "mlp.up_proj.bias", (i,), "bias", n),
+                          TensorSpec(p + "mlp.down_proj.bias", (h,), "bias", n)]
         if self.is_gemma:
             specs.append(TensorSpec(p + "post_feedforward_layernorm.weight", (h,), "norm", n))
         return specs

@@ -89,6 +89,63 @@ def _pinned(specs: list[str], revision: str) -> list[str]:
     return [spec if parse_hub_spec(spec) is None else with_revision(spec, revision) for spec in specs]
 
 
+_FIDELITY_TEXT_HELP = "UTF-8 text perplexity and KL are measured over (default: edgeprof's held-out Python text)."
+
+
+def _abs(path: Path | None) -> str | None:
+    return str(path.resolve()) if path is not None else None
+
+
+@app.command()
+@user_errors
+def fidelity(
+    models: list[str] = typer.Argument(..., help="synth:<preset>, trained:stdlib-llama, an HF folder or a .gguf/.onnx file."),
+    quant: str = typer.Option("f16,q8_0,q4_k_m", "--quant", "-q", help="Quantizations, comma-separated (GGUF or ONNX names)."),
+    backend: str = typer.Option("llama.cpp", "--backend", help="Backends, comma-separated: llama.cpp, onnxruntime."),
+    text: Path | None = typer.Option(None, "--fidelity-text", "--text", help=_FIDELITY_TEXT_HELP),
+    chunks: int = typer.Option(10, "--chunks", help="Chunks of the text scored; 0 = all."),
+    ctx: int = typer.Option(512, "--ctx", "-c", help="Tokens per chunk; the second half of each is scored."),
+    threads: int = typer.Option(0, "--threads", "-t", help="CPU threads; 0 = physical cores."),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", "-ngl", help="llama.cpp layers on the GPU; -1 = all."),
+    provider: str = typer.Option("cpu", "--provider", help="ONNX Runtime execution provider."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+) -> None:
+    """Perplexity of each artifact over a text, and KL divergence, top-1 agreement and Δp against its
+    unquantized parent at every scored position (llama-perplexity's method), on llama.cpp or ONNX Runtime."""
+    import json
+
+    from edgeprof.bench.fidelity_run import measure_fidelity_of
+    from edgeprof.fidelity import FidelitySettings
+    from edgeprof.results.tables import fidelity_table
+
+    if fmt not in ("table", "json"):
+        raise ConfigError(f"unknown format {fmt!r} for fidelity (table, json)")
+    settings = FidelitySettings(_abs(text), ctx, chunks).validate()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("fidelity", total=None)
+
+        def on_event(event: str, **info) -> None:
+            if event == "config_started":
+                progress.update(task, description=info["label"], completed=0, total=None)
+            elif event == "config_progress" and info.get("total"):
+                progress.update(task, description=f"{info['label']} · {info['step']}", completed=info["done"],
+                                total=info["total"])
+
+        rows = measure_fidelity_of(_strs(",".join(models)), _strs(quant), _strs(backend),
+                                   settings, threads, gpu_layers, provider,
+                                   notify=on_event)
+    if fmt == "json":
+        console.print_json(json.dumps(rows))
+    else:
+        console.print(fidelity_table([row for row in rows if row.get("fidelity_status") != "skipped"]))
+        for row in rows:
+            if row.get("fidelity_status") == "skipped":
+                err_console.print(f"skipped {row['quant']} on {row['backend']}: {row['fidelity_error']}", highlight=False)
+    if any(row.get("fidelity_status") not in ("ok", "skipped") for row in rows):
+        raise typer.Exit(1)
+
+
 @app.command()
 @user_errors
 def run(
@@ -118,7 +175,10 @@ def run(
     profile_ops: bool = typer.Option(False, "--profile-ops",
                                      help="After measuring, a profiled pass gives time by operator category (llama.cpp and ONNX Runtime; never mixed into the timed figures)."),
     fidelity: bool = typer.Option(True, "--fidelity/--no-fidelity",
-                                  help="Compare each quantized model's next-token distribution with its unquantized parent."),
+                                  help="After measuring: perplexity over a text, and KL/top-1/Δp against the unquantized parent at every scored position."),
+    fidelity_text: Path | None = typer.Option(None, "--fidelity-text", help=_FIDELITY_TEXT_HELP),
+    fidelity_chunks: int = typer.Option(10, "--fidelity-chunks", help="Chunks of the text scored; 0 = all (llama-perplexity's --chunks)."),
+    fidelity_ctx: int = typer.Option(512, "--fidelity-ctx", help="Tokens per chunk (llama-perplexity's -c); the second half is scored."),
     repetitions: int = typer.Option(3, "--repetitions", "-r", min=1, help="Measured repetitions."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Unmeasured warm-up repetitions."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds one configuration may take."),
@@ -169,7 +229,8 @@ def run(
     }
     spec = SweepSpec(models=_pinned(_strs(model), revision), quants=_strs(quant), backends=_strs(backend), grid=grid,
                      repetitions=repetitions, warmup=warmup, timeout_s=timeout, device=device, emulate=emulate,
-                     fidelity=fidelity, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
+                     fidelity=fidelity, fidelity_text=_abs(fidelity_text), fidelity_chunks=fidelity_chunks,
+                     fidelity_ctx=fidelity_ctx, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
                      energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus,
                      sustain_s=_duration(sustain), sustain_window_s=sustain_window, sustain_until_steady=until_steady,
                      jetson_clocks=jetson_clocks)
@@ -189,6 +250,7 @@ def sweep(
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory where it stopped."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
     device: str = typer.Option("", "--device", "-d", help="Override the file's device."),
+    fidelity_text: Path | None = typer.Option(None, "--fidelity-text", help=_FIDELITY_TEXT_HELP),
     fleet: str = typer.Option("", "--fleet", help="Run on the devices of the fleet at tls://HOST:PORT instead of here."),
     fleet_devices: str = typer.Option("", "--devices", help="With --fleet: device names, comma-separated; default all joined."),
     credentials: Path | None = typer.Option(None, "--credentials", help="With --fleet: the fleet's credentials folder "
@@ -224,6 +286,8 @@ def sweep(
         return
     if device:
         spec.device = device
+    if fidelity_text is not None:
+        spec.fidelity_text = _abs(fidelity_text)
     _execute(spec, out, live=live)
 
 
@@ -351,8 +415,12 @@ def _execute(spec, out: Path, resume_dir: Path | None = None, live: bool = False
     from rich.progress import TimeRemainingColumn
 
     from edgeprof.bench.execute import execute
+    from edgeprof.fidelity import FidelitySettings
     from edgeprof.results.tables import summary_table
     from edgeprof.sensors.live import LiveReadout
+
+    if spec.fidelity:  # a text that cannot be scored is one line before the idle baseline, not after
+        FidelitySettings(spec.fidelity_text, spec.fidelity_ctx, spec.fidelity_chunks).validate()
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=err_console, transient=False)
@@ -377,7 +445,7 @@ def _execute(spec, out: Path, resume_dir: Path | None = None, live: bool = False
             elif event == "config_started":
                 progress.update(overall, description=info["label"])
             elif event == "config_progress":  # where the worker is: a repetition, a long warm-up prefill
-                done = f" {info['done']}/{info['total']} tokens" if info.get("total") else ""
+                done = f" {info['done']}/{info['total']} {info.get('unit', 'tokens')}" if info.get("total") else ""
                 progress.update(overall, description=f"{info['label']} · {info['step']}{done}")
             elif event in ("config_finished", "config_already_done"):
                 progress.advance(overall)

@@ -96,6 +96,10 @@ class SafetensorsCheckpoint:
     def __contains__(self, name: str) -> bool:
         return name in self._owner
 
+    def names(self) -> list[str]:
+        """Every tensor name over all shards."""
+        return list(self._owner)
+
     def read(self, name: str) -> np.ndarray:
         if name not in self._owner:
             raise ArtifactError(f"checkpoint has no tensor {name!r}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprof.architecture import Architecture
+from edgeprof.corpus import TRAINED_PREFIX, trained_model_folder
 from edgeprof.errors import ModelSpecError, PredictionUnavailable
 from edgeprof.presets import Preset, get_preset
 
@@ -85,6 +86,10 @@ def resolve(spec: str, seed: int = 0) -> ModelSource:
         preset = get_preset(spec[len(SYNTH_PREFIX):])
         name = f"synth:{preset.name}" + (f"@seed{seed}" if seed else "")
         return ModelSource(spec, "synth", name, None, preset, preset.architecture, seed)
+    if spec.startswith(TRAINED_PREFIX):  # a model trained here and shipped with edgeprof (edgeprof.corpus)
+        folder = trained_model_folder(spec[len(TRAINED_PREFIX):])
+        config = read_json(folder / "config.json", "edgeprof's trained model; scripts/train_stdlib_model.py makes it")
+        return ModelSource(spec, "hf", f"trained:{folder.name}", folder, None, Architecture.from_hf_config(config))
     path = Path(spec).expanduser()
     if not path.exists():
         from edgeprof.hub import parse_hub_spec

@@ -65,21 +65,22 @@ def test_ort_fp32_matches_gguf_f32_logits_and_greedy_tokens(tiny_source, onnx_fp
 
 
 def test_variants_are_smaller_and_fidelity_orders_them(tiny_source, onnx_fp32):
-    from edgeprof.fidelity import measure_fidelity
+    from edgeprof.fidelity import FidelitySettings, measure_fidelity
 
     hp = Hyperparameters(threads=2)
+    settings = FidelitySettings(ctx=128, chunks=3)
     sizes, kl = {}, {}
     for quant in ("fp16", "int8", "int4", "int4-b64"):
         artifact = export_onnx(tiny_source, quant)
         sizes[quant] = artifact.bytes
-        result = measure_fidelity("onnxruntime", artifact.path, onnx_fp32.path, "fp32", hp)
-        assert 0.0 <= result.top1_agreement <= 1.0 and result.kl_max >= result.kl_mean >= 0.0
-        kl[quant] = result.kl_mean
+        figures = measure_fidelity("onnxruntime", artifact.path, onnx_fp32.path, "fp32", hp, settings).figures
+        assert 0.0 <= figures["top1_agreement"] <= 1.0 and figures["kl_max"] >= figures["kl_mean"] >= 0.0
+        kl[quant] = figures["kl_mean"]
     assert sizes["int4"] < sizes["int8"] < sizes["fp16"] < onnx_fp32.bytes
     assert kl["fp16"] < kl["int8"] < kl["int4"]  # fewer bits, larger divergence from the parent
     gguf = measure_fidelity("llama.cpp", export_gguf(tiny_source, "q4_0").path, export_gguf(tiny_source, "f32").path,
-                            "f32", hp)
-    assert gguf.kl_mean > 0 and gguf.parent_quant == "f32"
+                            "f32", hp, settings)
+    assert gguf.figures["kl_mean"] > 0 and gguf.parent_quant == "f32"
 
 
 def test_quant_names():

@@ -158,7 +158,8 @@ def test_wait_relays_progress_and_ends_a_worker_past_its_timeout(tmp_path):
                     notify=lambda name, **info: got.append((name, info)))
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.2)"], start_new_session=True)
     assert runner._wait(child, events_path, "cfg")
-    assert got == [("config_progress", {"label": "cfg", "step": "repetition 1/3", "done": None, "total": None})]
+    assert got == [("config_progress", {"label": "cfg", "step": "repetition 1/3", "done": None, "total": None,
+                                        "unit": "tokens"})]
     short = Runner(create_run_dir(tmp_path / "b"), DEVICE, RunOptions(timeout_s=0.6))
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     assert not short._wait(child, events_path, "cfg") and child.returncode == -signal.SIGKILL
@@ -176,6 +177,7 @@ def test_fidelity_is_a_job_of_its_own_and_its_failure_keeps_the_measurement(tmp_
     records = runner.run_one(config)
     assert [r.status for r in records] == ["ok", "ok"]
     assert records[0].metrics["fidelity_status"] == "ok" and 0 <= records[0].metrics["fidelity_top1_agreement"] <= 1
+    assert records[0].metrics["fidelity_ppl"] > 1 and records[0].metrics["fidelity_positions"] > 0
     jobs = {path.name for path in (run_dir.path / "jobs").glob("*.json")}
     assert any(name.endswith(".fidelity.json") for name in jobs)
     measuring = [json.loads((run_dir.path / "jobs" / n).read_text()) for n in jobs if not n.endswith(".fidelity.json")]

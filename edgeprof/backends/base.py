@@ -28,6 +28,14 @@ class BackendSession(Protocol):
     def next_token_logits(self, prompts: np.ndarray) -> np.ndarray:
         """Float32 logits [batch, vocab] for the position after each prompt (not used while timing)."""
 
+    def position_logits(self, tokens: np.ndarray, first: int = 0) -> np.ndarray:
+        """Float32 logits [len(tokens) - first, vocab] for positions `first`.. of one sequence of `tokens`
+        (int32 [T]) fed from an empty cache (fidelity over text; needs a session opened with need_logits)."""
+
+    def text_tokens(self, text: str) -> tuple[np.ndarray, int | None]:
+        """The text's token ids as the runtime's own tooling makes them, and the BOS id a chunk starts with
+        (None where the vocabulary adds none)."""
+
     def last_tokens(self) -> np.ndarray:
         """The most recently chosen token of each sequence (int32, [batch])."""
 
@@ -72,7 +80,8 @@ def canonical_backend(name: str) -> str:
 
 def open_session(backend: str, model_path: str, hp: Hyperparameters, need_logits: bool = False) -> BackendSession:
     """Create a session for `backend`; imports lazily so each backend stays optional. `need_logits`: the
-    caller reads logits (fidelity, parity), so sampling must not move them off the host."""
+    caller reads logits (fidelity, parity), so sampling must not move them off the host, and an ONNX graph
+    gives them for every position (`position_logits`)."""
     backend = canonical_backend(backend)
     if backend == "llama.cpp":
         from edgeprof.backends.llamacpp import LlamaCppSession
@@ -80,4 +89,4 @@ def open_session(backend: str, model_path: str, hp: Hyperparameters, need_logits
         return LlamaCppSession(model_path, hp, need_logits=need_logits)
     from edgeprof.backends.onnxruntime import OnnxRuntimeSession
 
-    return OnnxRuntimeSession(model_path, hp)
+    return OnnxRuntimeSession(model_path, hp, all_positions=need_logits)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeprof.backends.llamacpp_greedy import BatchedArgmax
-from edgeprof.backends.llamacpp_lib import LogCapture, build_info, load_llama_cpp
+from edgeprof.backends.llamacpp_lib import LogCapture, build_info, load_llama_cpp, repack_weights
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgeprof.quant import KV_CACHE_TYPES
@@ -78,6 +78,7 @@ class LlamaCppModel:
                 "CMAKE_ARGS=\"-DGGML_CUDA=on\" (see scripts/gpu/README.md)")
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 999 if gpu_layers < 0 else gpu_layers
+        model_params.use_extra_bufts = repack_weights()
         self.pointer = llama_cpp.llama_model_load_from_file(model_path.encode(), model_params)
         if not self.pointer:
             raise ArtifactError(f"llama.cpp could not load {model_path}: {self.logs.tail(2) or 'no detail'}")
@@ -294,6 +295,50 @@ class LlamaCppSession:
         self.reset()
         self.prefill(prompts)
         return self._logits_view(batch).copy()
+
+    def position_logits(self, tokens: np.ndarray, first: int = 0) -> np.ndarray:
+        """Float32 logits [len(tokens) - first, vocab] of positions first.. of one sequence fed from an empty
+        cache (fidelity over text): as llama-perplexity, only those positions ask llama.cpp for outputs, and
+        the tokens go in n_batch-sized llama_decode calls."""
+        self._require_logits()
+        self.reset()
+        n = len(tokens)
+        out = np.empty((n - first, self.n_vocab), dtype=np.float32)
+        batch = _Batch(self._llama_cpp, min(self._n_batch, n))
+        try:
+            filled = 0
+            for start in range(0, n, self._n_batch):
+                stop = min(start + self._n_batch, n)
+                positions = np.arange(start, stop, dtype=np.int32)
+                wanted = (positions >= first).astype(np.int8)
+                batch.lay_out(np.zeros(stop - start, dtype=np.int32), positions, wanted)
+                batch.tokens[:stop - start] = tokens[start:stop]
+                self._decode(batch.raw)
+                outputs = int(wanted.sum())
+                if outputs:
+                    pointer = self._llama_cpp.llama_get_logits(self._ctx)
+                    out[filled:filled + outputs] = np.ctypeslib.as_array(pointer, shape=(outputs, self.n_vocab))
+                    filled += outputs
+        finally:
+            batch.free()
+        self._step = n
+        return out
+
+    def text_tokens(self, text: str) -> tuple[np.ndarray, int | None]:
+        """The text's tokens as llama.cpp's tools make them (special tokens added where the vocabulary says,
+        none parsed from the text), and the BOS each chunk starts with where the vocabulary adds one."""
+        llama_cpp = self._llama_cpp
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            buffer = (llama_cpp.llama_token * capacity)()
+            count = llama_cpp.llama_tokenize(self._vocab, data, len(data), buffer, capacity, True, False)
+            if count >= 0:
+                break
+            capacity = -count
+        tokens = np.ctypeslib.as_array(buffer)[:count].astype(np.int32)
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        return tokens, (int(llama_cpp.llama_vocab_bos(self._vocab)) if add_bos else None)
 
     def logits_of_last_decode(self, n_outputs: int) -> np.ndarray:
         """A copy of the most recent logits rows (for parity tests; never used while timing)."""

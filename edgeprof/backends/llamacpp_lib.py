@@ -7,6 +7,7 @@ library without pulling in the backend.
 from __future__ import annotations
 
 import ctypes
+import os
 from collections import deque
 from importlib import metadata
 
@@ -58,11 +59,23 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
+NO_REPACK_ENV = "EDGEPROF_LLAMA_NO_REPACK"
+
+
+def repack_weights() -> bool:
+    """Whether weights may go to llama.cpp's extra CPU buffer types (repacked layouts, AMX): yes unless
+    EDGEPROF_LLAMA_NO_REPACK=1, the counterpart of the native tools' --no-repack, for comparing with a native
+    run made that way (the fidelity parity of docs/benchmarks.md §17 was; a GCC 12 build with ggml's AMX path
+    crashed in its AMX buffer, which README's install now leaves out)."""
+    return os.environ.get(NO_REPACK_ENV, "") != "1"
+
+
 def build_info() -> dict:
     """Versions and capabilities of the installed llama.cpp (for manifests and checks)."""
     llama_cpp = load_llama_cpp()
     return {
         "llama_cpp_python": getattr(llama_cpp, "__version__", None) or _dist_version("llama-cpp-python"),
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "repack": repack_weights(),
         "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
     }

@@ -13,10 +13,12 @@ are bound straight back as `past_key_values.*`, so the cache still never leaves 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from edgeprof.config import Hyperparameters
-from edgeprof.errors import ArtifactError, BackendUnavailableError
+from edgeprof.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgeprof.export.artifacts import KV_CACHE_METADATA
 
 # Short provider names users type, and the ONNX Runtime names they stand for.
@@ -79,14 +81,26 @@ class OnnxRuntimeSession:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str, hp: Hyperparameters, profile_prefix: str = ""):
+    def __init__(self, model_path: str, hp: Hyperparameters, profile_prefix: str = "", all_positions: bool = False):
+        """`all_positions`: prefill returns logits for every position (`position_logits`), from the graph with
+        edgeprof's last-token LM head undone (`onnx_export.all_positions_graph`); decode is unchanged."""
         import onnxruntime as ort
 
         self.hp = hp
+        self.model_path = model_path
         self.providers = ort_providers(hp.provider)
+        options = session_options(hp, profile_prefix)
+        model: str | bytes = model_path
+        if all_positions:
+            from edgeprof.export.onnx_export import all_positions_graph
+
+            edited = all_positions_graph(Path(model_path))
+            if edited is not None:  # the weights stay in the artifact's own external-data file, read in place
+                model = edited
+                options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                                 str(Path(model_path).resolve().parent))
         try:
-            self.session = ort.InferenceSession(model_path, session_options(hp, profile_prefix),
-                                                providers=self.providers)
+            self.session = ort.InferenceSession(model, options, providers=self.providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
             raise ArtifactError(f"{model_path}: ONNX Runtime could not load it: {str(exc).splitlines()[0]}") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -185,7 +199,8 @@ class OnnxRuntimeSession:
                 self._bind_array(name, empty)
         self._bind_outputs(None)
         self.session.run_with_iobinding(self._binding)
-        self.prefill_logits = self._binding.get_outputs()[0].numpy()[:, -1, :]
+        self._prefill_all = self._binding.get_outputs()[0].numpy()  # [B, 1, V]; [B, P, V] with all positions
+        self.prefill_logits = self._prefill_all[:, -1, :]
         self._length = start + length
         np.argmax(self.prefill_logits, axis=1, out=self._chosen)
         if self.shared_kv:
@@ -220,6 +235,28 @@ class OnnxRuntimeSession:
         self.reset()
         self.prefill(prompts)
         return self.prefill_logits.astype(np.float32)
+
+    def position_logits(self, tokens: np.ndarray, first: int = 0) -> np.ndarray:
+        """Float32 logits [len(tokens) - first, vocab] of positions first.. of one sequence, one prefill."""
+        self.reset()
+        self.prefill(np.asarray(tokens, dtype=np.int64)[None, :])
+        if self._prefill_all.shape[1] != len(tokens):
+            raise ConfigError(f"{self.model_path}: the graph returns logits for its last position only; open the "
+                              "session with need_logits (edgeprof's exports), or export every position's logits")
+        return self._prefill_all[0, first:].astype(np.float32)
+
+    def text_tokens(self, text: str) -> tuple[np.ndarray, int | None]:
+        """Tokens from the tokenizer.json beside the model (ONNX Runtime has no tokenizer of its own), no
+        special tokens added: as edgeprof's GGUF vocabularies tokenize (add_bos false), so both runtimes
+        score the same token stream."""
+        path = Path(self.model_path).parent / "tokenizer.json"
+        if not path.is_file():
+            raise ConfigError(f"{path.parent}: no tokenizer.json beside the ONNX model; fidelity over text "
+                              "needs it (edgeprof's exports copy it from the checkpoint)")
+        from tokenizers import Tokenizer
+
+        ids = Tokenizer.from_file(str(path)).encode(text, add_special_tokens=False).ids
+        return np.asarray(ids, dtype=np.int32), None
 
     def last_tokens(self) -> np.ndarray:
         return self._chosen.astype(np.int32)

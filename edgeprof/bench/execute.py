@@ -165,8 +165,13 @@ def power_modes(spec: SweepSpec, device: str, configs: list):
 
 
 def run_options(spec: SweepSpec, setup: DeviceSetup) -> RunOptions:
+    from edgeprof.fidelity import FidelitySettings
+
+    # the CLI checks the text before anything runs; a fleet device lacking a head's file fails fidelity only
+    fidelity_settings = FidelitySettings(spec.fidelity_text, spec.fidelity_ctx, spec.fidelity_chunks)
     return RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
-                      cpu_affinity=setup.cpu_affinity, fidelity=spec.fidelity, profile_ops=spec.profile_ops,
+                      cpu_affinity=setup.cpu_affinity, fidelity=spec.fidelity, fidelity_settings=fidelity_settings,
+                      profile_ops=spec.profile_ops,
                       energy_window_s=spec.energy_window_s, gpu_uuids=tuple(setup.gpu_ids),
                       sustain_s=spec.sustain_s, sustain_window_s=spec.sustain_window_s,
                       sustain_until_steady=spec.sustain_until_steady)

@@ -17,6 +17,7 @@ from edgeprof.bench.plan import BenchConfig
 from edgeprof.bench.sustain import SustainedRun
 from edgeprof.config import config_id, run_key
 from edgeprof.errors import EdgeprofError
+from edgeprof.fidelity import FidelitySettings, text_sha256
 from edgeprof.fidelity import cache_file as fidelity_cache_file
 from edgeprof.lifetime import EventTail, child_env
 from edgeprof.export.artifacts import Artifact
@@ -36,7 +37,8 @@ class RunOptions:
     timeout_s: float = 900.0
     seed: int = 0
     cpu_affinity: tuple[int, ...] | None = None  # set when emulating a device with fewer cores
-    fidelity: bool = True  # compare a quantized model's next-token distribution with its parent's
+    fidelity: bool = True  # perplexity over a text, and KL against the unquantized parent at every position
+    fidelity_settings: FidelitySettings = FidelitySettings()  # the text, tokens per chunk and chunks
     profile_ops: bool = False  # a profiled pass after the measured ones: time by operator category
     energy_window_s: float = 2.0  # shortest steady energy window per repetition; 0 = energy from timed phases only
     gpu_uuids: tuple[str, ...] = ()  # the GPUs the run uses; the worker sees only these (CUDA_VISIBLE_DEVICES)
@@ -129,6 +131,18 @@ class Runner:
         state = self.setup(config) if self.setup else {}
         return self._run_child(config, artifact, parent, started, state)
 
+    def fidelity_only(self, config: BenchConfig) -> tuple[Artifact | None, dict]:
+        """`edgeprof fidelity`: a configuration's artifact (exported or cached) and its fidelity job alone,
+        nothing timed: (the artifact, the job's fidelity_* figures and fidelity_status)."""
+        if config.skip:
+            return None, {"fidelity_status": "skipped", "fidelity_error": config.skip}
+        try:
+            artifact, parent = self._export(config, config.quant, with_parent=True)
+        except (EdgeprofError, ExportFailed) as exc:
+            return None, {"fidelity_status": "failed", "fidelity_error": str(exc)}
+        self.notify("config_started", index=0, total=1, label=config.label)
+        return artifact, self._fidelity(self._ids(config, artifact)[1], config, artifact, parent)
+
     def _export(self, config: BenchConfig, quant: str, with_parent: bool = False) -> tuple[Artifact, Artifact | None]:
         """The configuration's artifact (and its unquantized parent), exported in a child process once per
         run: torch or a native quantizer that crashes must not take the sampling parent with it."""
@@ -167,7 +181,7 @@ class Runner:
         energy_pass = next((e for e in events if e["event"] == "energy_pass"), None)
         # The operator profile and the worker's GPU memory come once per configuration, after the repetitions.
         extras = {**(state or {}), **{k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}}
-        if parent is not None and any(e["event"] == "repetition" for e in events):
+        if self.options.fidelity and any(e["event"] == "repetition" for e in events):
             extras.update(self._fidelity(key, config, artifact, parent))
         if sustained:
             extras.update(sustained.finish(events))
@@ -198,16 +212,16 @@ class Runner:
                                     started=started))
         return records
 
-    def _fidelity(self, key: str, config: BenchConfig, artifact: Artifact, parent: Artifact) -> dict:
-        """Top-1 agreement and KL against the unquantized parent, in a job of its own after the measurement:
-        loading a 3B f16 parent on an 8 GB board may run out of memory, and that must not turn three good
-        repetitions into an `oom` configuration. Its outcome is `fidelity_status` (ok, failed, oom, timeout)."""
-        job = {"mode": "fidelity", "backend": config.backend, "model_path": artifact.path,
-               "hyperparameters": config.hp.to_dict(),
-               "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
-               "fidelity": {"parent_path": parent.path, "parent_quant": parent.quant,
-                            "cache": str(fidelity_cache_file(cache_root() / "fidelity", config.backend,
-                                                             artifact.sha256, parent.sha256))}}
+    def _fidelity(self, key: str, config: BenchConfig, artifact: Artifact, parent: Artifact | None) -> dict:
+        """Perplexity over the fidelity text and, against the unquantized parent (where there is one), KL,
+        top-1 and Δp at every scored position, in a job of its own after the measurement: loading a 3B f16
+        parent on an 8 GB board may run out of memory, and that must not turn three good repetitions into
+        an `oom` configuration. Its outcome is `fidelity_status` (ok, failed, oom, timeout)."""
+        try:
+            job = fidelity_job(config.backend, artifact, parent, config.hp, self.options.fidelity_settings,
+                               self.options.cpu_affinity)
+        except EdgeprofError as exc:  # the text is gone (a fleet device without the head's file): fidelity only
+            return {"fidelity_status": "failed", "fidelity_error": str(exc)}
         returncode, timed_out, events, stderr_path = self._spawn(f"{key}.fidelity", config.label, job, measured=False)
         metrics = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
         if returncode == 0 and metrics and "fidelity_error" not in metrics:
@@ -257,7 +271,7 @@ class Runner:
                         watch(event)
                     if event["event"] == "progress":
                         self.notify("config_progress", label=label, step=event["step"], done=event.get("done"),
-                                    total=event.get("total"))
+                                    total=event.get("total"), unit=event.get("unit", "tokens"))
                 if time.monotonic() >= deadline:
                     _kill_group(child)
                     return False
@@ -305,6 +319,18 @@ class Runner:
                 "timed phases": "no energy pass (--energy-window 0): figures from the timed phases where "
                                 f"they are at least {self.sensors.plan.required_window_s:g} s"}
         return note
+
+
+def fidelity_job(backend: str, artifact: Artifact, parent: Artifact | None, hp, settings: FidelitySettings,
+                 cpu_affinity: tuple[int, ...] | None = None) -> dict:
+    """The worker job that measures one artifact's fidelity (cached by both hashes, the text's and the chunking)."""
+    cache = fidelity_cache_file(cache_root() / "fidelity", backend, artifact.sha256, parent.sha256 if parent else None,
+                                text_sha256(settings), settings)
+    return {"mode": "fidelity", "backend": backend, "model_path": artifact.path, "hyperparameters": hp.to_dict(),
+            "cpu_affinity": list(cpu_affinity) if cpu_affinity else None,
+            "fidelity": {"parent_path": parent.path if parent else None, "parent_quant": parent.quant if parent else None,
+                         "settings": {"text": settings.text, "ctx": settings.ctx, "chunks": settings.chunks},
+                         "cache": str(cache)}}
 
 
 def record_ids(config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:

@@ -38,6 +38,9 @@ class SweepSpec:
     device: str = ""
     emulate: bool = False
     fidelity: bool = True
+    fidelity_text: str | None = None  # the text perplexity and KL are measured over (None: edgeprof's default)
+    fidelity_ctx: int = 512  # tokens per chunk (llama-perplexity's -c)
+    fidelity_chunks: int = 10  # chunks scored; 0 = every whole chunk of the text
     profile_ops: bool = False
     sample_hz: float = 10.0
     idle_s: float = 3.0

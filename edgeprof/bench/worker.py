@@ -33,7 +33,7 @@ def run_job(job: dict, events) -> int:
         from edgeprof.config import Hyperparameters
 
         hp = Hyperparameters.from_dict(job["hyperparameters"])
-        emit_event(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp), "fidelity")})
+        emit_event(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp, events), "fidelity")})
         return 0
     from edgeprof.backends.base import open_session, uses_gpu
     from edgeprof.bench.measure import make_depth_tokens, make_prompts, run_repetition
@@ -98,15 +98,15 @@ def _sustain(job: dict, session, prompts, hp, depth_tokens, events) -> None:
 
     def emit(event: dict) -> None:
         emit_event(events, event)
-        _progress(events, "sustained", int(event["since_start_s"]), int(plan.duration_s))
+        _progress(events, "sustained", int(event["since_start_s"]), int(plan.duration_s), unit="s")
 
-    _progress(events, "sustained", 0, int(plan.duration_s))
+    _progress(events, "sustained", 0, int(plan.duration_s), unit="s")
     run_sustain(lambda: repetition_totals(run_repetition(session, prompts, hp, depth_tokens)), plan, emit)
 
 
-def _progress(events, step: str, done: int | None = None, total: int | None = None) -> None:
+def _progress(events, step: str, done: int | None = None, total: int | None = None, unit: str = "tokens") -> None:
     """Where the worker is, for the parent's progress display (written between timed regions only)."""
-    emit_event(events, {"event": "progress", "step": step, "done": done, "total": total})
+    emit_event(events, {"event": "progress", "step": step, "done": done, "total": total, "unit": unit})
 
 
 @contextlib.contextmanager
@@ -156,12 +156,13 @@ def _profile(job: dict, hp, prompts) -> dict:
         return profile_ops(job["model_path"], hp, prompts, kernel_timer=timer)
 
 
-def _fidelity(job: dict, hp) -> dict:
-    from edgeprof.fidelity import measure_fidelity
+def _fidelity(job: dict, hp, events) -> dict:
+    from edgeprof.fidelity import FidelitySettings, measure_fidelity
 
     spec = job["fidelity"]
     result = measure_fidelity(job["backend"], job["model_path"], spec["parent_path"], spec["parent_quant"], hp,
-                              Path(spec["cache"]))
+                              FidelitySettings(**spec["settings"]), Path(spec["cache"]),
+                              lambda step, done, total: _progress(events, step, done, total, unit="chunks"))
     return result.to_metrics()
 
 

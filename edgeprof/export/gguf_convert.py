@@ -54,9 +54,9 @@ def permute_rotary(weights: np.ndarray, n_heads: int) -> np.ndarray:
 
 def llama3_rope_factors(arch: Architecture) -> np.ndarray | None:
     """Per-frequency divisors for Llama-3 rope scaling (None when the model does not use it)."""
-    scaling = arch.rope_scaling or {}
-    if str(scaling.get("rope_type", scaling.get("type", ""))).lower() != "llama3":
+    if rope_scaling_type(arch) != "llama3":
         return None
+    scaling = arch.rope_scaling
     factor = float(scaling["factor"])
     low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))
     old_context = float(scaling.get("original_max_position_embeddings", 8192))
@@ -74,13 +74,20 @@ def llama3_rope_factors(arch: Architecture) -> np.ndarray | None:
     return np.asarray(factors, dtype=np.float32)
 
 
+def _projection(spec: TensorSpec) -> str:
+    """"q" or "k" for those projections' weights and biases (their rows are rotated), else the role."""
+    if spec.role == "bias":
+        return {"q_proj": "q", "k_proj": "k"}.get(spec.name.rsplit(".", 2)[-2], "bias")
+    return spec.role
+
+
 def _prepare(arch: Architecture, spec: TensorSpec, data: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if arch.is_gemma and spec.role in ("norm", "qk_norm"):
         data = data.astype(np.float32) + 1.0  # llama.cpp's RMSNorm multiplies by w: store Gemma's (1 + w)
-    if arch.model_type in _INTERLEAVED_ROTARY:
-        if spec.role == "q":
+    if arch.model_type in _INTERLEAVED_ROTARY:  # a bias is one more column of its rows: permuted alike
+        if _projection(spec) == "q":
             data = permute_rotary(data, arch.num_heads)
-        elif spec.role == "k":
+        elif _projection(spec) == "k":
             data = permute_rotary(data, arch.num_kv_heads)
     target = np.float32 if data.ndim == 1 or spec.role == "router" else dtype
     return np.ascontiguousarray(data, dtype=target)
@@ -111,10 +118,33 @@ def _gguf_tensors(arch: Architecture) -> list[_GgufTensor]:
     return [_GgufTensor(name, tuple(parts)) for name, parts in tensors.items()]
 
 
+_ROPE_SCALING_READ = {  # rope_scaling types llama.cpp's graph of each GGUF family applies as HF does
+    "linear": tuple(_GGUF_ARCH), "llama3": ("llama", "mistral"), "longrope": ("phi3",)}
+_BIASES_READ = ("llama", "mistral")  # llama.cpp's llama graph alone reads attn_output and ffn biases
+_QKV_BIASES = (".self_attn.q_proj.bias", ".self_attn.k_proj.bias", ".self_attn.v_proj.bias")
+
+
+def rope_scaling_type(arch: Architecture) -> str | None:
+    """The config's rope_scaling type (HF's rope_type, or the older "type"), lower case; None without one."""
+    scaling = arch.rope_scaling or {}
+    kind = str(scaling.get("rope_type", scaling.get("type", "")) or "").lower()
+    return None if kind in ("", "default") else kind
+
+
 def check_convertible(arch: Architecture, folder: Path) -> None:
     """Refuse a checkpoint whose GGUF llama.cpp would run as another model (its graph hardcodes these)."""
     def refuse(why: str) -> None:
         raise ArtifactError(f"{folder}: {why}, so its GGUF would compute another model")
+
+    scaling = rope_scaling_type(arch)
+    if scaling is not None and arch.model_type not in _ROPE_SCALING_READ.get(scaling, ()):
+        refuse(f"rope_scaling type {scaling!r} is not one edgeprof writes for llama.cpp's "
+               f"{_GGUF_ARCH[arch.model_type]} graph")
+    if arch.model_type not in _BIASES_READ:  # every family's graph reads q/k/v biases (create_tensor_qkv)
+        unread = [t.name for t in arch.tensors() if t.role == "bias" and not t.name.endswith(_QKV_BIASES)]
+        if unread:
+            refuse(f"llama.cpp's {_GGUF_ARCH[arch.model_type]} graph has no place for {unread[0]} "
+                   f"({len(unread)} such bias tensors)")
 
     if arch.model_type == "smollm3" and arch.rope_layers != tuple((n + 1) % 4 != 0 for n in range(arch.num_layers)):
         refuse("llama.cpp runs SmolLM3 with every 4th layer without RoPE; this checkpoint's no_rope_layers differ")
@@ -138,10 +168,9 @@ def _add_family_metadata(writer: gguf.GGUFWriter, arch: Architecture) -> None:
         writer.add_sliding_window_pattern(list(arch.swa_layers))
     if arch.model_type == "gemma3_text":
         writer.add_rope_freq_base_swa(arch.local_rope_theta)
-        scaling = arch.rope_scaling or {}
-        if str(scaling.get("rope_type", scaling.get("type", ""))) == "linear":
-            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-            writer.add_rope_scaling_factor(float(scaling["factor"]))
+    if rope_scaling_type(arch) == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(arch.rope_scaling["factor"]))
     if arch.attn_softcap:
         writer.add_attn_logit_softcapping(arch.attn_softcap)
     if arch.final_softcap:
@@ -159,9 +188,9 @@ def _add_family_metadata(writer: gguf.GGUFWriter, arch: Architecture) -> None:
 
 def longrope_factors(arch: Architecture) -> tuple[np.ndarray, np.ndarray] | None:
     """Phi's LongRoPE (short, long) per-frequency divisors, or None without LongRoPE."""
-    scaling = arch.rope_scaling or {}
-    if str(scaling.get("rope_type", scaling.get("type", ""))).lower() != "longrope":
+    if rope_scaling_type(arch) != "longrope":
         return None
+    scaling = arch.rope_scaling
     return (np.asarray(scaling["short_factor"], dtype=np.float32), np.asarray(scaling["long_factor"], dtype=np.float32))
 
 
@@ -198,6 +227,7 @@ def convert_hf_to_gguf(folder: Path, arch: Architecture, out_path: Path, dtype_n
     write_vocabulary(writer, vocab, arch)
 
     tensors = _gguf_tensors(arch)
+    check_all_written(folder, arch, checkpoint, tensors)
     for tensor in tensors:
         for part in tensor.parts:
             if part.name not in checkpoint:
@@ -220,6 +250,25 @@ def convert_hf_to_gguf(folder: Path, arch: Architecture, out_path: Path, dtype_n
     for _, values in extras:
         writer.write_tensor_data(values)
     writer.close()
+
+
+# Checkpoint tensors that are not weights: rotary tables some older checkpoints saved (llama.cpp's own
+# converter skips them too; the GGUF recomputes them from its rope metadata).
+_NOT_WEIGHTS = re.compile(r"\.rotary_emb\.inv_freq$")
+
+
+def check_all_written(folder: Path, arch: Architecture, checkpoint: SafetensorsCheckpoint,
+                      tensors: list[_GgufTensor]) -> None:
+    """Every checkpoint tensor must reach the GGUF: one the exporter would leave out is an error naming it
+    (a dropped bias once exported silently and computed another model). A tied checkpoint's saved
+    lm_head.weight is the one exception: HF ties it to the embedding and never reads it either."""
+    written = {part.name for tensor in tensors for part in tensor.parts}
+    left = [name for name in checkpoint.names() if name not in written and not _NOT_WEIGHTS.search(name)
+            and not (arch.tie_word_embeddings and name == "lm_head.weight")]
+    if left:
+        more = f" (and {len(left) - 1} more)" if len(left) > 1 else ""
+        raise ArtifactError(f"{folder}: the GGUF export has no place for checkpoint tensor {left[0]}{more}; "
+                            f"refused rather than dropped (config model_type {arch.model_type!r})")
 
 
 def _extra_tensors(arch: Architecture) -> list[tuple[str, np.ndarray]]:

@@ -76,7 +76,8 @@ def gguf_parent_quant(source: ModelSource, quant_name: str) -> str | None:
     """The unquantized GGUF a quantization is made from (and judged against), or None for that parent itself.
 
     Quantize from f16 only when the checkpoint is f16 (exact); bf16/f32 checkpoints go through f32."""
-    stored = json.loads((source.hf_folder() / "config.json").read_text()).get("torch_dtype")
+    config = json.loads((source.hf_folder() / "config.json").read_text())
+    stored = config.get("torch_dtype") or config.get("dtype")  # transformers >= 4.56 writes "dtype"
     parent = "f16" if stored == "float16" else "f32"
     return None if gguf_quant(quant_name).name == parent else parent
 

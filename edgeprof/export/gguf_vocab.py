@@ -27,6 +27,9 @@ class Vocabulary:
     scores: list[float] | None
     bos_id: int | None
     eos_id: int | None
+    # tokenizer.json splits text with GPT-2's own regex (a plain ByteLevel pre-tokenizer): llama.cpp's "gpt2"
+    # pre-tokenizer "gpt-2" is that regex, where its "default" splits punctuation apart first (other tokens for code)
+    gpt2_pre_tokenizer: bool = False
 
 
 def read_vocabulary(folder: Path, arch: Architecture) -> Vocabulary:
@@ -66,6 +69,8 @@ def read_vocabulary(folder: Path, arch: Architecture) -> Vocabulary:
         scores=[-float(i) for i in range(n_vocab)] if byte_fallback else None,
         bos_id=int(bos) if bos is not None else None,
         eos_id=int(eos) if eos is not None else None,
+        gpt2_pre_tokenizer=(data.get("pre_tokenizer") or {}).get("type") == "ByteLevel"
+        and (data.get("pre_tokenizer") or {}).get("use_regex", True),
     )
 
 
@@ -76,7 +81,8 @@ def write_vocabulary(writer: gguf.GGUFWriter, vocab: Vocabulary, arch: Architect
         pre = _PRE_TOKENIZER_BY_FAMILY.get(arch.model_type)
         if pre is None:
             pre = ("gpt-4o" if arch.model_type == "phi3" and arch.vocab_size >= 200000 else
-                   "llama-bpe" if arch.vocab_size >= 128000 else "smollm" if arch.vocab_size == 49152 else "default")
+                   "llama-bpe" if arch.vocab_size >= 128000 else "smollm" if arch.vocab_size == 49152 else
+                   "gpt-2" if vocab.gpt2_pre_tokenizer else "default")
         writer.add_tokenizer_pre(pre)
         writer.add_token_merges(vocab.merges)
     else:

@@ -34,7 +34,8 @@ Progress = Callable[[str, int, int], None]
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
-_HF_SIDE_FILES = ("config.json", "generation_config.json")
+# tokenizer.json travels with the ONNX files: fidelity tokenizes its text with it (ONNX Runtime has none)
+_HF_SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
 EXPORT_INSTALL_HINT = "pip install 'edgeprof[export]' (optimum-onnx, transformers, torch)"
 
 
@@ -93,6 +94,7 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
     final = artifact_path(source_key(source, folder), source.name, "onnx", quant.name, file_name=MODEL_FILE)
     cached = Artifact.read_sidecar(final)
     if cached:
+        _add_side_files(folder, final.parent)  # exports made before the tokenizer travelled with them
         return cached
     exporter = f"edgeprof-{__version__}/"
     step = f"onnx {quant.name}"
@@ -104,6 +106,7 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
     try:
         if quant.name == "fp32":
             fused = _export_fp32(folder, work)
+            _add_side_files(folder, work)
             exporter += "optimum-onnx+gqa+last-token-lm-head" if fused else "optimum-onnx+last-token-lm-head"
         else:
             parent = export_onnx(source, "fp32", progress)
@@ -120,6 +123,12 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
     if progress:
         progress(step, 1, 1)
     return describe_files(final, payload_files(final), "onnx", quant.name, source.name, exporter)
+
+
+def _add_side_files(hf_folder: Path, onnx_folder: Path) -> None:
+    for name in _HF_SIDE_FILES:
+        if (hf_folder / name).exists() and not (onnx_folder / name).exists():
+            shutil.copy2(hf_folder / name, onnx_folder / name)
 
 
 def payload_files(model_file: Path) -> list[Path]:
@@ -287,11 +296,39 @@ def _last_token_head(model, src: Path) -> None:
         graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [1], [value]))
     sliced = hidden + "_last_token"
     index = list(graph.node).index(head)
-    graph.node.insert(index, helper.make_node("Slice", [hidden, *consts], [sliced], name="/edgeprof/last_token"))
+    graph.node.insert(index, helper.make_node("Slice", [hidden, *consts], [sliced], name=LAST_TOKEN_NODE))
     head.input[0] = sliced
     logits = next(o for o in graph.output if o.name == "logits")
     logits.type.tensor_type.shape.dim[1].ClearField("dim_param")
     logits.type.tensor_type.shape.dim[1].dim_value = 1
+
+
+LAST_TOKEN_NODE = "/edgeprof/last_token"
+
+
+def all_positions_graph(model_file: Path) -> bytes | None:
+    """The model's graph with the LM head applied to every position again (fidelity over text scores each
+    one): the last-token Slice `_last_token_head` inserted is removed and its consumers read the hidden
+    states it sliced. Nothing else changes, so the weights (quantized or not, kept in the external-data
+    file) and every position's arithmetic are the artifact's own; the last position's logits are exactly
+    what the measured graph computes. None when the graph has no such Slice (a plain optimum export
+    already returns every position)."""
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    graph = model.graph
+    node = next((n for n in graph.node if n.name == LAST_TOKEN_NODE), None)
+    if node is None:
+        return None
+    for consumer in graph.node:
+        for i, name in enumerate(consumer.input):
+            if name == node.output[0]:
+                consumer.input[i] = node.input[0]
+    graph.node.remove(node)
+    dim = next(o for o in graph.output if o.name == "logits").type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_value")
+    dim.dim_param = "sequence_length"
+    return model.SerializeToString()
 
 
 def _save(model, dst: Path) -> None:

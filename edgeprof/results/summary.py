@@ -18,6 +18,10 @@ COMPARED = (
     ("tokens_per_j_decode_mean", "tokens/J decode", True),
     ("peak_rss_mb_mean", "peak RSS MB", False),
     ("gpu_mem_used_mb_peak_mean", "GPU mem MB", False),
+    # fidelity over the run's text (once per configuration): perplexity, and against the unquantized parent
+    ("fidelity_ppl", "perplexity", False),
+    ("fidelity_kl_mean", "KL vs parent", False),
+    ("fidelity_top1_agreement", "top-1 vs parent", True),
 )
 
 

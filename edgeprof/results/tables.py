@@ -26,10 +26,10 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
     """One row per configuration: settings, then mean±std over repetitions."""
     table = Table(title=title, header_style="bold", pad_edge=False)
     energy = any(not math.isnan(r.get("j_per_token_decode_mean", math.nan)) for r in rows)
-    fidelity = any("fidelity_kl_mean" in r for r in rows)
+    fidelity = any("fidelity_ppl" in r or "fidelity_kl_mean" in r for r in rows)
     columns = ["model", "quant", "B/P/G", "thr/ngl", "TTFT ms", "prefill t/s", "decode t/s", "ITL p50/p99 ms", "RSS MB"]
     columns += ["J/tok dec", "W dec", "max °C"] if energy else []
-    columns += ["top-1/KL vs parent"] if fidelity else []
+    columns += ["ppl · top-1/KL vs parent"] if fidelity else []
     for column in [*columns, "status"]:
         table.add_column(column, justify="left" if column in ("model", "quant", "status") else "right")
     backends = {r["backend"] for r in rows}
@@ -52,9 +52,40 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
 
 
 def _fidelity(row: dict) -> str:
+    """Perplexity over the fidelity text, then top-1 agreement (a fraction of the scored positions) and mean
+    KL against the parent; older runs (8 prompts, no perplexity) show only the latter."""
+    ppl = f"{row['fidelity_ppl']:.4g}" if row.get("fidelity_ppl") is not None else ""
     if "fidelity_kl_mean" not in row:
-        return "-"
-    return f"{row['fidelity_top1_agreement']:.2f}/{row['fidelity_kl_mean']:.3g} ({row['fidelity_parent_quant']})"
+        return ppl or "-"
+    against = f"{row['fidelity_top1_agreement']:.3f}/{row['fidelity_kl_mean']:.3g} ({row['fidelity_parent_quant']})"
+    return f"{ppl} · {against}" if ppl else against
+
+
+def fidelity_table(rows: list[dict], title: str = "fidelity over text") -> Table:
+    """`edgeprof fidelity`: per artifact, perplexity ± its standard error, then against the parent the mean,
+    p99 and max KL (nats), top-1 agreement (% of scored positions) and RMS Δp, as llama-perplexity prints."""
+    table = Table(title=title, header_style="bold", pad_edge=False)
+    columns = ("model", "backend", "quant", "parent", "positions", "PPL", "KL mean", "KL p99", "KL max", "top-1 %",
+               "RMS Δp %", "status")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "backend", "quant", "parent", "status") else "right")
+
+    def pm(key: str, se_key: str, scale: float = 1.0) -> str:
+        if row.get(key) is None:
+            return "-"
+        return f"{scale * row[key]:.4g}±{scale * row.get(se_key, 0.0):.2g}"
+
+    for row in rows:
+        status = row.get("fidelity_status", "ok")
+        table.add_row(_short_model(row["model"]), row["backend"], str(row["quant"]),
+                      str(row.get("fidelity_parent_quant") or "-"), str(row.get("fidelity_positions", "-")),
+                      pm("fidelity_ppl", "fidelity_ppl_se"), pm("fidelity_kl_mean", "fidelity_kl_se"),
+                      "-" if row.get("fidelity_kl_p99") is None else f"{row['fidelity_kl_p99']:.4g}",
+                      "-" if row.get("fidelity_kl_max") is None else f"{row['fidelity_kl_max']:.4g}",
+                      pm("fidelity_top1_agreement", "fidelity_top1_se", 100.0), "-" if row.get("fidelity_dp_rms") is None
+                      else f"{100 * row['fidelity_dp_rms']:.3g}",
+                      status if status == "ok" else f"[red]{status}[/red]: {row.get('fidelity_error', '')}")
+    return table
 
 
 def op_shares_table(rows: list[dict]) -> Table | None:
