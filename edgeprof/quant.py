@@ -103,18 +103,11 @@ GGUF_PLAIN_QUANTS: dict[str, GgufQuant] = {
     ]
 }
 
-# The importance-matrix types (llama-quantize's IQ1_S … IQ3_S), which need calibration text.
+# The importance-matrix types (llama-quantize's IQ1_S … IQ3_S), which need calibration text: the type's
+# name is its ggml base type and, upper-cased, its llama_ftype.
 IQ_QUANTS: dict[str, GgufQuant] = {
-    q.name: q
-    for q in [
-        _iq("iq3_s", "LLAMA_FTYPE_MOSTLY_IQ3_S", "iq3_s"),
-        _iq("iq3_xxs", "LLAMA_FTYPE_MOSTLY_IQ3_XXS", "iq3_xxs"),
-        _iq("iq2_s", "LLAMA_FTYPE_MOSTLY_IQ2_S", "iq2_s"),
-        _iq("iq2_xs", "LLAMA_FTYPE_MOSTLY_IQ2_XS", "iq2_xs"),
-        _iq("iq2_xxs", "LLAMA_FTYPE_MOSTLY_IQ2_XXS", "iq2_xxs"),
-        _iq("iq1_m", "LLAMA_FTYPE_MOSTLY_IQ1_M", "iq1_m"),
-        _iq("iq1_s", "LLAMA_FTYPE_MOSTLY_IQ1_S", "iq1_s"),
-    ]
+    name: _iq(name, f"LLAMA_FTYPE_MOSTLY_{name.upper()}", name)
+    for name in ("iq3_s", "iq3_xxs", "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s")
 }
 
 # Every GGUF quantization by name: the plain ones, each k-/legacy type again with an importance matrix
