@@ -65,7 +65,8 @@ def artifact_request(config: BenchConfig, quant: str, with_parent: bool = False,
     """A model file is run as it is (GGUF: its own quantization); it has no parent to compare with."""
     quant = "f32" if quant == "as-is" and config.format == "gguf" else quant
     return ArtifactRequest(config.source.spec, config.source.seed, config.format, quant,
-                           with_parent and not config.source.is_file, calibration_text)
+                           with_parent and not config.source.is_file,
+                           None if config.source.is_file else calibration_text)  # a file is not re-quantized
 
 
 ArtifactProvider = Callable[[ArtifactRequest, Callable[[str, int, int], None]], tuple[Artifact, Artifact | None]]
