@@ -11,7 +11,8 @@ Speed: every artifact's session open at once, rounds interleaved (A B C … A B 
 DECODE_STEPS greedy steps after a 64-token prompt, median of ROUNDS rounds. This host is shared with
 other jobs (load average reported in the output): read speeds as relative, drift 10-30 %.
 
-Usage: python scripts/calibrated_sweep.py [OUT_DIR]   (default results/calibrated)
+Usage: python scripts/calibrated_sweep.py [OUT_DIR] [--gpu]   (default results/calibrated)
+`--gpu` (the GPU machine, scripts/gpu/device_session.sh stage `calibrated`): GGUF only, every layer on the GPU.
 Writes sweep.json (every row) and pareto.png (edgeprof.analysis.pareto).
 """
 
@@ -51,12 +52,12 @@ def calibration_text(folder: Path) -> Path:
     return out
 
 
-def decode_speeds(artifacts: dict[tuple[str, str], str]) -> dict[tuple[str, str], list[float]]:
+def decode_speeds(artifacts: dict[tuple[str, str], str], gpu_layers: int = 0) -> dict[tuple[str, str], list[float]]:
     """Decode tok/s of each artifact in every round after the warm-up one."""
     from edgeprof.backends.base import open_session
     from edgeprof.config import Hyperparameters
 
-    hp = Hyperparameters(prompt_tokens=64, gen_tokens=DECODE_STEPS, threads=THREADS)
+    hp = Hyperparameters(prompt_tokens=64, gen_tokens=DECODE_STEPS, threads=THREADS, gpu_layers=gpu_layers)
     prompts = np.arange(1, 65, dtype=np.int32)[None, :]
     sessions = {key: open_session(key[0], path, hp.for_backend(_options(key[0]))) for key, path in artifacts.items()}
     speeds: dict = {key: [] for key in sessions}
@@ -81,7 +82,7 @@ def _options(backend: str) -> tuple[str, ...]:
     return BACKEND_OPTIONS[backend]
 
 
-def main(out: Path) -> None:
+def main(out: Path, gpu: bool = False) -> None:
     from edgeprof.analysis.pareto import pareto_figure, points_from_rows
     from edgeprof.bench.fidelity_run import measure_fidelity_of
     from edgeprof.fidelity import FidelitySettings
@@ -90,15 +91,17 @@ def main(out: Path) -> None:
     calibration = calibration_text(out)
     settings = FidelitySettings(None, 512, 10)
     started = time.time()
-    rows = measure_fidelity_of(["trained:stdlib-llama"], GGUF_QUANTS, ["llama.cpp"], settings, THREADS,
+    gpu_layers = -1 if gpu else 0
+    rows = measure_fidelity_of(["trained:stdlib-llama"], GGUF_QUANTS, ["llama.cpp"], settings, THREADS, gpu_layers,
                                calibration_text=str(calibration))
-    rows += measure_fidelity_of(["trained:stdlib-llama"], ONNX_QUANTS, ["onnxruntime"], settings, THREADS,
-                                calibration_text=str(calibration))
+    if not gpu:
+        rows += measure_fidelity_of(["trained:stdlib-llama"], ONNX_QUANTS, ["onnxruntime"], settings, THREADS,
+                                    calibration_text=str(calibration))
     fidelity_s = time.time() - started
     (out / "fidelity_rows.json").write_text(json.dumps(rows, indent=1, default=str))
     artifacts = _artifact_paths(rows, calibration)
     load_before = os.getloadavg()
-    speeds = decode_speeds({key: artifact.path for key, artifact in artifacts.items()})
+    speeds = decode_speeds({key: artifact.path for key, artifact in artifacts.items()}, gpu_layers)
     for row in rows:
         key = (row["backend"], row["quant"])
         row["decode_tps_rounds"] = [round(v, 1) for v in speeds[key]]
@@ -109,11 +112,12 @@ def main(out: Path) -> None:
         "model": "trained:stdlib-llama", "fidelity_text": "edgeprof default (held out)",
         "calibration_text": {"modules": CALIBRATION_MODULES, "bytes": calibration.stat().st_size,
                              "sha256": hashlib.sha256(calibration.read_bytes()).hexdigest()},
-        "speed": {"threads": THREADS, "prompt_tokens": 64, "decode_steps": DECODE_STEPS, "rounds": ROUNDS,
+        "speed": {"threads": THREADS, "gpu_layers": gpu_layers, "prompt_tokens": 64, "decode_steps": DECODE_STEPS, "rounds": ROUNDS,
                   "statistic": "decode_tps_mean holds the median of interleaved rounds after one warm-up round "
                                "(decode_tps_best the fastest round, decode_tps_rounds all)",
                   "load_average_before": load_before, "load_average_after": os.getloadavg(),
-                  "host": "shared 2-core CPU host (other engineers' jobs running): relative figures, drift 10-30 %"},
+                  "host": "the GPU machine, every layer offloaded" if gpu else
+                  "shared 2-core CPU host (other engineers' jobs running): relative figures, drift 10-30 %"},
         "fidelity_seconds": round(fidelity_s, 1),
         "rows": rows,
     }
@@ -141,4 +145,5 @@ def _artifact_paths(rows: list[dict], calibration: Path) -> dict:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results/calibrated"))
+    args = [a for a in sys.argv[1:] if a != "--gpu"]
+    main(Path(args[0]) if args else Path("results/calibrated"), gpu="--gpu" in sys.argv[1:])

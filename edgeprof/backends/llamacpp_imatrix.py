@@ -51,6 +51,11 @@ class ImatrixCollector:
     _op_desc: object = None
 
     def __post_init__(self):
+        lib = self.library
+        lib.ggml_backend_buffer_is_host.restype, lib.ggml_backend_buffer_is_host.argtypes = ctypes.c_bool, [ctypes.c_void_p]
+        lib.ggml_nbytes.restype, lib.ggml_nbytes.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
+        lib.ggml_backend_tensor_get.restype = None
+        lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
         self._get_name = self.library.ggml_get_name
         self._get_name.restype, self._get_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
         self._op_desc = self.library.ggml_op_desc
@@ -83,13 +88,11 @@ class ImatrixCollector:
     def _accumulate(self, op: str, head) -> None:
         weight = self._weight(head)
         src0 = tensor_head(head.src[0], self._get_name)
-        src1 = tensor_head(head.src[1], self._get_name)
-        x = _view_f32(src1)  # [ne3, ne2, ne1, ne0]
+        x = self._read(head.src[1], np.float32)  # [ne3, ne2, ne1, ne0]
         ne0 = x.shape[-1]
         if op == "MUL_MAT_ID":
             n_as = src0.ne[2]
-            ids_head = tensor_head(head.src[2], self._get_name)
-            ids = _view(ids_head, np.int32)[0, 0]  # [n_tokens, n_used]
+            ids = self._read(head.src[2], np.int32)[0, 0]  # [n_tokens, n_used]
             entry = self.stats.setdefault(weight, WeightStats(np.zeros((n_as, ne0)), np.zeros(n_as, np.int64)))
             for slot in range(ids.shape[1]):
                 rows = x[0, :, slot % x.shape[2], :].astype(np.float64)  # [n_tokens, ne0]
@@ -109,6 +112,19 @@ class ImatrixCollector:
         entry.counts += x.shape[0] * x.shape[1] * x.shape[2] // n_mat
 
 
+    def _read(self, tensor: int, dtype) -> np.ndarray:
+        """A tensor's values [ne3, ne2, ne1, ne0]: a view of host memory, or (a GPU buffer, as llama-imatrix
+        does) a copy through ggml_backend_tensor_get."""
+        head = tensor_head(tensor, self._get_name)
+        if not head.buffer or self.library.ggml_backend_buffer_is_host(head.buffer):
+            return _view(head, dtype)
+        raw = np.empty(self.library.ggml_nbytes(tensor), dtype=np.uint8)
+        self.library.ggml_backend_tensor_get(tensor, raw.ctypes.data, 0, raw.size)
+        shape = tuple(int(n) for n in reversed(head.ne))
+        strides = tuple(int(b) for b in reversed(head.nb))
+        return np.ndarray(shape, dtype=dtype, buffer=raw, strides=strides)
+
+
 def _view(head, dtype) -> np.ndarray:
     """A numpy view [ne3, ne2, ne1, ne0] of a host tensor through its byte strides."""
     shape = tuple(int(n) for n in reversed(head.ne))
@@ -116,10 +132,6 @@ def _view(head, dtype) -> np.ndarray:
     span = sum((n - 1) * s for n, s in zip(shape, strides)) + np.dtype(dtype).itemsize
     buffer = (ctypes.c_char * span).from_address(head.data)
     return np.ndarray(shape, dtype=dtype, buffer=buffer, strides=strides)
-
-
-def _view_f32(head) -> np.ndarray:
-    return _view(head, np.float32)
 
 
 @dataclass(frozen=True)
