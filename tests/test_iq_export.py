@@ -109,3 +109,17 @@ def test_another_calibration_text_makes_another_artifact(tmp_path, tiny_source, 
     second = export_gguf(tiny_source, "q4_k_m-imat", threads=2, calibration_text=other)
     assert first.path != second.path and first.imatrix.split()[1] != second.imatrix.split()[1]
     assert export_gguf(tiny_source, "q4_k_m-imat", threads=2, calibration_text=calibration) == first  # cached
+
+
+def test_memory_fit_predicts_iq_weight_bytes(tiny_source, tiny_gguf_f32, calibration):
+    """The roofline and memory fit size IQ files from GGML_BLOCKS and the per-tensor rules: the file minus its
+    metadata (the f32 file minus the f32 weights, the same header and vocabulary) within 3 % of the prediction
+    (file sizes are deterministic: this holds on any CPU)."""
+    from edgeprof.export.gguf_export import export_gguf
+
+    arch = tiny_source.architecture
+    metadata = tiny_gguf_f32.bytes - arch.gguf_weight_bytes(GGUF_QUANTS["f32"])
+    for quant in ("iq2_xs", "iq3_xxs"):
+        stored = export_gguf(tiny_source, quant, threads=2, calibration_text=calibration).bytes - metadata
+        predicted = arch.gguf_weight_bytes(GGUF_QUANTS[quant])
+        assert abs(stored - predicted) < 0.03 * stored, (quant, stored, predicted)
