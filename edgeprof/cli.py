@@ -90,6 +90,8 @@ def _pinned(specs: list[str], revision: str) -> list[str]:
 
 
 _FIDELITY_TEXT_HELP = "UTF-8 text perplexity and KL are measured over (default: edgeprof's held-out Python text)."
+_CALIBRATION_HELP = ("UTF-8 text the calibrated quantizations (iq2_xs…, q4_k_m-imat…, int4-gptq) calibrate on "
+                     "(default: the fidelity text).")
 
 
 def _abs(path: Path | None) -> str | None:
@@ -103,6 +105,7 @@ def fidelity(
     quant: str = typer.Option("f16,q8_0,q4_k_m", "--quant", "-q", help="Quantizations, comma-separated (GGUF or ONNX names)."),
     backend: str = typer.Option("llama.cpp", "--backend", help="Backends, comma-separated: llama.cpp, onnxruntime."),
     text: Path | None = typer.Option(None, "--fidelity-text", "--text", help=_FIDELITY_TEXT_HELP),
+    calibration_text: Path | None = typer.Option(None, "--calibration-text", help=_CALIBRATION_HELP),
     chunks: int = typer.Option(10, "--chunks", help="Chunks of the text scored; 0 = all."),
     ctx: int = typer.Option(512, "--ctx", "-c", help="Tokens per chunk; the second half of each is scored."),
     threads: int = typer.Option(0, "--threads", "-t", help="CPU threads; 0 = physical cores."),
@@ -134,7 +137,7 @@ def fidelity(
 
         rows = measure_fidelity_of(_strs(",".join(models)), _strs(quant), _strs(backend),
                                    settings, threads, gpu_layers, provider,
-                                   notify=on_event)
+                                   notify=on_event, calibration_text=_abs(calibration_text))
     if fmt == "json":
         console.print_json(json.dumps(rows))
     else:
@@ -177,6 +180,7 @@ def run(
     fidelity: bool = typer.Option(True, "--fidelity/--no-fidelity",
                                   help="After measuring: perplexity over a text, and KL/top-1/Δp against the unquantized parent at every scored position."),
     fidelity_text: Path | None = typer.Option(None, "--fidelity-text", help=_FIDELITY_TEXT_HELP),
+    calibration_text: Path | None = typer.Option(None, "--calibration-text", help=_CALIBRATION_HELP),
     fidelity_chunks: int = typer.Option(10, "--fidelity-chunks", help="Chunks of the text scored; 0 = all (llama-perplexity's --chunks)."),
     fidelity_ctx: int = typer.Option(512, "--fidelity-ctx", help="Tokens per chunk (llama-perplexity's -c); the second half is scored."),
     repetitions: int = typer.Option(3, "--repetitions", "-r", min=1, help="Measured repetitions."),
@@ -233,7 +237,7 @@ def run(
                      fidelity_ctx=fidelity_ctx, profile_ops=profile_ops, sample_hz=sample_hz, idle_s=idle_s,
                      energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus,
                      sustain_s=_duration(sustain), sustain_window_s=sustain_window, sustain_until_steady=until_steady,
-                     jetson_clocks=jetson_clocks)
+                     jetson_clocks=jetson_clocks, calibration_text=_abs(calibration_text))
     if fleet:
         if device or emulate or gpus:
             raise ConfigError("--device, --emulate and --gpus do not apply with --fleet: each device runs as it "
@@ -251,6 +255,7 @@ def sweep(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
     device: str = typer.Option("", "--device", "-d", help="Override the file's device."),
     fidelity_text: Path | None = typer.Option(None, "--fidelity-text", help=_FIDELITY_TEXT_HELP),
+    calibration_text: Path | None = typer.Option(None, "--calibration-text", help=_CALIBRATION_HELP),
     fleet: str = typer.Option("", "--fleet", help="Run on the devices of the fleet at tls://HOST:PORT instead of here."),
     fleet_devices: str = typer.Option("", "--devices", help="With --fleet: device names, comma-separated; default all joined."),
     credentials: Path | None = typer.Option(None, "--credentials", help="With --fleet: the fleet's credentials folder "
@@ -288,6 +293,8 @@ def sweep(
         spec.device = device
     if fidelity_text is not None:
         spec.fidelity_text = _abs(fidelity_text)
+    if calibration_text is not None:
+        spec.calibration_text = _abs(calibration_text)
     _execute(spec, out, live=live)
 
 
@@ -665,6 +672,7 @@ def export(
                               help="Quantizations, comma-separated (default q4_k_m for gguf, fp32,int4 for onnx; "
                                    "int4-b<block> sets the MatMulNBits block size)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also copy artifacts (and sidecars) here."),
+    calibration_text: Path | None = typer.Option(None, "--calibration-text", help=_CALIBRATION_HELP),
 ) -> None:
     """Export (and quantize) a model into the artifact cache, optionally copying it out."""
     from edgeprof.export.gguf_export import export_gguf, gguf_quant
@@ -689,7 +697,7 @@ def export(
         def on_step(step: str, done: int, total: int) -> None:
             progress.update(task, description=step, completed=done, total=total)
 
-        artifacts = [exporter(source, q, progress=on_step) for q in quants]
+        artifacts = [exporter(source, q, progress=on_step, calibration_text=_abs(calibration_text)) for q in quants]
     for artifact in artifacts:
         path = Path(artifact.path)
         if out is not None:

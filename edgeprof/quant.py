@@ -24,6 +24,13 @@ GGML_BLOCKS: dict[str, tuple[int, int]] = {
     "q5_k": (256, 176),
     "q6_k": (256, 210),
     "iq4_nl": (32, 18),
+    "iq1_s": (256, 50),
+    "iq1_m": (256, 56),
+    "iq2_xxs": (256, 66),
+    "iq2_xs": (256, 74),
+    "iq2_s": (256, 82),
+    "iq3_xxs": (256, 98),
+    "iq3_s": (256, 110),
     "iq4_xs": (256, 136),
     "tq1_0": (256, 54),
     "tq2_0": (256, 66),
@@ -44,6 +51,8 @@ class GgufQuant:
     ftype_constant: str  # attribute of llama_cpp, e.g. LLAMA_FTYPE_MOSTLY_Q4_K_M
     base_type: str  # ggml type of most 2D weights
     mix: str = ""  # "m"/"s"/"l": llama.cpp raises some tensors to a bigger type
+    imatrix: bool = False  # quantized with an importance matrix from calibration text
+    imatrix_required: bool = False  # llama.cpp refuses (or writes garbage) without one: the IQ1/IQ2/IQ3 types
 
     @property
     def needs_quantizer(self) -> bool:
@@ -55,8 +64,19 @@ def _q(name: str, constant: str, base: str, mix: str = "") -> GgufQuant:
     return GgufQuant(name, constant, base, mix)
 
 
+IMATRIX_SUFFIX = "-imat"  # q4_k_m-imat: the same file type, quantized with an importance matrix
+
+
+def _calibrated(quant: GgufQuant) -> GgufQuant:
+    return GgufQuant(quant.name + IMATRIX_SUFFIX, quant.ftype_constant, quant.base_type, quant.mix, imatrix=True)
+
+
+def _iq(name: str, constant: str, base: str) -> GgufQuant:
+    return GgufQuant(name, constant, base, imatrix=True, imatrix_required=True)
+
+
 # The types llama.cpp's quantizer offers without an importance matrix.
-GGUF_QUANTS: dict[str, GgufQuant] = {
+GGUF_PLAIN_QUANTS: dict[str, GgufQuant] = {
     q.name: q
     for q in [
         _q("f32", "LLAMA_FTYPE_ALL_F32", "f32"),
@@ -83,6 +103,22 @@ GGUF_QUANTS: dict[str, GgufQuant] = {
     ]
 }
 
+# The importance-matrix types (llama-quantize's IQ1_S … IQ3_S), which need calibration text: the type's
+# name is its ggml base type and, upper-cased, its llama_ftype.
+IQ_QUANTS: dict[str, GgufQuant] = {
+    name: _iq(name, f"LLAMA_FTYPE_MOSTLY_{name.upper()}", name)
+    for name in ("iq3_s", "iq3_xxs", "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s")
+}
+
+# Every GGUF quantization by name: the plain ones, each k-/legacy type again with an importance matrix
+# (`-imat`), and the IQ types.
+GGUF_QUANTS: dict[str, GgufQuant] = {
+    **GGUF_PLAIN_QUANTS,
+    **{q.name + IMATRIX_SUFFIX: _calibrated(q) for q in GGUF_PLAIN_QUANTS.values()
+       if q.needs_quantizer and q.base_type.startswith(("q", "iq4"))},
+    **IQ_QUANTS,
+}
+
 KV_CACHE_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7}
 """KV-cache element types llama.cpp accepts, by name -> ggml_type id."""
 
@@ -91,6 +127,15 @@ def kv_bytes_per_element(kv_type: str) -> float:
     """Storage of one KV-cache element of `kv_type`, block scales included (f16 = 2.0, q8_0 = 34/32)."""
     block, nbytes = GGML_BLOCKS[kv_type]
     return nbytes / block
+
+
+# llama-quant.cpp's choices for the output and embedding tensors of the IQ file types (its rules for
+# attn_v/ffn_down by GQA ratio and expert count are not modelled: most tensors keep the base type).
+_IQ_EDGE_TYPES = {
+    **{(base, "output"): "q5_k" for base in ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs")},
+    **{(base, "embed"): "q2_k" for base in ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs")},
+    ("iq2_s", "embed"): "iq3_s",
+}
 
 
 def _uses_more_bits(layer: int, n_layers: int) -> bool:
@@ -109,7 +154,9 @@ def gguf_tensor_type(quant: GgufQuant, role: str, layer: int, n_layers: int, n_c
     base = quant.base_type
     if not quant.needs_quantizer:
         return base
-    if role == "output" and base not in ("q8_0", "bf16"):
+    if quant.imatrix_required and role in ("output", "embed"):
+        chosen = _IQ_EDGE_TYPES.get((base, role), "q6_k" if role == "output" else base)
+    elif role == "output" and base not in ("q8_0", "bf16"):
         chosen = "q6_k"
     elif quant.mix == "m" and role in ("attn_v", "ffn_down") and _uses_more_bits(layer, n_layers):
         chosen = "q6_k" if base in ("q4_k", "q5_k") else "q5_k" if base == "q3_k" else base

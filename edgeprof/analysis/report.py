@@ -25,6 +25,7 @@ from edgeprof.analysis import figures
 from edgeprof.analysis.compare import Run, load_run, merge_by_device, settings_of
 from edgeprof.analysis.headline import (HEADLINE_COLUMNS, Headline, build_headlines, format_ratio, format_spread,
                                         format_value, model_summaries, single_device_headlines)
+from edgeprof.analysis.pareto import pareto_figure, pareto_rows, points_from_rows
 from edgeprof.analysis.sustain_plot import sustained_figure
 from edgeprof.results.formats import to_csv
 
@@ -80,6 +81,9 @@ def write_report(run_paths: list[Path], out: Path) -> Path:
                     figures.sweep_lines(sides, setting, metric, unit, fixed), quiet=True)
     page.power()
     page.figure("sustained", "Throughput and temperature over a sustained run", sustained_figure(run_paths), quiet=True)
+    fidelity_points = points_from_rows(pareto_rows(runs))
+    if fidelity_points:
+        page.figure("pareto", "Fidelity against size and speed", pareto_figure(fidelity_points), quiet=True)
     page.op_shares()
     if headlines:
         page.every_workload(headlines)

@@ -138,3 +138,12 @@ class NodeReader:
             source = self._get_name(head.src[0]).decode(errors="replace")
             weight = source if source.endswith(".weight") else ""
         return Node(name, op, weight)
+
+
+def tensor_head(tensor: int, get_name) -> _TensorHead:
+    """The leading fields of a ggml tensor at `tensor`, after checking the layout against ggml's own
+    `ggml_get_name` (`get_name`, restype c_char_p) on it: a different ggml.h is a RuntimeError, not garbage."""
+    head = _TensorHead.from_address(tensor)
+    if head.name != get_name(tensor):
+        raise RuntimeError("ggml_tensor layout differs from llamacpp_nodes._TensorHead (another ggml version)")
+    return head

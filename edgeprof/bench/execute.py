@@ -171,7 +171,7 @@ def run_options(spec: SweepSpec, setup: DeviceSetup) -> RunOptions:
     fidelity_settings = FidelitySettings(spec.fidelity_text, spec.fidelity_ctx, spec.fidelity_chunks)
     return RunOptions(repetitions=spec.repetitions, warmup=spec.warmup, timeout_s=spec.timeout_s,
                       cpu_affinity=setup.cpu_affinity, fidelity=spec.fidelity, fidelity_settings=fidelity_settings,
-                      profile_ops=spec.profile_ops,
+                      profile_ops=spec.profile_ops, calibration_text=spec.calibration_text,
                       energy_window_s=spec.energy_window_s, gpu_uuids=tuple(setup.gpu_ids),
                       sustain_s=spec.sustain_s, sustain_window_s=spec.sustain_window_s,
                       sustain_until_steady=spec.sustain_until_steady)

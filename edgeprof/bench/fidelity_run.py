@@ -21,7 +21,7 @@ _USER_ERRORS = ("FidelityTextError: ", "ConfigError: ")  # how the worker names 
 
 def measure_fidelity_of(models: list[str], quants: list[str], backends: list[str], settings: FidelitySettings,
                         threads: int = 0, gpu_layers: int = 0, provider: str = "cpu", timeout_s: float = 3600.0,
-                        notify: Notify = ignore_events) -> list[dict]:
+                        notify: Notify = ignore_events, calibration_text: str | None = None) -> list[dict]:
     """One row per configuration: model, backend, quant and its fidelity_* figures (or fidelity_status and
     fidelity_error). A text the models cannot score is a `ConfigError` (one line, exit code 2)."""
     settings.validate()
@@ -30,7 +30,8 @@ def measure_fidelity_of(models: list[str], quants: list[str], backends: list[str
     configs = expand(models, quants, backends, grid, allow_long_context=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeprof-fidelity-") as scratch:
-        runner = Runner(create_run_dir(Path(scratch)), {}, RunOptions(timeout_s=timeout_s, fidelity_settings=settings),
+        runner = Runner(create_run_dir(Path(scratch)), {}, RunOptions(timeout_s=timeout_s, fidelity_settings=settings,
+                                                                    calibration_text=calibration_text),
                         notify)
         for config in configs:
             artifact, metrics = runner.fidelity_only(config)

@@ -41,6 +41,7 @@ class RunOptions:
     fidelity_settings: FidelitySettings = FidelitySettings()  # the text, tokens per chunk and chunks
     profile_ops: bool = False  # a profiled pass after the measured ones: time by operator category
     energy_window_s: float = 2.0  # shortest steady energy window per repetition; 0 = energy from timed phases only
+    calibration_text: str | None = None  # what calibrated quantizations (IQ, -imat, int4-gptq) calibrate on
     gpu_uuids: tuple[str, ...] = ()  # the GPUs the run uses; the worker sees only these (CUDA_VISIBLE_DEVICES)
     sustain_s: float = 0.0  # after the repetitions, generate back to back this long (0: no sustained run)
     sustain_window_s: float = 10.0  # shortest window of the sustained run's time series
@@ -60,13 +61,16 @@ class ArtifactRequest:
     format: str
     quant: str
     with_parent: bool
+    calibration_text: str | None = None
 
 
-def artifact_request(config: BenchConfig, quant: str, with_parent: bool = False) -> ArtifactRequest:
+def artifact_request(config: BenchConfig, quant: str, with_parent: bool = False,
+                     calibration_text: str | None = None) -> ArtifactRequest:
     """A model file is run as it is (GGUF: its own quantization); it has no parent to compare with."""
     quant = "f32" if quant == "as-is" and config.format == "gguf" else quant
     return ArtifactRequest(config.source.spec, config.source.seed, config.format, quant,
-                           with_parent and not config.source.is_file)
+                           with_parent and not config.source.is_file,
+                           None if config.source.is_file else calibration_text)  # a file is not re-quantized
 
 
 ArtifactProvider = Callable[[ArtifactRequest, Callable[[str, int, int], None]], tuple[Artifact, Artifact | None]]
@@ -75,7 +79,8 @@ ArtifactProvider = Callable[[ArtifactRequest, Callable[[str, int, int], None]], 
 def export_in_child(request: ArtifactRequest, progress: Callable[[str, int, int], None]) -> tuple[Artifact, Artifact | None]:
     """The default provider: export (or find in the cache) on this host, in a child process."""
     return export_artifact(request.spec, request.format, request.quant, request.seed,
-                           with_parent=request.with_parent, progress=progress)
+                           with_parent=request.with_parent, progress=progress,
+                           calibration_text=request.calibration_text)
 
 
 def ignore_events(*_args, **_kwargs) -> None:
@@ -146,7 +151,7 @@ class Runner:
     def _export(self, config: BenchConfig, quant: str, with_parent: bool = False) -> tuple[Artifact, Artifact | None]:
         """The configuration's artifact (and its unquantized parent), exported in a child process once per
         run: torch or a native quantizer that crashes must not take the sampling parent with it."""
-        request = artifact_request(config, quant, with_parent)
+        request = artifact_request(config, quant, with_parent, self.options.calibration_text)
         if request not in self._exports:
             def progress(step: str, done: int, total: int) -> None:
                 self.notify("export", step=step, done=done, total=total)

@@ -41,6 +41,7 @@ class SweepSpec:
     fidelity_text: str | None = None  # the text perplexity and KL are measured over (None: edgeprof's default)
     fidelity_ctx: int = 512  # tokens per chunk (llama-perplexity's -c)
     fidelity_chunks: int = 10  # chunks scored; 0 = every whole chunk of the text
+    calibration_text: str | None = None  # what IQ / -imat / int4-gptq quantizations calibrate on (None: the default)
     profile_ops: bool = False
     sample_hz: float = 10.0
     idle_s: float = 3.0

@@ -37,6 +37,7 @@ class Artifact:
     sha256: str
     exporter: str  # e.g. edgeprof-0.1.0/llama.cpp-quantize
     created: str
+    imatrix: str = ""  # the importance matrix a calibrated quantization used: "<file sha256> <text sha256> <text>"
 
     def write_sidecar(self) -> None:
         Path(self.path + SIDECAR_SUFFIX).write_text(json.dumps(asdict(self), indent=2))
@@ -71,16 +72,19 @@ def sha256_of(*paths: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def describe(path: Path, fmt: str, quant: str, source: str, exporter: str) -> Artifact:
+def describe(path: Path, fmt: str, quant: str, source: str, exporter: str, imatrix: str = "") -> Artifact:
     """Measure a finished single-file artifact and record its sidecar."""
-    return describe_files(path, [path], fmt, quant, source, exporter)
+    return describe_files(path, [path], fmt, quant, source, exporter, imatrix)
 
 
-def describe_files(path: Path, files: list[Path], fmt: str, quant: str, source: str, exporter: str) -> Artifact:
-    """Measure an artifact made of `files` (path first) and record its sidecar beside `path`."""
+def describe_files(path: Path, files: list[Path], fmt: str, quant: str, source: str, exporter: str,
+                   imatrix: str = "") -> Artifact:
+    """Measure an artifact made of `files` (path first) and record its sidecar beside `path`.
+    `imatrix`: what calibrated it (importance matrix or calibration text), "" for none."""
     artifact = Artifact(
         path=str(path), format=fmt, quant=quant, source=source, bytes=sum(f.stat().st_size for f in files),
         sha256=sha256_of(*files), exporter=exporter, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        imatrix=imatrix,
     )
     artifact.write_sidecar()
     return artifact

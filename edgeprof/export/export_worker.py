@@ -70,7 +70,7 @@ def _export(job: dict, events):
         from edgeprof.export.gguf_export import export_gguf, gguf_parent_quant
 
         export, parent_quant = export_gguf, lambda: gguf_parent_quant(source, job["quant"])
-    artifact = export(source, job["quant"], progress=progress)
+    artifact = export(source, job["quant"], progress=progress, calibration_text=job.get("calibration_text"))
     wanted = parent_quant() if job.get("parent") and not source.is_file else None
     return artifact, export(source, wanted, progress=progress) if wanted else None
 

@@ -43,8 +43,10 @@ def source_key(source: ModelSource, folder: Path) -> str:
 
 
 def export_gguf(source: ModelSource, quant_name: str, threads: int | None = None,
-                progress: Progress | None = None) -> Artifact:
-    """Return a cached GGUF artifact of `source` at `quant_name`, making it (and its parent) if needed."""
+                progress: Progress | None = None, calibration_text: str | Path | None = None) -> Artifact:
+    """Return a cached GGUF artifact of `source` at `quant_name`, making it (and its parent) if needed.
+    `calibration_text`: the text an importance-matrix quantization (IQ types, `-imat`) is calibrated on
+    (None: the default fidelity text); other quantizations ignore it."""
     quant = gguf_quant(quant_name)
     if source.is_gguf:
         return _existing_gguf(source)
@@ -64,12 +66,24 @@ def export_gguf(source: ModelSource, quant_name: str, threads: int | None = None
             tmp.unlink(missing_ok=True)
         return describe(final, "gguf", quant.name, source.name, f"edgeprof-{__version__}/convert")
     parent = export_gguf(source, gguf_parent_quant(source, quant.name), threads, progress)
+    imatrix = None
+    if quant.imatrix:
+        from edgeprof.export.imatrix import ensure_imatrix
+
+        if progress:
+            progress("importance matrix", 0, 1)
+        imatrix = ensure_imatrix(Path(parent.path), parent.sha256, calibration_text, threads)
+        final = final.with_name(f"{final.stem}.{imatrix.sha256[:12]}{final.suffix}")  # one file per matrix
+        cached = Artifact.read_sidecar(final)
+        if cached:
+            return cached
     if progress:
         progress(f"quantize {quant.name}", 0, 1)
-    quantize_gguf(Path(parent.path), final, quant, threads)
+    quantize_gguf(Path(parent.path), final, quant, threads, imatrix.path if imatrix else None)
     if progress:
         progress(f"quantize {quant.name}", 1, 1)
-    return describe(final, "gguf", quant.name, source.name, f"edgeprof-{__version__}/llama_model_quantize")
+    return describe(final, "gguf", quant.name, source.name, f"edgeprof-{__version__}/llama_model_quantize",
+                    imatrix.label if imatrix else "")
 
 
 def gguf_parent_quant(source: ModelSource, quant_name: str) -> str | None:
@@ -82,11 +96,18 @@ def gguf_parent_quant(source: ModelSource, quant_name: str) -> str | None:
     return None if gguf_quant(quant_name).name == parent else parent
 
 
-def quantize_gguf(src: Path, dst: Path, quant: GgufQuant, threads: int | None = None) -> None:
-    """Run llama.cpp's `llama_model_quantize` into `dst` (atomically), in a child process."""
+def quantize_gguf(src: Path, dst: Path, quant: GgufQuant, threads: int | None = None,
+                  imatrix: Path | None = None) -> None:
+    """Run llama.cpp's `llama_model_quantize` into `dst` (atomically), in a child process, with the
+    importance matrix file `imatrix` where given. A type that needs one and has none is refused here: llama.cpp
+    would abort mid-file (IQ1/IQ2) or quietly write a worse one."""
+    if imatrix is None and quant.imatrix:
+        raise QuantError(f"{quant.name} needs an importance matrix from calibration text; export it from an HF "
+                         f"checkpoint or synth preset (edgeprof makes the matrix; --calibration-text FILE picks the "
+                         f"text), or choose a type without one (q4_k_m, q2_k, iq4_xs)")
     tmp = partial_path(dst)
     command = [sys.executable, "-m", "edgeprof.export.quantize_worker", str(src), str(tmp), quant.name,
-               str(threads or os.cpu_count() or 1)]
+               str(threads or os.cpu_count() or 1), *([str(imatrix)] if imatrix else [])]
     try:
         result = subprocess.run(command, capture_output=True, text=True, env=child_env())
         if result.returncode != 0:
@@ -112,5 +133,6 @@ def _file_type_name(file_type: int | None) -> str:
     from edgeprof.backends.llamacpp_lib import load_llama_cpp
 
     llama_cpp = load_llama_cpp()
-    names = {getattr(llama_cpp, q.ftype_constant): q.name for q in GGUF_QUANTS.values()}
+    names = {getattr(llama_cpp, q.ftype_constant): q.name for q in GGUF_QUANTS.values()
+             if q.imatrix_required or not q.imatrix}  # the file type, not whether an imatrix made it
     return names.get(int(file_type), f"ftype{file_type}")

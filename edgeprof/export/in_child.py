@@ -26,11 +26,12 @@ class ExportFailed(Exception):
 
 
 def export_artifact(spec: str, fmt: str, quant: str, seed: int = 0, with_parent: bool = False,
-                    progress: Progress | None = None) -> tuple[Artifact, Artifact | None]:
+                    progress: Progress | None = None,
+                    calibration_text: str | None = None) -> tuple[Artifact, Artifact | None]:
     """What `export_gguf`/`export_onnx` would return, made in a child process (cached as usual); with
     `with_parent`, also the unquantized artifact fidelity compares it with (None for the parent itself)."""
     final = _run({"action": "export", "spec": spec, "seed": seed, "format": fmt, "quant": quant,
-                  "parent": with_parent}, progress)
+                  "parent": with_parent, "calibration_text": calibration_text}, progress)
     parent = final.get("parent")
     return Artifact(**final["artifact"]), Artifact(**parent) if parent else None
 

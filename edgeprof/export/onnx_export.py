@@ -46,9 +46,15 @@ class OnnxQuant:
     name: str
     description: str
     block_size: int = 0  # MatMulNBits block size (int4 only)
+    algorithm: str = "rtn"  # int4: rtn (round to nearest), gptq (calibrated on text), hqq (half-quadratic, no data)
 
 
-_INT4_NAME = re.compile(r"^int4(?:-b(\d+))?$")
+_INT4_NAME = re.compile(r"^int4(?:-(rtn|gptq|hqq))?(?:-b(\d+))?$")
+_INT4_ALGORITHMS = {
+    "rtn": "round to nearest, symmetric",
+    "gptq": "GPTQ over the calibration text (second-order error feedback), asymmetric",
+    "hqq": "HQQ (half-quadratic zero-point and scale fit, no data), asymmetric",
+}
 ONNX_QUANTS = {
     "fp32": OnnxQuant("fp32", "float32 weights (optimum export)"),
     "fp16": OnnxQuant("fp16", "float16 weights and activations (onnxruntime.transformers.float16)"),
@@ -66,11 +72,16 @@ def onnx_quant(name: str) -> OnnxQuant:
         return ONNX_QUANTS[key]
     match = _INT4_NAME.match(key)
     if match:
-        block = int(match.group(1))
+        algorithm = match.group(1) or "rtn"
+        block = int(match.group(2) or 32)
         if block < 16 or block & (block - 1):
             raise QuantError(f"{name}: MatMulNBits block size must be a power of two >= 16")
-        return OnnxQuant(key, f"4-bit weight-only MatMulNBits, symmetric, block {block}, int8 compute", block)
-    raise QuantError(f"unknown ONNX quantization {name!r} (offered: fp32, fp16, int8, int4, int4-b<block>)")
+        if algorithm == "rtn" and match.group(1):  # int4-rtn-b64 is int4-b64: one name, one cache entry
+            key = "int4" + (f"-b{block}" if match.group(2) else "")
+        return OnnxQuant(key, f"4-bit weight-only MatMulNBits, {_INT4_ALGORITHMS[algorithm]}, block {block}",
+                         block, algorithm)
+    raise QuantError(f"unknown ONNX quantization {name!r} (offered: fp32, fp16, int8, int4, int4-b<block>, "
+                     "int4-gptq, int4-hqq and their -b<block>)")
 
 
 def require_exporter() -> None:
@@ -83,15 +94,23 @@ def require_exporter() -> None:
                                       f"{EXPORT_INSTALL_HINT}") from None
 
 
-def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None = None) -> Artifact:
-    """Return a cached ONNX artifact of `source` at `quant_name`, making it (and its fp32 parent) if needed."""
+def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None = None,
+                calibration_text: str | Path | None = None) -> Artifact:
+    """Return a cached ONNX artifact of `source` at `quant_name`, making it (and its fp32 parent) if needed.
+    `calibration_text`: what int4-gptq calibrates on (None: the default fidelity text)."""
     from edgeprof.export.gguf_export import source_key
 
     quant = onnx_quant(quant_name)
     if source.kind == "onnx":
         return existing_onnx(source)
     folder = source.hf_folder()
-    final = artifact_path(source_key(source, folder), source.name, "onnx", quant.name, file_name=MODEL_FILE)
+    calibration = None
+    if quant.algorithm == "gptq":
+        from edgeprof.corpus import read_fidelity_text
+
+        calibration = read_fidelity_text(calibration_text)
+    key = source_key(source, folder) + (f":{calibration.sha256}" if calibration else "")  # one file per text
+    final = artifact_path(key, source.name, "onnx", quant.name, file_name=MODEL_FILE)
     cached = Artifact.read_sidecar(final)
     if cached:
         _add_side_files(folder, final.parent)  # exports made before the tokenizer travelled with them
@@ -111,7 +130,7 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
         else:
             parent = export_onnx(source, "fp32", progress)
             with _quiet():
-                _quantize(Path(parent.path), work, quant)
+                _quantize(Path(parent.path), work, quant, calibration.text if calibration else None)
             for name in _HF_SIDE_FILES:
                 if (Path(parent.path).parent / name).exists():
                     shutil.copy2(Path(parent.path).parent / name, work / name)
@@ -122,7 +141,8 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
         shutil.rmtree(work, ignore_errors=True)
     if progress:
         progress(step, 1, 1)
-    return describe_files(final, payload_files(final), "onnx", quant.name, source.name, exporter)
+    return describe_files(final, payload_files(final), "onnx", quant.name, source.name, exporter,
+                          f"- {calibration.sha256} {calibration.path}" if calibration else "")
 
 
 def _add_side_files(hf_folder: Path, onnx_folder: Path) -> None:
@@ -339,7 +359,7 @@ def _save(model, dst: Path) -> None:
 
 
 # -- quantized variants ------------------------------------------------------------------------
-def _quantize(parent: Path, work: Path, quant: OnnxQuant) -> None:
+def _quantize(parent: Path, work: Path, quant: OnnxQuant, calibration_text: str | None = None) -> None:
     dst = work / MODEL_FILE
     if quant.name == "int8":
         from onnx import TensorProto
@@ -366,10 +386,74 @@ def _quantize(parent: Path, work: Path, quant: OnnxQuant) -> None:
         except ImportError as exc:
             raise BackendUnavailableError(f"int4 needs onnx-ir ({exc}): {EXPORT_INSTALL_HINT}") from None
         quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=quant.block_size, is_symmetric=True,
-                                         accuracy_level=4)
+                                         accuracy_level=4,
+                                         algo_config=_int4_config(quant, parent, model, calibration_text))
         quantizer.process()
         model = quantizer.model.model
     _save(model, dst)
+
+
+GPTQ_CHUNK_TOKENS = 128  # tokens per calibration sample: GPTQ's Hessian needs rows, not long context
+GPTQ_SAMPLES = 16
+
+
+def _int4_config(quant: OnnxQuant, parent: Path, model, calibration_text: str | None):
+    """The MatMulNBits algorithm config: None (ORT's default RTN), HQQ, or GPTQ with a reader over the text.
+    For GPTQ, graph inputs no node reads (position_ids, where the rewrite's rotary tables take positions from
+    the mask) leave `model`: ORT's GPTQ sorts the graph from its inputs and fails on an unread one."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    if quant.algorithm == "hqq":
+        return nbits.HQQWeightOnlyQuantConfig(block_size=quant.block_size, bits=4)
+    if quant.algorithm == "gptq":
+        read = {name for node in model.graph.node for name in node.input}
+        for item in [i for i in model.graph.input if i.name not in read]:
+            model.graph.input.remove(item)
+        return nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=_TextReader(parent, model, calibration_text or ""),
+                                               block_size=quant.block_size)
+    return None
+
+
+class _TextReader:
+    """onnxruntime's CalibrationDataReader over a text: GPTQ_SAMPLES chunks of GPTQ_CHUNK_TOKENS tokens, each
+    one prefill from an empty cache (the graph's own inputs: ids, positions, mask, zero-length or zeroed KV).
+    ORT copies the reader per pass, so the feeds are built once and replayed."""
+
+    def __init__(self, parent: Path, model, text: str):
+        import numpy as np
+        from tokenizers import Tokenizer
+
+        ids = Tokenizer.from_file(str(parent.parent / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+        n = GPTQ_CHUNK_TOKENS
+        chunks = [ids[i * n:(i + 1) * n] for i in range(min(GPTQ_SAMPLES, len(ids) // n))]
+        if not chunks:
+            raise QuantError(f"int4-gptq: the calibration text has {len(ids)} tokens, fewer than one sample of {n}")
+        graph = model.graph
+        shared = any(p.key == KV_CACHE_METADATA and p.value == "shared-buffer" for p in model.metadata_props)
+        self.feeds = []
+        for chunk in chunks:
+            feed = {}
+            for item in graph.input:
+                dims = [d.dim_value for d in item.type.tensor_type.shape.dim]
+                if item.name == "input_ids":
+                    feed[item.name] = np.asarray([chunk], dtype=np.int64)
+                elif item.name == "position_ids":
+                    feed[item.name] = np.arange(n, dtype=np.int64)[None, :]
+                elif item.name == "attention_mask":
+                    feed[item.name] = np.ones((1, n), dtype=np.int64)
+                elif item.name.startswith("past_key_values."):  # [1, kv heads, buffer or past length, head dim]
+                    feed[item.name] = np.zeros((1, dims[1], n if shared else 0, dims[3]), dtype=np.float32)
+            self.feeds.append(feed)
+        self._next = iter(self.feeds)
+
+    def get_next(self):
+        return next(self._next, None)
+
+    def __iter__(self):
+        return iter(self.feeds)
+
+    def rewind(self):
+        self._next = iter(self.feeds)
 
 
 def _rename_external_data(model_file: Path) -> None:

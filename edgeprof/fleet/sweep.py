@@ -178,7 +178,7 @@ class _FleetSweep:
             for config in run.configs:
                 if config.skip:
                     continue
-                for request in _requests(config, spec.fidelity):
+                for request in _requests(config, spec.fidelity, spec.calibration_text):
                     if request in exports:
                         continue
                     try:
@@ -219,7 +219,8 @@ class _FleetSweep:
             todo = [c for c in run.configs if record_ids(c, _head_artifact(c, exports))[1] not in run.finished]
             self.on_event("device_started", device=run.name, configurations=len(todo))
             for index, config in enumerate(todo):
-                job = node.MeasureJob(spec.to_dict(), config, _job_artifacts(config, spec.fidelity, exports),
+                artifacts = _job_artifacts(config, spec.fidelity, exports, spec.calibration_text)
+                job = node.MeasureJob(spec.to_dict(), config, artifacts,
                                       {"address": self.address, "fleet_id": fleet_id})
                 future = self.client.submit(node.measure_configuration, job, pure=False, retries=0,
                                             resources={node.resource_name(run.name): 1}, priority=len(todo) - index,
@@ -292,16 +293,16 @@ class _FleetSweep:
         self.on_event("device_lost", device=run.name, lost=run.lost)
 
 
-def _job_artifacts(config: BenchConfig, fidelity: bool, exports: dict) -> dict:
+def _job_artifacts(config: BenchConfig, fidelity: bool, exports: dict, calibration_text: str | None = None) -> dict:
     if config.skip:
         return {}
-    return {request: exports[request] for request in _requests(config, fidelity)}
+    return {request: exports[request] for request in _requests(config, fidelity, calibration_text)}
 
 
-def _requests(config: BenchConfig, fidelity: bool) -> set:
+def _requests(config: BenchConfig, fidelity: bool, calibration_text: str | None = None) -> set:
     """The artifacts a device's Runner asks for: the configuration's, and for a model file, the file as-is
     (its run key is its content's hash)."""
-    requests = {artifact_request(config, config.quant, fidelity)}
+    requests = {artifact_request(config, config.quant, fidelity, calibration_text)}  # as the device's Runner asks
     if config.source.is_file:
         requests.add(artifact_request(config, "as-is"))
     return requests

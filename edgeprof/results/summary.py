@@ -53,6 +53,7 @@ def summarize(records: list[dict]) -> list[dict]:
         row = {
             "run_key": key, "config_id": first["config_id"], "model": first["model"].get("name"),
             "model_spec": first["model"].get("spec"), "format": first["model"].get("format"), "quant": first["model"].get("quant"),
+            "bytes": first["model"].get("bytes"),
             "backend": first["backend"], "device": first["device"].get("profile"),
             **first["hyperparameters"],
             "repetitions": len(ok),

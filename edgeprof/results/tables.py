@@ -227,6 +227,8 @@ def preset_detail_table(preset: Preset) -> Table:
     table.add_row("parameters", f"{a.parameter_count:,}")
     table.add_row("KV cache per token (f16)", f"{a.kv_cache_bytes_per_token():,.0f} bytes")
     for name, quant in GGUF_QUANTS.items():
+        if quant.imatrix and not quant.imatrix_required:
+            continue  # an -imat variant stores what its plain type does
         table.add_row(f"GGUF {name} weights", f"{a.gguf_weight_bytes(quant) / 1e6:,.1f} MB")
     return table
 

@@ -5,7 +5,7 @@
 #   scripts/gpu/device_session.sh STAGE...
 #   stages: setup prep build unpack pack product sampler-paths nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
 #           calibrate roofline-long power-probe energy
-#           cupti-probe ops ops-ncu families sustain sustain-wait fidelity
+#           cupti-probe ops ops-ncu families sustain sustain-wait fidelity calibrated
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/edgeprof-out}
@@ -175,6 +175,8 @@ for name in names:
       python3 scripts/bench_vs_llama_bench.py --model synth:llama-3.2-1b --quants q4_k_m,f16 --pairs 512:128 \
         --threads 16 --gpu-layers 99 --rounds 6 --llama-bench "$BUILD/bin/llama-bench" \
         --out "$OUT/bench_vs_llama_bench_gpu.json" 2>&1 | tee "$OUT/parity.log" ;;
+    calibrated)  # calibrated GGUF types (IQ, -imat) on the trained model, all layers on the GPU: fidelity and decode
+      python3 scripts/calibrated_sweep.py "$OUT/calibrated" --gpu 2>&1 | tee "$OUT/calibrated.log" ;;
     fidelity)  # edgeprof's perplexity/KL vs native llama-perplexity --kl-divergence, all layers on the GPU
       python3 scripts/fidelity_vs_llama_perplexity.py --model trained:stdlib-llama --quants q8_0,q4_k_m,q4_0,q2_k \
         --chunks 20 --threads 16 --gpu-layers -1 --tool "$BUILD/bin/llama-perplexity" \
