@@ -140,10 +140,10 @@ class NodeReader:
         return Node(name, op, weight)
 
 
-def tensor_head(tensor: int, get_name) -> _TensorHead:
+def tensor_head(tensor: int, get_name) -> TensorHead:
     """The leading fields of a ggml tensor at `tensor`, after checking the layout against ggml's own
     `ggml_get_name` (`get_name`, restype c_char_p) on it: a different ggml.h is a RuntimeError, not garbage."""
-    head = _TensorHead.from_address(tensor)
+    head = TensorHead.from_address(tensor)
     if head.name != get_name(tensor):
-        raise RuntimeError("ggml_tensor layout differs from llamacpp_nodes._TensorHead (another ggml version)")
+        raise RuntimeError("ggml_tensor layout differs from llamacpp_nodes.TensorHead (another ggml version)")
     return head
