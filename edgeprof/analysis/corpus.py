@@ -6,7 +6,7 @@ on it and validated leave-one-device-out, so every row must say where it comes f
 model shape and a quantization the roofline knows. A malformed row is one `CorpusError` naming file:line.
 
 Rows the sources themselves leave uncertain stay in the corpus but out of the fit (`CorpusRow.unusable`):
-a `doubt` the gatherer wrote, a quantization the source does not state, or a test the roofline does not
+a `doubt` the gatherer wrote (such a row may lack its quantization or model shape, and must say why), or a test the roofline does not
 model (anything but ppN, tgN, ppN+tgM, optionally @dDEPTH).
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from edgeprof.architecture import Architecture
 from edgeprof.catalog import catalog_dirs
+from edgeprof.devices import DEVICE_CLASSES
 from edgeprof.errors import CatalogError, EdgeprofError
 from edgeprof.quant import GGUF_QUANTS
 
-DEVICE_CLASSES = ("arm-cpu", "apple-cpu", "x86-cpu", "jetson-gpu", "nvidia-gpu", "apple-gpu", "amd-gpu", "other-gpu")
 CPU_CLASSES = ("arm-cpu", "apple-cpu", "x86-cpu")
 BACKENDS = ("CPU", "CUDA", "Metal", "Vulkan", "ROCm", "SYCL", "OpenCL")
 REQUIRED_KEYS = ("device", "device_name", "device_class", "variant", "backend", "build", "date", "model",
@@ -91,6 +91,8 @@ class CorpusRow:
             return f"doubtful: {self.doubt}"
         if self.quant is None:
             return "quantization not stated"
+        if self.preset is None and self.model_shape is None:
+            return "model shape not stated"
         if self.test is None:
             return f"test {self.test_name!r} is not modelled"
         return ""
@@ -173,6 +175,8 @@ def parse_row(line: str, where: str) -> CorpusRow:
 
 
 def _check_model(row: CorpusRow, fail) -> None:
+    if row.preset is None and row.model_shape is None and row.doubt:
+        return  # a doubtful row whose source does not give the shape: kept, never fitted (`unusable`)
     if row.preset is None:
         shape = row.model_shape
         if not isinstance(shape, dict) or any(not isinstance(shape.get(k), int) or shape[k] <= 0 for k in SHAPE_KEYS):

@@ -204,9 +204,9 @@ def devices_table(profiles) -> Table:
     """Device profiles side by side: memory, bandwidth, peak compute, power (datasheet figures)."""
     table = Table(title="device profiles (figures from the sources in each YAML; `devices show NAME`)",
                   header_style="bold")
-    for column in ("name", "kind", "CPU cores", "memory GB", "bandwidth GB/s", "fp16 TFLOPS", "int8 TOPS", "TDP W",
+    for column in ("name", "kind", "class", "CPU cores", "memory GB", "bandwidth GB/s", "fp16 TFLOPS", "int8 TOPS", "TDP W",
                    "modes"):
-        table.add_column(column, justify="left" if column in ("name", "kind", "modes") else "right")
+        table.add_column(column, justify="left" if column in ("name", "kind", "class", "modes") else "right")
     for p in profiles:
         d = p.data
         accel, memory = d.get("accelerator") or {}, d.get("memory") or {}
@@ -216,7 +216,7 @@ def devices_table(profiles) -> Table:
         def fmt(value) -> str:
             return "-" if value is None else f"{value:g}"
 
-        table.add_row(p.name, p.kind, fmt((d.get("cpu") or {}).get("cores")), fmt(p.memory_gb), fmt(bandwidth),
+        table.add_row(p.name, p.kind, d.get("class") or "-", fmt((d.get("cpu") or {}).get("cores")), fmt(p.memory_gb), fmt(bandwidth),
                       fmt(tflops.get("fp16")), fmt(tflops.get("int8")), fmt((d.get("power") or {}).get("tdp_w")),
                       ", ".join(d.get("modes") or {}) or "-")
     return table
