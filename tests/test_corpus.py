@@ -20,7 +20,10 @@ def test_the_committed_corpus_loads_and_every_row_has_a_source():
     for row in rows:
         assert row.source_url.startswith("https://") and row.source_note.strip(), row.where
         assert row.quant is None or row.quant in GGUF_QUANTS, row.where
-        assert row.architecture().num_layers > 0
+        if row.preset or row.model_shape:  # else a doubtful row that says the source gives no shape
+            assert row.architecture().num_layers > 0, row.where
+        else:
+            assert row.unusable, row.where
     assert sum(1 for row in rows if not row.unusable) >= len(rows) // 2  # most rows feed the fit
 
 

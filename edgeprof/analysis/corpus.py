@@ -12,6 +12,7 @@ model (anything but ppN, tgN, ppN+tgM, optionally @dDEPTH).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -99,6 +100,10 @@ class CorpusRow:
 
     def architecture(self) -> Architecture:
         """The model's shape: its preset's, or the row's explicit `model_shape` as a Llama-style decoder."""
+        return self._architecture
+
+    @functools.cached_property
+    def _architecture(self) -> Architecture:  # reading the preset catalog once per row, not per use
         if self.preset:
             from edgeprof.presets import get_preset
 
@@ -125,16 +130,17 @@ def corpus_dir() -> Path:
 def load_corpus(folder: Path | None = None) -> list[CorpusRow]:
     """Every row of every `*.jsonl` in `folder` (default: the shipped corpus), validated, in file order."""
     folder = folder or corpus_dir()
-    rows = []
+    rows, presets = [], {}
     for path in sorted(folder.glob("*.jsonl")):
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if line.strip():
-                rows.append(parse_row(line, f"{path.name}:{number}"))
+                rows.append(parse_row(line, f"{path.name}:{number}", presets))
     return rows
 
 
-def parse_row(line: str, where: str) -> CorpusRow:
-    """One JSONL line as a validated `CorpusRow`; anything malformed is a `CorpusError` naming `where`."""
+def parse_row(line: str, where: str, presets: dict | None = None) -> CorpusRow:
+    """One JSONL line as a validated `CorpusRow`; anything malformed is a `CorpusError` naming `where`.
+    `presets` caches preset architectures across the rows of one load (each lookup reads the catalog)."""
     def fail(message: str) -> CorpusError:
         return CorpusError(f"{where}: {message}")
 
@@ -170,7 +176,11 @@ def parse_row(line: str, where: str) -> CorpusRow:
     row = CorpusRow(where, data["device"], data["device_class"], data["backend"], str(data["model"]),
                     data["preset"], data["model_shape"], quant, str(data["test"]), data["threads"],
                     data["n_gpu_layers"], float(value), url, data["source_note"], data["doubt"] or None, data)
+    if presets is not None and row.preset in presets:
+        row.__dict__["_architecture"] = presets[row.preset]  # the cached_property's slot
     _check_model(row, fail)
+    if presets is not None and row.preset and row.preset not in presets:
+        presets[row.preset] = row.architecture()
     return row
 
 
