@@ -270,6 +270,9 @@ def results(
     rows = summarize(records)
     for row in rows:
         row["device"] = manifest.get("device", {}).get("profile")
+    from edgeprof.analysis.compare import Run, add_roof_shares
+
+    add_roof_shares(Run(run_dir, manifest, rows))
     if fmt == "table":
         console.print(summary_table(rows, title=f"run {manifest.get('run_id')} on {manifest['device']['profile']}"))
         _print_op_shares([run_dir])
@@ -807,7 +810,8 @@ def predict(
                                             sampler, hp.n_ubatch))
         fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
     knee = compute_bound_batch(architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
-    roofs = ("costs fitted from real runs" if ceilings.by_category else
+    roofs = (("costs fitted from real runs" if ceilings.source.startswith("calibrated") else
+              "datasheet roofs times the class factors") if ceilings.by_category else
              f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s")
     title = f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: {roofs})"
     for table in prediction_tables(predictions, fits, profile.memory_gb, title):

@@ -68,7 +68,23 @@ def load_run(path: Path) -> Run:
     except ValueError:
         raise ConfigError(f"{manifest_path}: not readable JSON") from None
     rows = [r for r in summarize(read_records(path / "records.jsonl")) if r["status"] == "ok"]
-    return Run(path, manifest, rows)
+    run = Run(path, manifest, rows)
+    add_roof_shares(run)
+    return run
+
+
+def add_roof_shares(run: Run) -> None:
+    """Each row's share of its device's bandwidth (decode) and compute (prefill) roof (`roof_share.FIELDS`),
+    where the run's device and model can state them."""
+    from edgeprof.analysis.roof_share import roof_shares
+    from edgeprof.errors import EdgeprofError
+
+    try:
+        profile, calibration = run_device(run)
+    except (EdgeprofError, KeyError):
+        return
+    for row in run.rows:
+        row.update(roof_shares(row, profile, calibration))
 
 
 def _key(row: dict, loose: bool) -> str:

@@ -18,6 +18,9 @@ COMPARED = (
     ("tokens_per_j_decode_mean", "tokens/J decode", True),
     ("peak_rss_mb_mean", "peak RSS MB", False),
     ("gpu_mem_used_mb_peak_mean", "GPU mem MB", False),
+    # set by analysis.compare.add_roof_shares: how close each run came to its own device's roofs
+    ("decode_roof_share", "decode / bandwidth roof", True),
+    ("prefill_roof_share", "prefill / compute roof", True),
 )
 
 

@@ -30,6 +30,8 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
     columns = ["model", "quant", "B/P/G", "thr/ngl", "TTFT ms", "prefill t/s", "decode t/s", "ITL p50/p99 ms", "RSS MB"]
     columns += ["J/tok dec", "W dec", "max °C"] if energy else []
     columns += ["top-1/KL vs parent"] if fidelity else []
+    roofs = any(r.get("decode_roof_share") is not None for r in rows)  # analysis.compare.add_roof_shares
+    columns += ["of roof dec/pre"] if roofs else []
     for column in [*columns, "status"]:
         table.add_column(column, justify="left" if column in ("model", "quant", "status") else "right")
     backends = {r["backend"] for r in rows}
@@ -46,9 +48,16 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
                _pm(r["power_decode_w_mean_mean"], r["power_decode_w_mean_std"]),
                _pm(r["temp_c_max_mean"], r["temp_c_max_std"])] if energy else []),
             *([_fidelity(r)] if fidelity else []),
+            *([_roof(r)] if roofs else []),
             status,
         )
     return table
+
+
+def _roof(row: dict) -> str:
+    """Decode's share of the bandwidth roof / prefill's of the compute roof, as percentages."""
+    shares = [row.get("decode_roof_share"), row.get("prefill_roof_share")]
+    return "/".join("-" if share is None else f"{share:.0%}" for share in shares)
 
 
 def _fidelity(row: dict) -> str:
