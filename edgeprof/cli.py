@@ -819,8 +819,8 @@ def predict(
     factors = factors_for(profile, on_gpu) if "class factors" in ceilings.source else None
     for p in predictions if factors else []:
         console.print(f"batch {p.batch}: decode ≈ {p.decode_tps:,.1f} t/s, "
-                      f"{interval_text(factors, 'decode', p.decode_tps)}; TTFT ≈ {p.ttft_s * 1e3:,.1f} ms, "
-                      f"{interval_text(factors, 'prefill', p.ttft_s * 1e3, 'ms', is_time=True)}", highlight=False)
+                      f"{interval_text(factors, 'decode', p.decode_tps, batch=p.batch)}; TTFT ≈ {p.ttft_s * 1e3:,.1f} "
+                      f"ms, {interval_text(factors, 'prefill', p.ttft_s * 1e3, 'ms', True, p.batch)}", highlight=False)
     console.print(f"decode's weight matmuls turn compute-bound at batch {knee}; attention over the KV cache stays "
                   "memory-bound at any batch" if knee else "decode's weight matmuls stay memory-bound up to batch 4096")
 

@@ -86,6 +86,10 @@ def test_interval_text_scales_the_held_out_quantiles_and_says_when_too_few_devic
     # a time inverts the rate ratios: a device 0.8x as fast takes 1/0.8 as long
     assert interval_text(factors, "decode", 10.0, "ms", is_time=True) == "80 % of held-out devices within 9.09–12.5 ms"
     assert "too few devices" in interval_text(factors, "prefill", 100.0)
+    # batched predictions state the error of batched held-out runs, or that there were none
+    assert interval_text(factors, "decode", 100.0, batch=8) == "no nvidia-gpu device held out at batch > 1: no interval"
+    held["decode@batch>1"] = {"rows": 30, "devices": 3, "p10_ratio": 0.5, "p90_ratio": 1.0}
+    assert interval_text(factors, "decode", 100.0, batch=8) == "80 % of held-out devices within 50–100 t/s"
 
 
 def test_a_cost_the_runs_cannot_separate_says_so_instead_of_infinity():

@@ -364,6 +364,7 @@ def leave_one_device_out(samples: list[Sample]) -> list[dict]:
             for sample in (s for s in samples if s.device == device and s.device_class == device_class):
                 predicted = predict_sample(factors, sample)
                 results.append({"class": device_class, "device": device, "phase": sample.phase,
+                                "batch": sample.workload.batch,
                                 "origin": sample.origin, "label": sample.label, "measured_tps": round(sample.tps, 4),
                                 "predicted_tps": None if predicted is None else round(predicted, 4),
                                 "ratio": None if predicted is None else round(sample.tps / predicted, 4),
@@ -414,13 +415,21 @@ def heldout_summary(ratios: list[float], devices: int) -> dict:
             "p10_ratio": low, "p90_ratio": high}
 
 
+def heldout_key(phase: str, batch: int) -> str:
+    """Where a phase's held-out error is kept: batch 1 (llama-bench's, all the corpus) apart from batched runs,
+    whose costs (tiled kernels, per-sequence work) the corpus cannot show."""
+    return phase if batch <= 1 else f"{phase}@batch>1"
+
+
 def interval_text(factors: ClassFactors | None, phase: str, value: float, unit: str = "t/s",
-                  is_time: bool = False) -> str:
+                  is_time: bool = False, batch: int = 1) -> str:
     """"80 % of held-out devices within 9.8–14.0 t/s" for a predicted rate `value` (or, with `is_time`, a
-    predicted time such as TTFT, whose interval inverts the rate ratios), or why none can be stated."""
+    predicted time such as TTFT, whose interval inverts the rate ratios) at `batch`, or why none can be stated."""
     if factors is None:
         return "no class factors: datasheet roofs, error unknown"
-    held = factors.heldout.get(phase) or {}
+    held = factors.heldout.get(heldout_key(phase, batch)) or {}
+    if batch > 1 and not held.get("rows"):
+        return f"no {factors.device_class} device held out at batch > 1: no interval"
     if held.get("devices", 0) < MIN_DEVICES_FOR_INTERVAL or not held.get("rows"):
         return (f"{factors.device_class} has too few devices to state an interval "
                 f"({held.get('devices', 0)} held out, {MIN_DEVICES_FOR_INTERVAL} needed)")
