@@ -237,6 +237,11 @@ def compare(
         if older:
             err_console.print(f"note: {', '.join(older)} predate stored device profiles; their predictions use "
                               "today's catalog and this host's calibration", highlight=False, soft_wrap=True)
+        for index, run in enumerate(loaded):  # which ceilings each run's predictions used
+            bases = sorted({p["ceilings"] for item in joined if len(item.predicted) > index and
+                            (p := item.predicted[index])})
+            if bases:
+                err_console.print(f"predictions for {run.label}: {'; '.join(bases)}", highlight=False, soft_wrap=True)
     if fmt == "table":
         console.print(compare_table(joined, loaded, loose))
         _print_op_shares(runs, predicted)
