@@ -72,8 +72,7 @@ def corpus_samples(rows) -> tuple[list[Sample], list[str]]:
     return out, skipped
 
 
-def _run_pair(device_class, device, profile, roofs, on_gpu, threads, preset, quant, batch, prompt, gen, sampler,
-              decode_tps, ttft_ms, origin):
+def _run_pair(device_class, device, roofs, preset, quant, batch, prompt, gen, sampler, decode_tps, ttft_ms, origin):
     """Two samples (decode, prefill) of one measured configuration of our own."""
     arch, q = get_preset(preset).architecture, GGUF_QUANTS[quant]
     pairs = []
@@ -95,7 +94,7 @@ def own_samples() -> list[tuple]:
         roofs = datasheet_roofs(h100, GGUF_QUANTS[quant], True)
         for key, run in sorted(calibration[quant]["measured"].items()):
             preset, batch, prompt, sampler = _parse_key(key)
-            out += _run_pair("nvidia-gpu", "h100-sxm", h100, roofs, True, None, preset, quant, batch, prompt, 64,
+            out += _run_pair("nvidia-gpu", "h100-sxm", roofs, preset, quant, batch, prompt, 64,
                              sampler, run["decode_tps"], run["ttft_ms"], H100_CALIBRATION)
     for path in H100_VALIDATION:
         data = json.loads((REPO / path).read_text())
@@ -105,20 +104,19 @@ def own_samples() -> list[tuple]:
         for row in data["rows"]:
             if row.get("in_fit"):
                 continue  # the calibration runs above already hold these presets
-            out += _run_pair("nvidia-gpu", "h100-sxm", h100, roofs, True, None, row["model"].removeprefix("synth:"),
+            out += _run_pair("nvidia-gpu", "h100-sxm", roofs, row["model"].removeprefix("synth:"),
                              "q4_k_m", row["batch"], prompt, gen, "greedy", row["decode_tps_measured"],
                              row["ttft_ms_measured"], path)
-    host = get_profile("generic-x86-64")
     cpu = json.loads((REPO / CPU_CALIBRATION).read_text())
     roofs = Roofs(cpu["memory_bandwidth_gbps"] * 1e9, cpu["cpu_tflops_fp32"] * 1e12, cpu["cpu_tflops_fp32"] * 1e12)
     for key, run in sorted(cpu["llama_cpp_cpu"]["q4_k_m"]["measured"].items()):
         preset, batch, prompt, sampler = _parse_key(key)
-        out += _run_pair("x86-cpu", CPU_HOST, host, roofs, False, 2, preset, "q4_k_m", batch, prompt, 64, sampler,
+        out += _run_pair("x86-cpu", CPU_HOST, roofs, preset, "q4_k_m", batch, prompt, 64, sampler,
                          run["decode_tps"], run["ttft_ms"], CPU_CALIBRATION)
     data = json.loads((REPO / CPU_VALIDATION).read_text())
     for row in data["rows"]:
         if not row.get("in_fit"):
-            out += _run_pair("x86-cpu", CPU_HOST, host, roofs, False, 2, row["model"].removeprefix("synth:"), "q4_k_m",
+            out += _run_pair("x86-cpu", CPU_HOST, roofs, row["model"].removeprefix("synth:"), "q4_k_m",
                              row["batch"], 128, 32, "greedy", row["decode_tps_measured"], row["ttft_ms_measured"],
                              CPU_VALIDATION)
     return out
