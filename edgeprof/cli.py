@@ -330,6 +330,11 @@ def compare(
         if older:
             err_console.print(f"note: {', '.join(older)} predate stored device profiles; their predictions use "
                               "today's catalog and this host's calibration", highlight=False, soft_wrap=True)
+        for index, run in enumerate(loaded):  # which ceilings each run's predictions used
+            bases = sorted({p["ceilings"] for item in joined if len(item.predicted) > index and
+                            (p := item.predicted[index])})
+            if bases:
+                err_console.print(f"predictions for {run.label}: {'; '.join(bases)}", highlight=False, soft_wrap=True)
     if fmt == "table":
         console.print(compare_table(joined, loaded, loose))
         _print_op_shares(runs, predicted)
@@ -363,6 +368,9 @@ def results(
     rows = summarize(records)
     for row in rows:
         row["device"] = manifest.get("device", {}).get("profile")
+    from edgeprof.analysis.compare import Run, add_roof_shares
+
+    add_roof_shares(Run(run_dir, manifest, rows))
     if fmt == "table":
         console.print(summary_table(rows, title=f"run {manifest.get('run_id')} on {manifest['device']['profile']}"))
         _print_op_shares([run_dir])
@@ -877,6 +885,9 @@ def predict(
     sampler: str = typer.Option("greedy", "--sampler", help="greedy (the host reads every logit) or none."),
     cpu: bool = typer.Option(False, "--cpu", help="Predict for the CPU even where the device has a GPU."),
     revision: str = typer.Option("", "--revision", help="Branch, tag or commit for Hugging Face Hub ids (as org/repo@REV)."),
+    ceilings_mode: str = typer.Option("auto", "--ceilings",
+                                      help="auto: this host's calibration, else the device class's achievable-rate "
+                                           "factors, else the datasheet; datasheet: the datasheet peaks alone."),
 ) -> None:
     """Predict TTFT, decode speed, each operator's share and bound, and whether the model fits."""
     from edgeprof.analysis.ceilings import device_ceilings
@@ -895,7 +906,15 @@ def predict(
     architecture, q = source.roofline_inputs(quant)  # a GGUF file predicts at its own quantization
     profile = get_profile(device) if device else resolve_device("", host_facts())
     on_gpu = bool(profile.data.get("accelerator")) and not cpu
-    ceilings = device_ceilings(profile, q, on_gpu, load_calibration(profile.name))
+    from edgeprof.analysis.ceilings import CEILING_MODES
+    from edgeprof.analysis.device_classes import factors_for, interval_text
+    from edgeprof.errors import ConfigError
+
+    if ceilings_mode not in CEILING_MODES:
+        raise ConfigError(f"--ceilings must be one of {', '.join(CEILING_MODES)}, not {ceilings_mode!r}")
+    ceilings = device_ceilings(profile, q, on_gpu, load_calibration(profile.name), mode=ceilings_mode)
+    if ceilings.note:
+        err_console.print(f"warning: {ceilings.note}", highlight=False, soft_wrap=True)
     predictions, fits = [], []
     for b in _ints(batch, "batch"):
         hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type, sampler=sampler).validate()
@@ -903,11 +922,17 @@ def predict(
                                             sampler, hp.n_ubatch))
         fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
     knee = compute_bound_batch(architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
-    roofs = ("costs fitted from real runs" if ceilings.by_category else
+    roofs = (("costs fitted from real runs" if ceilings.source.startswith("calibrated") else
+              "datasheet roofs times the class factors") if ceilings.by_category else
              f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s")
     title = f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: {roofs})"
     for table in prediction_tables(predictions, fits, profile.memory_gb, title):
         console.print(table)
+    factors = factors_for(profile, on_gpu) if "class factors" in ceilings.source else None
+    for p in predictions if factors else []:
+        console.print(f"batch {p.batch}: decode ≈ {p.decode_tps:,.1f} t/s, "
+                      f"{interval_text(factors, 'decode', p.decode_tps, batch=p.batch)}; TTFT ≈ {p.ttft_s * 1e3:,.1f} "
+                      f"ms, {interval_text(factors, 'prefill', p.ttft_s * 1e3, 'ms', True, p.batch)}", highlight=False)
     console.print(f"decode's weight matmuls turn compute-bound at batch {knee}; attention over the KV cache stays "
                   "memory-bound at any batch" if knee else "decode's weight matmuls stay memory-bound up to batch 4096")
 

@@ -61,6 +61,11 @@ def host_facts() -> HostFacts:
 KINDS = ("edge", "laptop", "desktop", "server")
 KNOWN_SENSORS = ("nvml", "rapl", "thermal", "hwmon", "battery", "ina3221", "tegrastats", "process", "vcgencmd")
 TFLOPS_DTYPES = ("fp32", "fp16", "bf16", "int8")
+# What a device's kernels are like, for the achievable-rate models fitted per class
+# (`analysis.device_classes`): the class of a profile's accelerator (or of its CPU where it has none) is
+# `class`, its CPU side's `cpu.class` (derived from `cpu.arch` where a classed profile leaves it out).
+DEVICE_CLASSES = ("arm-cpu", "apple-cpu", "x86-cpu", "jetson-gpu", "nvidia-gpu", "apple-gpu", "amd-gpu", "other-gpu")
+_ARCH_CLASSES = {"aarch64": "arm-cpu", "arm64": "arm-cpu", "x86_64": "x86-cpu"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,19 @@ class DeviceProfile:
     def has_discrete_gpu(self) -> bool:
         accel = self.data.get("accelerator") or {}
         return bool(accel) and not accel.get("shares_host_memory")
+
+    def device_class(self, on_gpu: bool) -> str | None:
+        """The class whose achievable-rate factors apply to this device's GPU (`on_gpu`) or CPU; None where
+        the profile names no class (predictions then use datasheet ceilings and say so)."""
+        declared = self.data.get("class")
+        if on_gpu:
+            return declared if self.data.get("accelerator") else None
+        cpu = self.data.get("cpu") or {}
+        if cpu.get("class"):
+            return cpu["class"]
+        if not self.data.get("accelerator"):
+            return declared
+        return _ARCH_CLASSES.get(cpu.get("arch", "")) if declared else None
 
     @property
     def is_generic(self) -> bool:
@@ -133,6 +151,12 @@ def validate_profile(data: dict, path: Path | str) -> None:
         raise _fail(path, "field 'source' is required: where the figures come from (datasheet URL), "
                           "or 'detected at run time'")
     _check_figures(data, path, "")
+    for field, value in (("class", data.get("class")), ("cpu.class", (data.get("cpu") or {}).get("class"))):
+        if value is not None and value not in DEVICE_CLASSES:
+            raise _fail(path, f"field '{field}' must be one of {', '.join(DEVICE_CLASSES)}, got {value!r}")
+    aliases = data.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise _fail(path, "field 'aliases' must be a list of names (other names the device is published under)")
     for sensor in data.get("sensors") or []:
         if sensor not in KNOWN_SENSORS:
             raise _fail(path, f"field 'sensors' names unknown sensor {sensor!r} (known: {', '.join(KNOWN_SENSORS)})")
@@ -184,6 +208,8 @@ def get_profile(spec: str) -> DeviceProfile:
     name, _, mode = spec.partition(":")
     entries = load_entries("devices")
     if name not in entries:
+        name = _aliases(entries).get(name, name)
+    if name not in entries:
         close = difflib.get_close_matches(name, list(entries), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else f" (known: {', '.join(sorted(entries))})"
         raise CatalogError(f"unknown device profile {name!r}{hint}")
@@ -196,6 +222,12 @@ def get_profile(spec: str) -> DeviceProfile:
         raise CatalogError(f"device {name} has no mode {mode!r} (modes: {', '.join(modes) or 'none'})")
     merged = _merge({k: v for k, v in data.items() if k != "modes"}, modes[mode])
     return DeviceProfile(f"{name}:{mode}", f"{profile.display_name} ({mode})", profile.kind, merged)
+
+
+def _aliases(entries: dict) -> dict[str, str]:
+    """Other names profiles answer to (`aliases`: how a published benchmark names the device) -> profile name."""
+    return {alias: name for name, (data, _) in entries.items() for alias in data.get("aliases") or []
+            if isinstance(alias, str)}
 
 
 def detect_profile(facts: HostFacts | None = None, root: str | Path = "/",
@@ -215,9 +247,11 @@ def detect_profile(facts: HostFacts | None = None, root: str | Path = "/",
 
         gpu_names = nvml_gpu_names()
     for gpu in gpu_names:
-        for profile in profiles:
-            if any(key in gpu for key in (profile.data.get("detect") or {}).get("nvml_name", [])):
-                return profile
+        # the longest matching name wins: "RTX 4070 Ti SUPER" is not the "RTX 4070"
+        matches = [(len(key), profile.name, profile) for profile in profiles
+                   for key in (profile.data.get("detect") or {}).get("nvml_name", []) if key in gpu]
+        if matches:
+            return max(matches, key=lambda match: match[:2])[2]
     for profile in profiles:
         if facts.machine in (profile.data.get("detect") or {}).get("machine", []):
             return profile

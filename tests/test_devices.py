@@ -28,6 +28,35 @@ def test_every_required_profile_is_shipped_valid_and_sourced():
             assert profile.memory_gb, name
 
 
+def test_at_least_25_real_devices_each_with_a_class_and_sourced_figures():
+    from edgeprof.devices import DEVICE_CLASSES
+
+    real = [p for p in list_profiles() if not p.is_generic]
+    assert len(real) >= 25
+    for profile in real:
+        assert profile.data.get("class") in DEVICE_CLASSES, profile.name
+        assert "http" in profile.data["source"], profile.name
+        bandwidth = (profile.data.get("accelerator") or {}).get("bandwidth_gbps") or profile.data["memory"]["bandwidth_gbps"]
+        assert bandwidth > 0 and profile.memory_gb, profile.name
+
+
+def test_device_class_of_each_side():
+    assert get_profile("h200").device_class(on_gpu=True) == "nvidia-gpu"
+    assert get_profile("jetson-orin-nano-8gb").device_class(on_gpu=False) == "arm-cpu"  # derived from cpu.arch
+    assert get_profile("apple-m2-max-38c").device_class(on_gpu=False) == "apple-cpu"  # stated
+    assert get_profile("raspberry-pi-5").device_class(on_gpu=True) is None  # no GPU to run on
+
+
+def test_a_profile_answers_to_its_published_aliases():
+    assert get_profile("apple-m2-max").name == "apple-m2-max-38c"
+
+
+def test_the_most_specific_nvml_name_wins(tmp_path):
+    for gpu, expected in (("NVIDIA GeForce RTX 4070 Ti SUPER", "rtx-4070-ti-super"), ("NVIDIA GeForce RTX 4070", "rtx-4070"),
+                          ("NVIDIA GeForce RTX 4090 D", "rtx-4090d")):
+        assert detect_profile(facts(), tmp_path, [gpu]).name == expected
+
+
 def test_orin_nano_super_mode_overlays_the_base_figures():
     base, sup = get_profile("jetson-orin-nano-8gb"), get_profile("jetson-orin-nano-8gb:super")
     assert base.data["memory"]["bandwidth_gbps"] == 68 and sup.data["memory"]["bandwidth_gbps"] == 102
@@ -36,11 +65,17 @@ def test_orin_nano_super_mode_overlays_the_base_figures():
         get_profile("jetson-orin-nano-8gb:turbo")
 
 
-def test_malformed_user_profile_names_file_and_field(isolated_env):
+@pytest.mark.parametrize("text,message", [
+    ("memory: {gb: 8, bandwidth_gbps: fast}\n", r"mybox.yaml: field 'memory.bandwidth_gbps' must be a number"),
+    ("class: toaster\n", r"mybox.yaml: field 'class' must be one of"),
+    ("cpu: {class: fpga}\n", r"mybox.yaml: field 'cpu.class' must be one of"),
+    ("aliases: box\n", r"mybox.yaml: field 'aliases' must be a list"),
+])
+def test_malformed_user_profile_names_file_and_field(isolated_env, text, message):
     folder = Path(isolated_env["config"]) / "devices"
-    bad = write(folder / "mybox.yaml", "name: mybox\nkind: edge\nsource: me\nmemory: {gb: 8, bandwidth_gbps: fast}\n")
+    bad = write(folder / "mybox.yaml", "name: mybox\nkind: edge\nsource: me\n" + text)
     try:
-        with pytest.raises(CatalogError, match=r"mybox.yaml: field 'memory.bandwidth_gbps' must be a number"):
+        with pytest.raises(CatalogError, match=message):
             list_profiles()
         bad.write_text("name: mybox\nkind: phone\nsource: me\n")
         with pytest.raises(CatalogError, match="field 'kind' must be one of"):

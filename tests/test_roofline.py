@@ -63,7 +63,7 @@ def test_more_bandwidth_moves_the_compute_bound_knee_to_a_smaller_batch():
 
 def test_prediction_uses_device_figures_and_batch_raises_throughput():
     arch = get_preset("llama-3.2-1b").architecture
-    ceilings = device_ceilings(get_profile("jetson-orin-nano-8gb"), GGUF_QUANTS["q4_k_m"], on_gpu=True)
+    ceilings = device_ceilings(get_profile("jetson-orin-nano-8gb"), GGUF_QUANTS["q4_k_m"], on_gpu=True, mode="datasheet")
     assert ceilings.bytes_per_s == 68e9 and ceilings.flops_per_s == 20e12
     one, eight = (predict(arch, GGUF_QUANTS["q4_k_m"], ceilings, b, 512, 128) for b in (1, 8))
     assert eight.decode_tps > 4 * one.decode_tps

@@ -127,7 +127,23 @@ def load_run(path: Path) -> Run:
         for name in sorted({k for r in group for k, v in r["metrics"].items() if _is_number(v)}):
             if f"{name}_mean" not in row and name not in row:
                 row[f"{name}_mean"], row[f"{name}_std"] = mean_std([r["metrics"].get(name) for r in group])
-    return Run(path, manifest, rows)
+    run = Run(path, manifest, rows)
+    add_roof_shares(run)
+    return run
+
+
+def add_roof_shares(run: Run) -> None:
+    """Each row's share of its device's bandwidth (decode) and compute (prefill) roof (`roof_share.FIELDS`),
+    where the run's device and model can state them."""
+    from edgeprof.analysis.roof_share import roof_shares
+    from edgeprof.errors import EdgeprofError
+
+    try:
+        profile, calibration = run_device(run)
+    except (EdgeprofError, KeyError):
+        return
+    for row in run.rows:
+        row.update(roof_shares(row, profile, calibration))
 
 
 def _is_number(value) -> bool:
@@ -245,15 +261,42 @@ def run_device(run: Run):
 
     stored = run.manifest.get("device_profile")
     if stored:
-        return DeviceProfile(**stored), run.manifest.get("calibration")
+        return _with_todays_class(DeviceProfile(**stored)), run.manifest.get("calibration")
     from edgeprof.devices import get_profile, load_calibration
 
     profile = get_profile(run.manifest["device"]["profile"])
     return profile, load_calibration(profile.name)
 
 
+def _with_todays_class(profile):
+    """A profile stored before profiles named their class takes the class today's catalog gives the same device
+    (a class says what kind of kernels a device runs, which a run made earlier does not change)."""
+    from edgeprof.devices import DeviceProfile, get_profile
+    from edgeprof.errors import EdgeprofError
+
+    if "class" in profile.data:
+        return profile
+    try:
+        today = get_profile(profile.name)
+    except EdgeprofError:
+        return profile
+    data = dict(profile.data)
+    if "class" in today.data:
+        data["class"] = today.data["class"]
+    if (today.data.get("cpu") or {}).get("class") and isinstance(data.get("cpu"), dict):
+        data["cpu"] = {**data["cpu"], "class": today.data["cpu"]["class"]}
+    return DeviceProfile(profile.name, profile.display_name, profile.kind, data)
+
+
 def predict_row(run: Run, row: dict):
-    """The roofline `Prediction` for one summary row on its run's device, or None where there is none (not
+    """The roofline `Prediction` for one summary row (see `predict_row_with_basis`), or None."""
+    found = predict_row_with_basis(run, row)
+    return found[0] if found else None
+
+
+def predict_row_with_basis(run: Run, row: dict):
+    """(roofline `Prediction`, which ceilings it used: calibrated, class factors or datasheet) for one summary
+    row on its run's device, or None where there is none (not
     llama.cpp, a model this host cannot describe, a family the roofline does not model, or a device without
     figures or calibration). Presets and HF folders predict at the row's quantization; a GGUF file (or a Hub
     GGUF in the local cache) from its own metadata, wherever it was run."""
@@ -274,7 +317,7 @@ def predict_row(run: Run, row: dict):
         ceilings = device_ceilings(profile, quant, on_gpu, calibration)
         return predict(architecture, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
                        kv_bytes_per_element(row["kv_type"]), row.get("sampler") or "greedy",
-                       int(row.get("n_ubatch") or 512))
+                       int(row.get("n_ubatch") or 512)), ceilings.source
     except (EdgeprofError, KeyError):
         return None
 
@@ -284,9 +327,11 @@ def add_predictions(joined: list[Joined], runs: list[Run]) -> None:
     for item in joined:
         item.predicted = []
         for run, row in zip(runs, item.by_run):
-            p = predict_row(run, row) if row is not None else None
+            found = predict_row_with_basis(run, row) if row is not None else None
+            p, basis = found or (None, None)
             item.predicted.append(None if p is None else {
-                "decode_tps": p.decode_tps, "ttft_ms": p.ttft_s * 1e3, "decode_bound": p.bound("decode")})
+                "decode_tps": p.decode_tps, "ttft_ms": p.ttft_s * 1e3, "decode_bound": p.bound("decode"),
+                "ceilings": basis})
 
 
 def flat_rows(joined: list[Joined], runs: list[Run], loose: bool) -> list[dict]:
@@ -306,5 +351,6 @@ def flat_rows(joined: list[Joined], runs: list[Run], loose: bool) -> list[dict]:
                     None if measured is None else measured.get(column), base.get(column) if base else None)
         for run, pred in zip(runs, item.predicted or [None] * len(runs)):
             row[f"{run.label}:predicted_decode_tps"] = pred["decode_tps"] if pred else None
+            row[f"{run.label}:predicted_ceilings"] = pred["ceilings"] if pred else None
         flat.append(row)
     return flat

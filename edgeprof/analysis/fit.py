@@ -146,6 +146,10 @@ def legacy_cpu_fit(old: dict) -> dict:
             "matvec_max_batch": 0}
 
 
+# A cost the runs could not separate from the others (fit_costs dropped it at zero): its rate is not "inf".
+UNFITTABLE = "not fittable from these runs (its time is inside the other terms)"
+
+
 def describe(fit: dict) -> str:
     """One line of a fit's costs in the units people quote (us per kernel, GB/s, TFLOP/s)."""
     if "decode" not in fit:
@@ -159,9 +163,9 @@ def describe(fit: dict) -> str:
                 items.append(f"{'tiled +' if name == 'tiled_kernels' else ''}{value * 1e6:.2g} us/kernel")
             elif name in ("weight_bytes", "logit_bytes"):
                 label = "weights" if name == "weight_bytes" else "logits"
-                items.append(f"{label} {_rate(value) / 1e9:.3g} GB/s")
+                items.append(f"{label} {_rate(value) / 1e9:.3g} GB/s" if value > 0 else f"{label}: {UNFITTABLE}")
             else:
                 label = {"weight_flops": "matmul", "tiled_flops": "tiled matmul"}.get(name, "attention")
-                items.append(f"{label} {_rate(value) / 1e12:.3g} TFLOP/s")
+                items.append(f"{label} {_rate(value) / 1e12:.3g} TFLOP/s" if value > 0 else f"{label}: {UNFITTABLE}")
         parts.append(f"{phase}: " + ", ".join(items))
     return "; ".join(parts)

@@ -69,6 +69,7 @@ class Ceilings:
     # llama.cpp's CUDA backend multiplies up to 8 columns with mat-vec kernels and switches to tiled ones above.
     overhead_by_phase: dict = field(default_factory=dict, compare=False)
     matvec_max_batch: int = 0
+    note: str = ""  # what a user should know about these ceilings (e.g. a device without a class: datasheet only)
 
     def kernel_overhead(self, phase: str, op: Op, tokens_per_call: int) -> float:
         """Seconds per kernel of `op` in `phase` when each call carries `tokens_per_call` tokens."""

@@ -22,6 +22,9 @@ COMPARED = (
     ("fidelity_ppl", "perplexity", False),
     ("fidelity_kl_mean", "KL vs parent", False),
     ("fidelity_top1_agreement", "top-1 vs parent", True),
+    # set by analysis.compare.add_roof_shares: how close each run came to its own device's roofs
+    ("decode_roof_share", "decode / bandwidth roof", True),
+    ("prefill_roof_share", "prefill / compute roof", True),
 )
 
 

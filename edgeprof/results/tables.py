@@ -30,6 +30,8 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
     columns = ["model", "quant", "B/P/G", "thr/ngl", "TTFT ms", "prefill t/s", "decode t/s", "ITL p50/p99 ms", "RSS MB"]
     columns += ["J/tok dec", "W dec", "max °C"] if energy else []
     columns += ["ppl · top-1/KL vs parent"] if fidelity else []
+    roofs = any(r.get("decode_roof_share") is not None for r in rows)  # analysis.compare.add_roof_shares
+    columns += ["of roof dec/pre"] if roofs else []
     for column in [*columns, "status"]:
         table.add_column(column, justify="left" if column in ("model", "quant", "status") else "right")
     backends = {r["backend"] for r in rows}
@@ -46,9 +48,16 @@ def summary_table(rows: list[dict], title: str = "edgeprof run") -> Table:
                _pm(r["power_decode_w_mean_mean"], r["power_decode_w_mean_std"]),
                _pm(r["temp_c_max_mean"], r["temp_c_max_std"])] if energy else []),
             *([_fidelity(r)] if fidelity else []),
+            *([_roof(r)] if roofs else []),
             status,
         )
     return table
+
+
+def _roof(row: dict) -> str:
+    """Decode's share of the bandwidth roof / prefill's of the compute roof, as percentages."""
+    shares = [row.get("decode_roof_share"), row.get("prefill_roof_share")]
+    return "/".join("-" if share is None else f"{share:.0%}" for share in shares)
 
 
 def _fidelity(row: dict) -> str:
@@ -237,9 +246,9 @@ def devices_table(profiles) -> Table:
     """Device profiles side by side: memory, bandwidth, peak compute, power (datasheet figures)."""
     table = Table(title="device profiles (figures from the sources in each YAML; `devices show NAME`)",
                   header_style="bold")
-    for column in ("name", "kind", "CPU cores", "memory GB", "bandwidth GB/s", "fp16 TFLOPS", "int8 TOPS", "TDP W",
+    for column in ("name", "kind", "class", "CPU cores", "memory GB", "bandwidth GB/s", "fp16 TFLOPS", "int8 TOPS", "TDP W",
                    "modes"):
-        table.add_column(column, justify="left" if column in ("name", "kind", "modes") else "right")
+        table.add_column(column, justify="left" if column in ("name", "kind", "class", "modes") else "right")
     for p in profiles:
         d = p.data
         accel, memory = d.get("accelerator") or {}, d.get("memory") or {}
@@ -249,7 +258,7 @@ def devices_table(profiles) -> Table:
         def fmt(value) -> str:
             return "-" if value is None else f"{value:g}"
 
-        table.add_row(p.name, p.kind, fmt((d.get("cpu") or {}).get("cores")), fmt(p.memory_gb), fmt(bandwidth),
+        table.add_row(p.name, p.kind, d.get("class") or "-", fmt((d.get("cpu") or {}).get("cores")), fmt(p.memory_gb), fmt(bandwidth),
                       fmt(tflops.get("fp16")), fmt(tflops.get("int8")), fmt((d.get("power") or {}).get("tdp_w")),
                       ", ".join(d.get("modes") or {}) or "-")
     return table

@@ -5,7 +5,7 @@
 #   scripts/gpu/device_session.sh STAGE...
 #   stages: setup prep build unpack pack product sampler-paths nvml sensors run overhead parity parity-table batched sweeps ortrow roofline
 #           calibrate roofline-long power-probe energy
-#           cupti-probe ops ops-ncu families sustain sustain-wait fidelity calibrated
+#           cupti-probe ops ops-ncu families sustain sustain-wait fidelity calibrated class-factors
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/edgeprof-out}
@@ -138,6 +138,16 @@ for name in names:
           --batches ${OPS_BATCHES:-1,16} --prompts ${OPS_PROMPTS:-128,2048} --out "$OUT/op_profile_gpu_$m.json" \
           2>&1 | grep -v "^llama_\|^load\|^print_info\|^graph_\|^sched_" | tee "$OUT/op_profile_gpu_$m.log"
       done ;;
+    class-factors)  # issue 23: the three models on this GPU uncalibrated, and what the class factors predicted
+      # (run it before any `calibrate` stage: a calibration on this machine would override the class factors)
+      python3 -m edgeprof run -m synth:llama-3.2-1b,synth:gemma-3-1b,synth:qwen3-0.6b -q q4_k_m -ngl -1 -p 512 \
+        -n 128 -b 1,8 -r 3 --no-fidelity -o /tmp/class-runs 2>&1 | tee "$OUT/class_factors_run.log"
+      for m in llama-3.2-1b gemma-3-1b qwen3-0.6b; do
+        for c in auto datasheet; do
+          COLUMNS=200 python3 -m edgeprof predict -m synth:$m -q q4_k_m -b 1,8 -p 512 -n 128 --ceilings $c
+        done
+      done 2>&1 | tee "$OUT/class_factors_predict.log"
+      tar czf "$OUT/class_runs.tar.gz" -C /tmp class-runs ;;
     families)  # issue 14: families side by side at identical settings (FAMILY_MODELS, each waits for its prep marker)
       models=""
       for m in ${FAMILY_MODELS:-gemma-3-1b llama-3.2-1b qwen3-0.6b smollm2-360m}; do

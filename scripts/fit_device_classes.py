@@ -1,0 +1,240 @@
+"""Fit the per-class achievable-rate factors and validate them leave-one-device-out.
+
+Samples: every usable row of the public corpus (data/published, `edgeprof.analysis.corpus`) whose device has a
+profile with datasheet figures, plus this project's own measured runs (the 2-core CPU host's calibration and
+validation runs, the H100's; see OWN_RUNS). For each class, each device in turn is left out, the class is
+refitted on the rest, and the device's figures are predicted through the same path `edgeprof predict` uses.
+
+Writes (all deterministic: the same inputs give byte-identical files):
+  data/device_classes.json              factors fitted on every sample, with each class's held-out error
+  results/device_classes/loo.json       every held-out prediction: device, origin, measured, predicted, ratio
+  results/device_classes/loo.md         the error distribution per class (docs/benchmarks.md §19 quotes it)
+  results/device_classes/h200_uncalibrated.md   the issue's H200 figures against the class prediction
+
+    PYTHONPATH=$PWD python scripts/fit_device_classes.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgeprof.analysis.corpus import load_corpus  # noqa: E402
+from edgeprof.analysis.device_classes import (MIN_DEVICES_FOR_INTERVAL, ClassFactors, Roofs,  # noqa: E402
+                                              Sample, Workload, corpus_sample, datasheet_roofs, fit_class,
+                                              heldout_key, heldout_summary, leave_one_device_out, make_sample,
+                                              within)
+import functools  # noqa: E402
+
+from edgeprof.devices import get_profile as _get_profile  # noqa: E402
+from edgeprof.errors import CatalogError  # noqa: E402
+from edgeprof.presets import get_preset as _get_preset  # noqa: E402
+
+# each reads every YAML of its catalog; this script asks for the same few hundred times
+get_profile, get_preset = functools.cache(_get_profile), functools.cache(_get_preset)
+
+
+def _known(device: str) -> bool:
+    try:
+        get_profile(device)
+        return True
+    except CatalogError:
+        return False
+
+
+from edgeprof.quant import GGUF_QUANTS  # noqa: E402
+
+CPU_HOST = "this-cpu-host"  # the 2-core AMD EPYC VM (generic-x86-64) the CPU results were measured on
+H100_CALIBRATION = "results/gpu-h100/session3/h100-sxm.json"
+H100_VALIDATION = ("results/gpu-h100/session3/roofline_validation_gpu_p128.json",
+                   "results/gpu-h100/session3/roofline_validation_gpu_p512.json",
+                   "results/gpu-h100/session3/roofline_validation_gpu_p128_8b.json")
+CPU_CALIBRATION = "results/families/calibration_cpu_two_presets.json"
+CPU_VALIDATION = "results/roofline_validation_cpu.json"
+H200_SET = "results/gpu-h200/issue23_uncalibrated.json"
+
+
+def corpus_samples(rows) -> tuple[list[Sample], list[str]]:
+    """Samples of the usable corpus rows; and why each other row was left out."""
+    out, skipped = [], []
+    for row in rows:
+        profile = get_profile(row.device) if _known(row.device) else None
+        sample, why = corpus_sample(row, profile)
+        if sample is None:
+            skipped.append(f"{row.where} {row.device}: {why}")
+        else:
+            out.append(sample)
+    return out, skipped
+
+
+def _run_pair(device_class, device, roofs, preset, quant, batch, prompt, gen, sampler, decode_tps, ttft_ms, origin):
+    """Two samples (decode, prefill) of one measured configuration of our own."""
+    arch, q = get_preset(preset).architecture, GGUF_QUANTS[quant]
+    pairs = []
+    label = f"{preset} {quant} b{batch} p{prompt} {sampler}"
+    for workload, tps in ((Workload("decode", batch, prompt=prompt, gen=gen, depth=prompt, sampler=sampler),
+                           decode_tps),
+                          (Workload("prefill", batch, prompt=prompt, sampler=sampler), batch * prompt / (ttft_ms / 1e3))):
+        pairs.append(make_sample(device_class, device, arch, q, workload, roofs, tps, origin, label))
+    return pairs
+
+
+def own_samples() -> list[tuple]:
+    """The project's own runs: the H100 (datasheet roofs of h100-sxm) and this CPU host (no datasheet: its
+    own triad and BLAS figures stand in, from the same calibration file)."""
+    out = []
+    h100 = get_profile("h100-sxm")
+    calibration = json.loads((REPO / H100_CALIBRATION).read_text())["llama_cpp_gpu"]
+    for quant in ("q4_k_m", "q8_0", "f16"):
+        roofs = datasheet_roofs(h100, GGUF_QUANTS[quant], True)
+        for key, run in sorted(calibration[quant]["measured"].items()):
+            preset, batch, prompt, sampler = _parse_key(key)
+            out += _run_pair("nvidia-gpu", "h100-sxm", roofs, preset, quant, batch, prompt, 64,
+                             sampler, run["decode_tps"], run["ttft_ms"], H100_CALIBRATION)
+    for path in H100_VALIDATION:
+        data = json.loads((REPO / path).read_text())
+        args = data["command"]
+        prompt, gen = int(args[args.index("--prompt") + 1]), int(args[args.index("--gen") + 1])
+        roofs = datasheet_roofs(h100, GGUF_QUANTS["q4_k_m"], True)
+        for row in data["rows"]:
+            if row.get("in_fit"):
+                continue  # the calibration runs above already hold these presets
+            out += _run_pair("nvidia-gpu", "h100-sxm", roofs, row["model"].removeprefix("synth:"),
+                             "q4_k_m", row["batch"], prompt, gen, "greedy", row["decode_tps_measured"],
+                             row["ttft_ms_measured"], path)
+    cpu = json.loads((REPO / CPU_CALIBRATION).read_text())
+    roofs = Roofs(cpu["memory_bandwidth_gbps"] * 1e9, cpu["cpu_tflops_fp32"] * 1e12, cpu["cpu_tflops_fp32"] * 1e12)
+    for key, run in sorted(cpu["llama_cpp_cpu"]["q4_k_m"]["measured"].items()):
+        preset, batch, prompt, sampler = _parse_key(key)
+        out += _run_pair("x86-cpu", CPU_HOST, roofs, preset, "q4_k_m", batch, prompt, 64, sampler,
+                         run["decode_tps"], run["ttft_ms"], CPU_CALIBRATION)
+    data = json.loads((REPO / CPU_VALIDATION).read_text())
+    for row in data["rows"]:
+        if not row.get("in_fit"):
+            out += _run_pair("x86-cpu", CPU_HOST, roofs, row["model"].removeprefix("synth:"), "q4_k_m",
+                             row["batch"], 128, 32, "greedy", row["decode_tps_measured"], row["ttft_ms_measured"],
+                             CPU_VALIDATION)
+    return out
+
+
+def _parse_key(key: str) -> tuple[str, int, int, str]:
+    preset, batch, prompt, sampler = key.rsplit("_", 3)
+    return preset, int(batch[1:]), int(prompt[1:]), sampler
+
+
+def summarise(results: list[dict], corpus_only: bool) -> dict:
+    summary = {}
+    for device_class in sorted({r["class"] for r in results}):
+        summary[device_class] = {}
+        for phase in ("decode", "prefill"):
+            for batched in (False, True):
+                chosen = [r for r in results if r["class"] == device_class and r["phase"] == phase and r["ratio"]
+                          and (r["corpus"] or not corpus_only) and (r["batch"] > 1) == batched]
+                if chosen or not batched:
+                    summary[device_class][heldout_key(phase, 2 if batched else 1)] = heldout_summary(
+                        [r["ratio"] for r in chosen], len({r["device"] for r in chosen}))
+    return summary
+
+
+def markdown(results: list[dict], summary: dict, skipped: list[str]) -> str:
+    lines = ["# Leave-one-device-out validation of the class factors", "",
+             "Generated by `scripts/fit_device_classes.py`. Ratio = measured / predicted tokens per second; each "
+             "device predicted from a fit that never saw it. Corpus rows only in the totals and the class table "
+             "(all batch 1); a predicted figure that could not be made (the class had no other device) counts as a "
+             "miss. The intervals `predict` prints also use this project's own held-out runs, batched ones apart "
+             "(`data/device_classes.json`, `heldout`).", ""]
+    for phase, target in (("decode", 0.75), ("prefill", 0.60)):
+        good, total = within(results, phase)
+        share = good / total if total else 0.0
+        lines.append(f"- **{phase}**: {good} of {total} corpus rows within 25 % ({share:.0%}; target {target:.0%})")
+    lines += ["", "| class | phase | devices | rows | within 25 % | median ratio | 80 % of rows within (ratio) |",
+              "|---|---|---|---|---|---|---|"]
+    for device_class, phases in summary.items():
+        for phase, s in phases.items():
+            if not s.get("rows"):
+                continue
+            note = "" if s["devices"] >= MIN_DEVICES_FOR_INTERVAL else " (too few devices for an interval)"
+            lines.append(f"| {device_class} | {phase} | {s['devices']} | {s['rows']} | {s['within_25pct']:.0%} | "
+                         f"{s['median_ratio']:.2f} | {s['p10_ratio']:.2f}–{s['p90_ratio']:.2f}{note} |")
+    lines += ["", "## Every held-out prediction", "", "| class | device | phase | figure | measured t/s | predicted t/s | ratio | source |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        pred = "-" if r["predicted_tps"] is None else f"{r['predicted_tps']:.4g}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['class']} | {r['device']} | {r['phase']} | {r['label']} | {r['measured_tps']:.4g} | {pred} | "
+                     f"{ratio} | {r['origin']} |")
+    lines += ["", f"## Rows left out of the fit ({len(skipped)})", ""] + [f"- {line}" for line in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def h200_table(factors: dict[str, ClassFactors]) -> str:
+    """The issue's uncalibrated H200 measurements against the class prediction (the H200 is in no fit)."""
+    from edgeprof.analysis.ceilings import device_ceilings
+    from edgeprof.analysis.roofline import predict
+
+    data = json.loads((REPO / H200_SET).read_text())
+    profile = get_profile("h200")
+    lines = ["# H200, uncalibrated: measured (issue 23) vs predicted from the nvidia-gpu class factors", "",
+             f"Source of the measured figures: {data['source']}. The H200 is in no fit.", "",
+             "| model | batch | sampler | decode measured | class predicted | ratio | datasheet predicted | "
+             "TTFT ms measured | class predicted | ratio | datasheet predicted |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    hits = {"decode": 0, "ttft": 0}
+    for row in data["rows"]:
+        q = GGUF_QUANTS[row["quant"]]
+        arch = get_preset(row["preset"]).architecture
+        cls = device_ceilings(profile, q, True, None, class_factors=factors)
+        sheet = device_ceilings(profile, q, True, None, mode="datasheet")
+        p = predict(arch, q, cls, row["batch"], row["prompt"], row["gen"], sampler=row["sampler"])
+        d = predict(arch, q, sheet, row["batch"], row["prompt"], row["gen"], sampler=row["sampler"])
+        dr, tr = row["decode_tps"] / p.decode_tps, row["ttft_ms"] / (p.ttft_s * 1e3)
+        hits["decode"] += abs(dr - 1) <= 0.25
+        hits["ttft"] += abs(tr - 1) <= 0.25
+        lines.append(f"| {row['preset']} | {row['batch']} | {row['sampler']} | {row['decode_tps']:,} | {p.decode_tps:,.0f} | "
+                     f"{dr:.2f} | {d.decode_tps:,.0f} | {row['ttft_ms']} | {p.ttft_s * 1e3:.1f} | {tr:.2f} | "
+                     f"{d.ttft_s * 1e3:.1f} |")
+    n = len(data["rows"])
+    lines += ["", f"Decode within 25 %: {hits['decode']} of {n}; TTFT within 25 %: {hits['ttft']} of {n}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(REPO / "results" / "device_classes"))
+    parser.add_argument("--factors", default=str(REPO / "data" / "device_classes.json"))
+    args = parser.parse_args()
+    corpus_pairs, skipped = corpus_samples(load_corpus())
+    own_pairs = own_samples()
+    samples: list[Sample] = corpus_pairs + own_pairs
+    results = leave_one_device_out(samples)
+    heldout = summarise(results, corpus_only=False)
+    classes = {}
+    for device_class in sorted({s.device_class for s in samples}):
+        fitted = fit_class(device_class, samples)
+        classes[device_class] = ClassFactors(device_class, fitted.decode, fitted.prefill, fitted.devices, fitted.rows,
+                                             heldout[device_class]).to_dict()
+    Path(args.factors).write_text(json.dumps({
+        "generated_by": "scripts/fit_device_classes.py",
+        "inputs": {"corpus_rows_used": len(corpus_pairs), "own_samples": len(own_pairs),
+                   "own_runs": [H100_CALIBRATION, *H100_VALIDATION, CPU_CALIBRATION, CPU_VALIDATION]},
+        "classes": classes}, indent=1, sort_keys=True) + "\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "loo.json").write_text(json.dumps({"summary_all": heldout, "summary_corpus": summarise(results, True),
+                                              "results": results, "skipped": skipped}, indent=1) + "\n")
+    (out / "loo.md").write_text(markdown(results, summarise(results, True), skipped))
+    from edgeprof.analysis.device_classes import load_class_factors
+
+    if (REPO / H200_SET).is_file():
+        (out / "h200_uncalibrated.md").write_text(h200_table(load_class_factors(Path(args.factors))))
+    for phase in ("decode", "prefill"):
+        good, total = within(results, phase)
+        print(f"{phase}: {good}/{total} corpus rows within 25 % held out")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Achievable-rate class factors: deterministic fit, held-out error on a fixed corpus slice, the datasheet
+fallback for a device without a class, the interval `predict` prints, and calibration still winning."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeprof.analysis.ceilings import device_ceilings
+from edgeprof.analysis.corpus import load_corpus
+from edgeprof.analysis.device_classes import (ClassFactors, corpus_sample, fit_class, interval_text,
+                                              leave_one_device_out, load_class_factors, within)
+from edgeprof.analysis.fit import UNFITTABLE, describe
+from edgeprof.devices import DeviceProfile, get_profile
+from edgeprof.quant import GGUF_QUANTS
+
+Q4 = GGUF_QUANTS["q4_k_m"]
+
+
+def _slice():
+    """A small fixed slice: llama.cpp's Apple-silicon scoreboard (LLaMA-2 7B, q4_0/q8_0/f16, pp512 and tg128) for
+    the M1 and M2 families: twelve devices, one source, one build, published to compare exactly these chips."""
+    rows = [row for row in load_corpus() if row.where.startswith("llamacpp-apple-silicon.jsonl:")
+            and row.device.startswith(("apple-m1", "apple-m2")) and row.device_class == "apple-gpu"]
+    profiles = {device: get_profile(device) for device in {row.device for row in rows}}
+    samples = [corpus_sample(row, profiles[row.device])[0] for row in rows]
+    return [s for s in samples if s is not None]
+
+
+def test_the_fit_is_deterministic():
+    samples = _slice()
+    first, second = fit_class("apple-gpu", samples), fit_class("apple-gpu", list(reversed(samples)))
+    assert first.to_dict() == second.to_dict()
+    assert first.decode["stream"] > 0 and first.prefill["matmul:legacy"] > 0
+
+
+def test_held_out_error_on_a_fixed_slice_stays_under_the_target():
+    samples = _slice()
+    assert len({s.device for s in samples}) >= 10
+    results = leave_one_device_out(samples)
+    good, total = within(results, "decode")
+    assert total >= 20 and good >= 0.75 * total
+    good, total = within(results, "prefill")
+    assert total >= 20 and good >= 0.60 * total
+
+
+def test_the_committed_factors_cover_the_corpus_classes_with_their_error():
+    factors = load_class_factors()
+    for name in ("nvidia-gpu", "apple-gpu", "amd-gpu", "arm-cpu", "x86-cpu"):
+        assert name in factors, name
+        assert factors[name].decode["stream"] > 0
+        assert factors[name].heldout["decode"]["rows"] > 0
+
+
+def test_a_device_without_a_class_falls_back_to_the_datasheet_with_a_warning():
+    data = dict(get_profile("raspberry-pi-5").data)
+    data.pop("class")
+    classless = DeviceProfile("my-board", "My board", "edge", data)
+    ceilings = device_ceilings(classless, Q4, on_gpu=False)
+    assert ceilings.source == "datasheet" and not ceilings.by_category
+    assert "names no device class" in ceilings.note
+    classed = device_ceilings(get_profile("raspberry-pi-5"), Q4, on_gpu=False)
+    assert "arm-cpu class factors" in classed.source and classed.by_category and not classed.note
+
+
+def test_datasheet_mode_ignores_the_class_factors():
+    profile = get_profile("h200")
+    assert device_ceilings(profile, Q4, True, mode="datasheet").source == "datasheet"
+    assert "nvidia-gpu class factors" in device_ceilings(profile, Q4, True).source
+
+
+def test_calibration_still_overrides_the_class_factors():
+    fit = {"decode": {"weight_bytes": 1e-12}, "prefill": {"weight_flops": 1e-14}, "matvec_max_batch": 8}
+    calibration = {"gpu_bandwidth_gbps": 4000, "gpu_tflops": {"bf16": 800}, "llama_cpp_gpu": {"q4_k_m": fit}}
+    assert device_ceilings(get_profile("h200"), Q4, True, calibration).source == "calibrated with llama.cpp"
+
+
+def test_interval_text_scales_the_held_out_quantiles_and_says_when_too_few_devices():
+    held = {"decode": {"rows": 40, "devices": 12, "p10_ratio": 0.8, "p90_ratio": 1.1},
+            "prefill": {"rows": 4, "devices": 2, "p10_ratio": 0.5, "p90_ratio": 2.0}}
+    factors = ClassFactors("nvidia-gpu", {}, {}, ("a",), 1, held)
+    assert interval_text(factors, "decode", 100.0) == "80 % of held-out devices within 80–110 t/s"
+    # a time inverts the rate ratios: a device 0.8x as fast takes 1/0.8 as long
+    assert interval_text(factors, "decode", 10.0, "ms", is_time=True) == "80 % of held-out devices within 9.09–12.5 ms"
+    assert "too few devices" in interval_text(factors, "prefill", 100.0)
+    # batched predictions state the error of batched held-out runs, or that there were none
+    assert interval_text(factors, "decode", 100.0, batch=8) == "no nvidia-gpu device held out at batch > 1: no interval"
+    held["decode@batch>1"] = {"rows": 30, "devices": 3, "p10_ratio": 0.5, "p90_ratio": 1.0}
+    assert interval_text(factors, "decode", 100.0, batch=8) == "80 % of held-out devices within 50–100 t/s"
+
+
+def test_a_cost_the_runs_cannot_separate_says_so_instead_of_infinity():
+    text = describe({"decode": {"weight_bytes": 1e-12, "attention_flops": 0.0}, "prefill": {"weight_flops": 1e-14}})
+    assert "inf" not in text and f"attention: {UNFITTABLE}" in text
+
+
+def edgeprof(*args, env=None):
+    env = dict(os.environ, COLUMNS="250", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "edgeprof", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_predict_prints_the_interval_and_the_factors_it_used():
+    result = edgeprof("predict", "-m", "synth:llama-3.2-1b", "-d", "h200", "-b", "1,8")
+    assert result.returncode == 0, result.stderr
+    assert "nvidia-gpu class factors" in result.stdout
+    assert "batch 1: decode ≈" in result.stdout and "80 % of held-out devices within" in result.stdout
+    sheet = edgeprof("predict", "-m", "synth:llama-3.2-1b", "-d", "h200", "--ceilings", "datasheet")
+    assert sheet.returncode == 0 and "datasheet ceilings" in sheet.stdout and "held-out" not in sheet.stdout
+    few = edgeprof("predict", "-m", "synth:llama-3.2-1b", "-d", "jetson-orin-nano-8gb")
+    assert few.returncode == 0 and "jetson-gpu has too few devices to state an interval" in few.stdout
+    bad = edgeprof("predict", "-d", "h200", "--ceilings", "peak")
+    assert bad.returncode == 2 and "--ceilings must be one of" in bad.stderr
+
+
+def test_predict_warns_for_a_profile_without_a_class(isolated_env):
+    folder = Path(isolated_env["config"]) / "devices"
+    folder.mkdir(parents=True, exist_ok=True)
+    board = folder / "my-board.yaml"
+    board.write_text("name: my-board\nkind: edge\nsource: https://example.org/board\n"
+                     "cpu: {arch: aarch64, cores: 4, tflops_fp32: 0.1}\nmemory: {gb: 8, bandwidth_gbps: 17}\n")
+    try:
+        result = edgeprof("predict", "-m", "synth:llama-3.2-1b", "-d", "my-board")
+    finally:
+        board.unlink()
+    assert result.returncode == 0, result.stderr
+    assert "warning: my-board names no device class" in result.stderr and "datasheet ceilings" in result.stdout
+
+
+@pytest.mark.parametrize("path", ["data/device_classes.json"])
+def test_the_committed_factors_file_is_the_scripts_output_format(path):
+    data = json.loads((Path(__file__).resolve().parents[1] / path).read_text())
+    assert data["generated_by"] == "scripts/fit_device_classes.py" and data["inputs"]["corpus_rows_used"] > 100
