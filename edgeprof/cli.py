@@ -238,6 +238,7 @@ def run(
                      energy_window_s=energy_window, allow_long_context=allow_long_context, gpus=gpus,
                      sustain_s=_duration(sustain), sustain_window_s=sustain_window, sustain_until_steady=until_steady,
                      jetson_clocks=jetson_clocks, calibration_text=_abs(calibration_text))
+    _devices_need_a_fleet(fleet_devices, fleet)
     if fleet:
         if device or emulate or gpus:
             raise ConfigError("--device, --emulate and --gpus do not apply with --fleet: each device runs as it "
@@ -250,7 +251,7 @@ def run(
 @app.command()
 @user_errors
 def sweep(
-    file: Path | None = typer.Argument(None, help="Sweep YAML (see scripts/sweeps/ and examples/sweeps/)."),
+    file: Path | None = typer.Argument(None, help="Sweep YAML (examples: scripts/sweeps/)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory where it stopped."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that receives the run directory."),
     device: str = typer.Option("", "--device", "-d", help="Override the file's device."),
@@ -283,6 +284,7 @@ def sweep(
         return
     if file is None:
         raise ConfigError("give a sweep file (e.g. scripts/sweeps/batch.yaml) or --resume RUN_DIR")
+    _devices_need_a_fleet(fleet_devices, fleet)
     spec = load_sweep_file(file)
     if fleet:
         if device:
@@ -296,6 +298,13 @@ def sweep(
     if calibration_text is not None:
         spec.calibration_text = _abs(calibration_text)
     _execute(spec, out, live=live)
+
+
+def _devices_need_a_fleet(devices: str, fleet: str | None) -> None:
+    """`--devices` picks fleet devices; without `--fleet` it would be ignored and the run made here instead."""
+    if devices and not fleet:
+        raise ConfigError("--devices names fleet devices and needs --fleet tls://HOST:PORT; without it the run "
+                          "is made on this machine")
 
 
 @app.command()

@@ -81,6 +81,8 @@ def _bad_inputs(tmp_path: Path, tiny_gguf_f32) -> list[tuple[list[str], str]]:
         (["run", "-m", "synth:tiny", "--emulate"], "--emulate needs --device"),
         (["run", "-m", "synth:tiny", "--device", "jetson"], "not a Jetson"),
         (["devices", "show", "jetson-orin-nano"], "did you mean"),
+        (["run", "-m", "synth:tiny", "--devices", "orin"], "--devices names fleet devices and needs --fleet"),
+        (["sweep", "scripts/sweeps/batch.yaml", "--devices", "orin"], "needs --fleet"),
     ]
 
 
