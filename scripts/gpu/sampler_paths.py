@@ -2,8 +2,7 @@
 
 Each path runs the same GGUF, batch and lengths, interleaved round by round (rotated order) after a
 discarded warm-up, and reports the median prefill ms and decode tokens/s of each, relative to
-sampler=none (no logits read, as llama-bench). llama.cpp's own perf counters say how often it reused
-its graph (a rebuild per step is host work every step).
+sampler=none (no logits read, as llama-bench).
 
     python scripts/gpu/sampler_paths.py --model synth:llama-3.2-1b --quant q4_k_m --batches 1,16,128 \
         --prompt 512 --gen 128 --rounds 3 --out $OUT/sampler_paths.json
@@ -36,11 +35,6 @@ def open_path(model: LlamaCppModel, path: str, hp: Hyperparameters, sampling: st
     if sampling == "none":
         return LlamaCppSession(path, dataclasses.replace(hp, sampler="none"), model=model)
     return LlamaCppSession(path, hp, model=model, sampling=sampling, need_logits=sampling == "host")
-
-
-def reused_graphs(session: LlamaCppSession) -> int:
-    data = llama_cpp.llama_perf_context(session._ctx)
-    return int(data.n_reused)
 
 
 def main() -> None:
