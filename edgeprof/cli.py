@@ -80,7 +80,7 @@ def _progress() -> Progress:
 def _pinned(specs: list[str], revision: str) -> list[str]:
     """`--revision` applied to the Hub ids among `specs` (presets, folders and files pass unchanged); a
     revision with no Hub id to pin is a one-line error."""
-    from edgeprof.hub import parse_hub_spec, with_revision
+    from edgeprof.models.hub import parse_hub_spec, with_revision
 
     if not revision:
         return specs
@@ -583,7 +583,7 @@ def fleet_join(
     credentials: Path | None = typer.Option(None, "--credentials", help="The fleet's credentials folder."),
 ) -> None:
     """Join this machine to a fleet as one device, and measure what the head sends until Ctrl-C."""
-    from edgeprof.devices import host_facts, resolve_device
+    from edgeprof.hardware.devices import host_facts, resolve_device
     from edgeprof.fleet.credentials import FleetCredentials, default_credentials_dir
     from edgeprof.fleet.head import check_address
     from edgeprof.fleet.node import NodeSettings, serve_node
@@ -695,7 +695,7 @@ def export(
     from edgeprof.export.gguf_export import export_gguf, gguf_quant
     from edgeprof.export.onnx_export import export_onnx, onnx_quant, require_exporter
     from edgeprof.paths import ensure_writable_dir
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     if to not in ("gguf", "onnx"):
         raise ConfigError(f"unknown export format {to!r} (available: gguf, onnx)")
@@ -741,7 +741,7 @@ def _copy_artifact(path: Path, out: Path, fmt: str, quant: str) -> Path:
 def models_list(ctx: typer.Context) -> None:
     """List model presets with parameter counts, weight sizes and KV-cache cost."""
     if ctx.invoked_subcommand is None:
-        from edgeprof.presets import list_presets
+        from edgeprof.models.presets import list_presets
         from edgeprof.results.tables import presets_table
 
         console.print(presets_table(list_presets()))
@@ -754,11 +754,11 @@ def models_show(
     revision: str = typer.Option("", "--revision", help="Branch, tag or commit for Hugging Face Hub ids (as org/repo@REV)."),
 ) -> None:
     """Details of one preset (its HF config fields and derived sizes), or of a GGUF file's model."""
-    from edgeprof.presets import get_preset
+    from edgeprof.models.presets import get_preset
     from edgeprof.results.tables import gguf_facts_table, preset_detail_table
 
     if name.lower().endswith(".gguf") or "/" in name:  # a file or a Hub id
-        from edgeprof.source import resolve
+        from edgeprof.models.source import resolve
 
         source = resolve(_pinned([name], revision)[0])
         if not source.is_gguf:
@@ -782,7 +782,7 @@ def models_compare(
     from edgeprof.analysis.survey import predicted_decode, survey_row
     from edgeprof.results.formats import to_csv, to_json, to_markdown
     from edgeprof.results.tables import survey_table
-    from edgeprof.source import SYNTH_PREFIX, resolve
+    from edgeprof.models.source import SYNTH_PREFIX, resolve
 
     if fmt not in ("table", "md", "csv", "json"):
         raise ConfigError(f"unknown format {fmt!r} for models compare (table, md, csv, json)")
@@ -793,7 +793,7 @@ def models_compare(
     if device:
         from dataclasses import replace
 
-        from edgeprof.devices import get_profile, load_calibration
+        from edgeprof.hardware.devices import get_profile, load_calibration
 
         profile = get_profile(device)
         calibration = load_calibration(profile.name)
@@ -812,7 +812,7 @@ def models_compare(
 def devices_list(ctx: typer.Context) -> None:
     """List device profiles with their memory, bandwidth, compute and power figures."""
     if ctx.invoked_subcommand is None:
-        from edgeprof.devices import list_profiles
+        from edgeprof.hardware.devices import list_profiles
         from edgeprof.results.tables import devices_table
 
         console.print(devices_table(list_profiles()))
@@ -824,7 +824,7 @@ def devices_show(name: str) -> None:
     """One profile in full (NAME or NAME:MODE), with the sources of its figures."""
     import yaml
 
-    from edgeprof.devices import get_profile
+    from edgeprof.hardware.devices import get_profile
 
     profile = get_profile(name)
     console.print(f"[bold]{profile.display_name}[/bold] ({profile.name}, {profile.kind})")
@@ -835,7 +835,7 @@ def devices_show(name: str) -> None:
 @user_errors
 def devices_detect() -> None:
     """Show the profile and facts detected for this host."""
-    from edgeprof.devices import detect_profile, host_facts
+    from edgeprof.hardware.devices import detect_profile, host_facts
 
     facts = host_facts()
     console.print(f"profile: {detect_profile(facts).name}")
@@ -855,9 +855,9 @@ def calibrate_command(
 ) -> None:
     """Measure this host's memory bandwidth and matmul rates; the predictor then uses them."""
     from edgeprof.analysis.fit import describe
-    from edgeprof.calibrate import LLAMA_QUANTS as LLAMA_FIT_QUANTS
-    from edgeprof.calibrate import calibrate
-    from edgeprof.devices import detect_profile, host_facts
+    from edgeprof.hardware.calibrate import LLAMA_QUANTS as LLAMA_FIT_QUANTS
+    from edgeprof.hardware.calibrate import calibrate
+    from edgeprof.hardware.devices import detect_profile, host_facts
 
     facts = host_facts()
     profile = detect_profile(facts)
@@ -903,13 +903,13 @@ def predict(
     from edgeprof.analysis.roofline import compute_bound_batch
     from edgeprof.analysis.roofline import predict as roofline_predict
     from edgeprof.bench.plan import BenchConfig
-    from edgeprof.devices import load_calibration
+    from edgeprof.hardware.devices import load_calibration
     from edgeprof.config import Hyperparameters
-    from edgeprof.devices import get_profile, host_facts, resolve_device
-    from edgeprof.emulation import memory_needed
+    from edgeprof.hardware.devices import get_profile, host_facts, resolve_device
+    from edgeprof.hardware.emulation import memory_needed
     from edgeprof.quant import kv_bytes_per_element
     from edgeprof.results.tables import prediction_tables
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     source = resolve(_pinned([model], revision)[0])
     architecture, q = source.roofline_inputs(quant)  # a GGUF file predicts at its own quantization

@@ -29,7 +29,7 @@ from edgeprof.config import Hyperparameters  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402
 from edgeprof.export.onnx_export import export_onnx  # noqa: E402
 from edgeprof.results.rundir import library_versions  # noqa: E402
-from edgeprof.source import resolve  # noqa: E402
+from edgeprof.models.source import resolve  # noqa: E402
 
 
 def edgeprof_decode(backend: str, path: str, hp: Hyperparameters, reps: int) -> float:

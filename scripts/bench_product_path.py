@@ -37,7 +37,7 @@ from native_llama import ensure_tool  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402
 from edgeprof.results.records import read_records  # noqa: E402
 from edgeprof.results.rundir import library_versions  # noqa: E402
-from edgeprof.source import resolve  # noqa: E402
+from edgeprof.models.source import resolve  # noqa: E402
 
 
 def llama_bench(tool: Path, gguf: Path, args: list[str]) -> float:

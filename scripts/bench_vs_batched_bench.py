@@ -31,7 +31,7 @@ from edgeprof.bench.measure import make_prompts, run_repetition  # noqa: E402
 from edgeprof.config import Hyperparameters  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402
 from edgeprof.results.rundir import library_versions  # noqa: E402
-from edgeprof.source import resolve  # noqa: E402
+from edgeprof.models.source import resolve  # noqa: E402
 
 
 def native(tool: Path, model: str, batch: int, prompt: int, gen: int, gpu_layers: int, threads: int) -> tuple[float, float]:

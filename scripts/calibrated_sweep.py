@@ -134,7 +134,7 @@ def _artifact_paths(rows: list[dict], calibration: Path) -> dict:
     """(backend, quant) -> the artifact fidelity used (cached exports: nothing is re-made)."""
     from edgeprof.export.gguf_export import export_gguf
     from edgeprof.export.onnx_export import export_onnx
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     source = resolve("trained:stdlib-llama")
     found = {}

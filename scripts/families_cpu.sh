@@ -13,7 +13,7 @@ python -m edgeprof run -m $M -q q4_k_m -b 16 -p 128 -n 64 -t 2 -r 2 --no-fidelit
 python -m edgeprof run -m synth:olmoe-1b-7b -q q4_k_m -b 1,4 -p 128 -n 64 -t 2 -r 2 --no-fidelity -o "$RUNS"
 # on a quiet machine: the host's ceilings, then the plan's llama.cpp fit (SmolLM2-135M and Llama-3.2-1B)
 python -m edgeprof calibrate --no-gpu --no-llama
-cp "$HOME/.config/edgeprof/calibration/$(python -c 'from edgeprof.devices import detect_profile; print(detect_profile().name)').json" \
+cp "$HOME/.config/edgeprof/calibration/$(python -c 'from edgeprof.hardware.devices import detect_profile; print(detect_profile().name)').json" \
   "$OUT/calibration_cpu.json"
 python scripts/fit_llama_calibration.py --base "$OUT/calibration_cpu.json" --quants q4_k_m \
   --out "$OUT/calibration_cpu_two_presets.json"

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from edgeprof.presets import get_preset
+from edgeprof.models.presets import get_preset
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -64,7 +64,7 @@ def predicted_table(run_dirs: list[Path], calibration_file: Path, on_gpu: bool) 
     """Predicted beside measured decode t/s and TTFT, for each row, with one stored calibration."""
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import predict
-    from edgeprof.devices import detect_profile, get_profile
+    from edgeprof.hardware.devices import detect_profile, get_profile
     from edgeprof.quant import GGUF_QUANTS
 
     stored = json.loads(calibration_file.read_text())

@@ -107,7 +107,7 @@ def main() -> int:
     from edgeprof.corpus import read_fidelity_text
     from edgeprof.export.gguf_export import export_gguf, gguf_parent_quant
     from edgeprof.fidelity import FidelitySettings, measure_fidelity
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     tool = args.tool or source_dir() / "build" / "bin" / "llama-perplexity"
     if not tool.exists():

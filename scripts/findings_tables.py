@@ -53,9 +53,9 @@ def shares_table(h100_calibration: Path, cpu_validation: Path) -> str:
 
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import CATEGORIES, predict
-    from edgeprof.devices import get_profile
+    from edgeprof.hardware.devices import get_profile
     from edgeprof.export.gguf_export import gguf_quant
-    from edgeprof.presets import get_preset
+    from edgeprof.models.presets import get_preset
 
     arch, quant = get_preset("llama-3.2-1b").architecture, gguf_quant("q4_k_m")
     cpu_calibration = json.loads(cpu_validation.read_text())["calibration"]  # the committed one, not this host's

@@ -31,9 +31,9 @@ from edgeprof.analysis.device_classes import (MIN_DEVICES_FOR_INTERVAL, ClassFac
                                               within)
 import functools  # noqa: E402
 
-from edgeprof.devices import get_profile as _get_profile  # noqa: E402
+from edgeprof.hardware.devices import get_profile as _get_profile  # noqa: E402
 from edgeprof.errors import CatalogError  # noqa: E402
-from edgeprof.presets import get_preset as _get_preset  # noqa: E402
+from edgeprof.models.presets import get_preset as _get_preset  # noqa: E402
 
 # each reads every YAML of its catalog; this script asks for the same few hundred times
 get_profile, get_preset = functools.cache(_get_profile), functools.cache(_get_preset)

@@ -53,7 +53,7 @@ def main(out: Path) -> None:
     from edgeprof.corpus import default_fidelity_text
     from edgeprof.export.gguf_export import export_gguf, quantize_gguf
     from edgeprof.quant import GGUF_QUANTS
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     imatrix_bin, quantize_bin = tool("llama-imatrix"), tool("llama-quantize")
     out.mkdir(parents=True, exist_ok=True)

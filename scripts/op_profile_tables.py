@@ -113,9 +113,9 @@ def predicted(side: str, batch: int, prompt: int, calibrations: dict[str, Path])
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import predict
     from edgeprof.backends.op_categories import predicted_as_measured
-    from edgeprof.devices import get_profile
+    from edgeprof.hardware.devices import get_profile
     from edgeprof.export.gguf_export import gguf_quant
-    from edgeprof.presets import get_preset
+    from edgeprof.models.presets import get_preset
 
     arch, quant = get_preset("llama-3.2-1b").architecture, gguf_quant("q4_k_m")
     if side == "CPU host":

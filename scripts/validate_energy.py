@@ -124,7 +124,7 @@ def main() -> None:
     import llama_cpp  # noqa: F401  - before numpy, as in the worker
 
     from edgeprof.export.gguf_export import export_gguf
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     entries = []
     runs_root = Path(args.runs_dir or tempfile.mkdtemp())

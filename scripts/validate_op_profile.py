@@ -36,7 +36,7 @@ from edgeprof.bench.measure import make_prompts  # noqa: E402
 from edgeprof.config import Hyperparameters  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402
 from edgeprof.results.rundir import library_versions  # noqa: E402
-from edgeprof.source import resolve  # noqa: E402
+from edgeprof.models.source import resolve  # noqa: E402
 
 COVERAGE_TARGET = (0.9, 1.1)
 AGREEMENT_POINTS = 5.0

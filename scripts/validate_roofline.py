@@ -27,9 +27,9 @@ from edgeprof.analysis.fit import describe  # noqa: E402
 from edgeprof.analysis.roofline import predict  # noqa: E402
 from edgeprof.bench.plan import expand  # noqa: E402
 from edgeprof.bench.runner import Runner, RunOptions  # noqa: E402
-from edgeprof.devices import load_calibration  # noqa: E402
-from edgeprof.devices import detect_profile  # noqa: E402
-from edgeprof.presets import get_preset  # noqa: E402
+from edgeprof.hardware.devices import load_calibration  # noqa: E402
+from edgeprof.hardware.devices import detect_profile  # noqa: E402
+from edgeprof.models.presets import get_preset  # noqa: E402
 from edgeprof.quant import GGUF_QUANTS  # noqa: E402
 from edgeprof.results.records import read_records  # noqa: E402
 from edgeprof.results.rundir import create_run_dir  # noqa: E402

@@ -29,7 +29,7 @@ def isolated_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_source():
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     return resolve("synth:tiny")
 

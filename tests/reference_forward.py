@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprof.safetensors_io import SafetensorsCheckpoint
+from edgeprof.models.safetensors_io import SafetensorsCheckpoint
 
 
 class ReferenceModel:

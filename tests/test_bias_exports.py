@@ -18,13 +18,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from edgeprof.architecture import Architecture  # noqa: E402
+from edgeprof.models.architecture import Architecture  # noqa: E402
 from edgeprof.backends.llamacpp import LlamaCppSession  # noqa: E402
 from edgeprof.config import Hyperparameters  # noqa: E402
 from edgeprof.errors import ArtifactError  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402
-from edgeprof.source import resolve  # noqa: E402
-from edgeprof.synth import write_tokenizer  # noqa: E402
+from edgeprof.models.source import resolve  # noqa: E402
+from edgeprof.models.synth import write_tokenizer  # noqa: E402
 
 PROMPT_LEN = 40
 # f32 throughout (f32 KV cache, no flash attention) against transformers' eager f32 forward: both round

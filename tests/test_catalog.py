@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 
 from edgeprof.analysis.compare import Run, predict_row
-from edgeprof.devices import calibration_path
-from edgeprof.devices import get_profile
+from edgeprof.hardware.devices import calibration_path
+from edgeprof.hardware.devices import get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = {"backend": "llama.cpp", "model": "synth:smollm2-135m", "quant": "q4_k_m", "batch": 1, "prompt_tokens": 128,
@@ -52,7 +52,7 @@ def test_installed_wheel_reads_its_own_catalog_not_site_packages_models(tmp_path
     (site / "models").mkdir()
     (site / "models" / "other-package.yaml").write_text("{ this is: [not edgeprof's")  # unreadable as YAML
     env = {**os.environ, "PYTHONPATH": str(site), "EDGEPROF_CONFIG_DIR": str(tmp_path / "config")}
-    probe = ("import edgeprof, edgeprof.presets as p, edgeprof.devices as d; "
+    probe = ("import edgeprof, edgeprof.models.presets as p, edgeprof.hardware.devices as d; "
              "print(edgeprof.__file__); print(len(p.list_presets())); print(len(d.list_profiles()))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-800:]

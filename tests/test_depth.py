@@ -11,7 +11,7 @@ import pytest
 from edgeprof.bench.plan import expand
 from edgeprof.bench.runner import Runner, RunOptions
 from edgeprof.config import Hyperparameters, config_id, run_key
-from edgeprof.emulation import memory_needed
+from edgeprof.hardware.emulation import memory_needed
 from edgeprof.errors import ConfigError
 from edgeprof.results.records import read_records
 from edgeprof.results.rundir import create_run_dir

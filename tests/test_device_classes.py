@@ -14,7 +14,7 @@ from edgeprof.analysis.corpus import load_corpus
 from edgeprof.analysis.device_classes import (ClassFactors, corpus_sample, fit_class, interval_text,
                                               leave_one_device_out, load_class_factors, within)
 from edgeprof.analysis.fit import UNFITTABLE, describe
-from edgeprof.devices import DeviceProfile, get_profile
+from edgeprof.hardware.devices import DeviceProfile, get_profile
 from edgeprof.quant import GGUF_QUANTS
 
 Q4 = GGUF_QUANTS["q4_k_m"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeprof.devices import HostFacts, detect_profile, get_profile, list_profiles, resolve_device
+from edgeprof.hardware.devices import HostFacts, detect_profile, get_profile, list_profiles, resolve_device
 from edgeprof.errors import CatalogError, ConfigError
 from fake_sensors import write
 
@@ -29,7 +29,7 @@ def test_every_required_profile_is_shipped_valid_and_sourced():
 
 
 def test_at_least_25_real_devices_each_with_a_class_and_sourced_figures():
-    from edgeprof.devices import DEVICE_CLASSES
+    from edgeprof.hardware.devices import DEVICE_CLASSES
 
     real = [p for p in list_profiles() if not p.is_generic]
     assert len(real) >= 25
@@ -123,7 +123,7 @@ def test_naming_another_device_needs_emulate(tmp_path):
 
 def test_emulation_refuses_a_model_that_does_not_fit():
     from edgeprof.bench.plan import expand
-    from edgeprof.emulation import plan_emulation
+    from edgeprof.hardware.emulation import plan_emulation
 
     emulation = plan_emulation(get_profile("jetson-orin-nano-8gb"), facts(), [])
     (config,) = expand(["synth:llama-3.1-8b"], ["f16"], ["llama.cpp"], {"gpu_layers": [0]})
@@ -160,7 +160,7 @@ def test_a_gpu_whose_sensors_answer_not_supported_still_runs_every_layer(tmp_pat
     """On a Jetson (and vGPU/MIG guests) NVML lists the GPU but answers NotSupported for power: that is a
     sensor question, not whether layers can go to the GPU. `--gpu-layers auto` must mean all of them."""
     from edgeprof.bench.execute import resolve_auto_gpu_layers
-    from edgeprof.devices import offload_gpus
+    from edgeprof.hardware.devices import offload_gpus
     from edgeprof.sensors.nvml import nvml_gpu_names
     from fake_sensors import FakeNvml
 

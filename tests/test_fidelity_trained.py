@@ -20,7 +20,7 @@ HP = Hyperparameters(threads=2)
 
 @pytest.fixture(scope="module")
 def source():
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     return resolve("trained:stdlib-llama")
 

@@ -26,7 +26,7 @@ def test_f32_gguf_has_llama_cpp_layout(tiny_gguf_f32, tiny_source):
 
 
 def test_qwen2_keeps_biases_and_untied_output():
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     artifact = export_gguf(resolve("synth:tiny-qwen2"), "f16")
     reader = gguf.GGUFReader(artifact.path)

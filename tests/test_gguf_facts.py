@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgeprof.config import Hyperparameters
-from edgeprof.gguf_facts import read_gguf_facts
+from edgeprof.models.gguf_facts import read_gguf_facts
 from test_cli import edgeprof
 
 
@@ -41,7 +41,7 @@ def _write_unmodelled_gguf(path: Path) -> Path:
 
 def test_a_modelled_family_reads_back_as_its_preset():
     from edgeprof.export.gguf_export import export_gguf
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     source = resolve("synth:tiny-qwen2")
     facts = read_gguf_facts(Path(export_gguf(source, "f32").path))
@@ -72,7 +72,7 @@ def test_each_2025_family_reads_back_from_its_gguf_to_the_same_prediction(preset
     from edgeprof.analysis.roofline import predict
     from edgeprof.export.gguf_export import export_gguf
     from edgeprof.quant import GGUF_QUANTS
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     source = resolve(f"synth:{preset}")
     facts = read_gguf_facts(Path(export_gguf(source, "f32").path))
@@ -90,8 +90,8 @@ def test_each_2025_family_reads_back_from_its_gguf_to_the_same_prediction(preset
 
 def test_the_memory_fit_of_any_gguf_counts_its_kv_cache(tmp_path):
     from edgeprof.bench.plan import BenchConfig
-    from edgeprof.emulation import memory_needed
-    from edgeprof.source import resolve
+    from edgeprof.hardware.emulation import memory_needed
+    from edgeprof.models.source import resolve
 
     source = resolve(str(_write_unmodelled_gguf(tmp_path / "tiny-cohere2.gguf")))
     hp = Hyperparameters(batch=2, prompt_tokens=1000, gen_tokens=24, kv_type="f16")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgeprof.errors import ModelSpecError
-from edgeprof.hub import HubRef, hub_errors, parse_hub_spec
+from edgeprof.models.hub import HubRef, hub_errors, parse_hub_spec
 from test_cli import edgeprof
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

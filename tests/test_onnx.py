@@ -17,7 +17,7 @@ from edgeprof.config import Hyperparameters  # noqa: E402
 from edgeprof.errors import ArtifactError, BackendUnavailableError, QuantError  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402
 from edgeprof.export.onnx_export import check_onnx, export_onnx, onnx_quant  # noqa: E402
-from edgeprof.source import resolve  # noqa: E402
+from edgeprof.models.source import resolve  # noqa: E402
 from test_cli import edgeprof  # noqa: E402
 
 

@@ -29,7 +29,7 @@ def _nodes(*specs: tuple[str, str, str]) -> list[Node]:
 @pytest.mark.parametrize("flash_attn", ["on", "off"])
 def test_every_node_of_the_supported_families_has_a_category(preset, flash_attn):
     from edgeprof.export.gguf_export import export_gguf
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     path = str(export_gguf(resolve(f"synth:{preset}"), "f32").path)
     hp = Hyperparameters(batch=2, prompt_tokens=24, gen_tokens=4, threads=2, n_batch=32, n_ubatch=16,

@@ -19,7 +19,7 @@ def test_wheel_ships_catalogs_and_an_installed_copy_finds_them(tmp_path):
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    probe = ("import edgeprof, json; from edgeprof.presets import list_presets; from edgeprof.devices import "
+    probe = ("import edgeprof, json; from edgeprof.models.presets import list_presets; from edgeprof.hardware.devices import "
              "list_profiles; print(json.dumps([edgeprof.__file__, [p.name for p in list_presets()], "
              "[d.name for d in list_profiles()]]))")
     env = dict(os.environ, PYTHONPATH=str(site))

@@ -7,7 +7,7 @@ from edgeprof.backends.llamacpp import LlamaCppSession
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ConfigError
 from edgeprof.export.gguf_export import export_gguf
-from edgeprof.source import resolve
+from edgeprof.models.source import resolve
 from reference_forward import ReferenceModel
 
 PROMPT_LEN = 40

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeprof.power_modes import PowerModeError, PowerModes, parse_nvpmodel_conf, parse_nvpmodel_query
+from edgeprof.hardware.power_modes import PowerModeError, PowerModes, parse_nvpmodel_conf, parse_nvpmodel_query
 from fake_sensors import write
 
 # /etc/nvpmodel.conf of an Orin Nano (JetPack 6.2), its mode lines; the rest of the file is settings per mode.
@@ -158,7 +158,7 @@ def test_restored_on_sigterm(board, tmp_path):
     script.write_text(f"""
 import sys, threading
 from edgeprof.lifetime import stop_signals
-from edgeprof.power_modes import PowerModes
+from edgeprof.hardware.power_modes import PowerModes
 power = PowerModes({str(board.root)!r}, {board.nvpmodel!r}, {board.jetson_clocks!r}, euid=lambda: 0, sleep=lambda s: None)
 with stop_signals(), power:
     power.apply("7W")

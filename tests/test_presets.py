@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from edgeprof.errors import CatalogError
-from edgeprof.presets import get_preset, list_presets
+from edgeprof.models.presets import get_preset, list_presets
 from edgeprof.quant import GGUF_QUANTS
 
 # Parameter counts published for the real models (HF model cards / safetensors metadata).

@@ -158,7 +158,7 @@ def test_missing_vcgencmd(tmp_path):
 
 
 def test_registry_lists_it_and_the_pi5_profile_names_it(tmp_path):
-    from edgeprof.devices import get_profile
+    from edgeprof.hardware.devices import get_profile
 
     names = [s.name for s in candidate_sensors(vcgencmd=str(tmp_path / "none"))]
     assert "vcgencmd" in names

@@ -3,8 +3,8 @@
 import pytest
 
 from edgeprof.analysis.roof_share import roof_shares
-from edgeprof.devices import get_profile
-from edgeprof.presets import get_preset
+from edgeprof.hardware.devices import get_profile
+from edgeprof.models.presets import get_preset
 from edgeprof.quant import GGUF_QUANTS
 
 ROW = {"model": "synth:llama-3.2-1b", "model_spec": "synth:llama-3.2-1b", "quant": "q4_k_m", "backend": "llama.cpp",

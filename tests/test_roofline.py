@@ -4,8 +4,8 @@ import pytest
 
 from edgeprof.analysis.ceilings import device_ceilings
 from edgeprof.analysis.roofline import Ceilings, compute_bound_batch, phase_ops, predict, time_ops
-from edgeprof.devices import get_profile
-from edgeprof.presets import get_preset
+from edgeprof.hardware.devices import get_profile
+from edgeprof.models.presets import get_preset
 from edgeprof.quant import GGUF_QUANTS
 
 ARCH = get_preset("tiny").architecture  # hidden 256, ffn 512, 2 layers, 4 heads, 2 KV heads, head 64, vocab 1024
@@ -88,7 +88,7 @@ def test_an_earlier_cpu_fit_still_loads_with_phase_specific_rates():
 def test_qk_norm_families_pay_for_their_per_head_norms():
     from edgeprof.analysis.roofline import phase_ops
     from edgeprof.export.gguf_export import gguf_quant
-    from edgeprof.presets import get_preset
+    from edgeprof.models.presets import get_preset
 
     arch = get_preset("qwen3-0.6b").architecture
     ops = {op.name: op for op in phase_ops(arch, gguf_quant("q4_k_m"), batch=1, new_tokens=1, context=512)}
@@ -102,7 +102,7 @@ def test_qk_norm_families_pay_for_their_per_head_norms():
 def test_smollm3s_layers_without_rope_do_not_rotate():
     from edgeprof.analysis.roofline import phase_ops
     from edgeprof.export.gguf_export import gguf_quant
-    from edgeprof.presets import get_preset
+    from edgeprof.models.presets import get_preset
 
     arch = get_preset("smollm3-3b").architecture
     assert sum(arch.rope_layers) == 27 and not arch.rope_layers[3]  # 36 layers, every 4th without RoPE

@@ -3,9 +3,9 @@ import json
 import numpy as np
 
 from edgeprof.export.artifacts import sha256_of
-from edgeprof.presets import get_preset
-from edgeprof.safetensors_io import SafetensorsFile
-from edgeprof.synth import ensure_synth, write_checkpoint
+from edgeprof.models.presets import get_preset
+from edgeprof.models.safetensors_io import SafetensorsFile
+from edgeprof.models.synth import ensure_synth, write_checkpoint
 
 
 def test_synth_folder_has_config_weights_and_tokenizer(tiny_source):

@@ -7,7 +7,7 @@ from edgeprof.analysis.device_classes import CUDA_CLASSES, ClassFactors, class_c
     load_class_factors
 from edgeprof.analysis.fit import fitted_ceilings, legacy_cpu_fit
 from edgeprof.analysis.roofline import Ceilings
-from edgeprof.devices import DeviceProfile
+from edgeprof.hardware.devices import DeviceProfile
 from edgeprof.errors import CatalogError
 from edgeprof.quant import GgufQuant
 

@@ -257,12 +257,12 @@ def join(runs: list[Run], loose: bool | tuple[str, ...] = False) -> list[Joined]
 def run_device(run: Run):
     """(profile, calibration) the run was made with, from its manifest; runs older than that fall back to
     today's catalog and this host's calibration (and `Run.prediction_basis` says so)."""
-    from edgeprof.devices import DeviceProfile
+    from edgeprof.hardware.devices import DeviceProfile
 
     stored = run.manifest.get("device_profile")
     if stored:
         return _with_todays_class(DeviceProfile(**stored)), run.manifest.get("calibration")
-    from edgeprof.devices import get_profile, load_calibration
+    from edgeprof.hardware.devices import get_profile, load_calibration
 
     profile = get_profile(run.manifest["device"]["profile"])
     return profile, load_calibration(profile.name)
@@ -271,7 +271,7 @@ def run_device(run: Run):
 def _with_todays_class(profile):
     """A profile stored before profiles named their class takes the class today's catalog gives the same device
     (a class says what kind of kernels a device runs, which a run made earlier does not change)."""
-    from edgeprof.devices import DeviceProfile, get_profile
+    from edgeprof.hardware.devices import DeviceProfile, get_profile
     from edgeprof.errors import EdgeprofError
 
     if "class" in profile.data:
@@ -304,7 +304,7 @@ def predict_row_with_basis(run: Run, row: dict):
     from edgeprof.analysis.roofline import predict
     from edgeprof.errors import EdgeprofError
     from edgeprof.quant import kv_bytes_per_element
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     synth = str(row["model"]).startswith("synth:")
     spec = str(row["model"]).split("@")[0] if synth else row.get("model_spec")

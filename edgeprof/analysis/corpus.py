@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeprof.architecture import Architecture
+from edgeprof.models.architecture import Architecture
 from edgeprof.catalog import catalog_dirs
-from edgeprof.devices import DEVICE_CLASSES
+from edgeprof.hardware.devices import DEVICE_CLASSES
 from edgeprof.errors import CatalogError, EdgeprofError
 from edgeprof.quant import GGUF_QUANTS
 
@@ -105,7 +105,7 @@ class CorpusRow:
     @functools.cached_property
     def _architecture(self) -> Architecture:  # reading the preset catalog once per row, not per use
         if self.preset:
-            from edgeprof.presets import get_preset
+            from edgeprof.models.presets import get_preset
 
             return get_preset(self.preset).architecture
         return shape_architecture(self.model_shape or {})

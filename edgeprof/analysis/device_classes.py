@@ -35,9 +35,9 @@ import numpy as np
 
 from edgeprof.analysis.fit import LLAMA_CUDA_MATVEC_MAX_BATCH, op_terms
 from edgeprof.analysis.roofline import Ceilings, phase_ops, prefill_calls, time_ops
-from edgeprof.architecture import Architecture
+from edgeprof.models.architecture import Architecture
 from edgeprof.catalog import catalog_dirs
-from edgeprof.devices import DeviceProfile
+from edgeprof.hardware.devices import DeviceProfile
 from edgeprof.quant import GGUF_QUANTS, GgufQuant
 
 GPU_CLASSES = ("jetson-gpu", "nvidia-gpu", "apple-gpu", "amd-gpu", "other-gpu")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeprof.analysis.roofline import WEIGHT_CATEGORIES, Ceilings, Op, predict, runs_tiled, workload_ops
-from edgeprof.architecture import Architecture
+from edgeprof.models.architecture import Architecture
 from edgeprof.quant import GgufQuant
 
 TERMS = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from edgeprof.analysis.ceilings import device_ceilings
 from edgeprof.analysis.roofline import workload_ops
-from edgeprof.devices import DeviceProfile
+from edgeprof.hardware.devices import DeviceProfile
 from edgeprof.errors import EdgeprofError
 
 FIELDS = ("decode_roof_share", "prefill_roof_share", "decode_bandwidth_roof_tps", "prefill_compute_roof_tps",
@@ -25,7 +25,7 @@ def roof_shares(row: dict, profile: DeviceProfile, calibration: dict | None) -> 
     """The roof fields (`FIELDS`) of one summary row on `profile`, or {} where they cannot be stated (not
     llama.cpp, a model edgeprof cannot describe, a profile without figures)."""
     from edgeprof.quant import kv_bytes_per_element
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     synth = str(row.get("model", "")).startswith("synth:")
     spec = str(row["model"]).split("@")[0] if synth else row.get("model_spec")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgeprof.architecture import Architecture
+from edgeprof.models.architecture import Architecture
 from edgeprof.quant import GGML_BLOCKS, GgufQuant, gguf_tensor_type
 
 CATEGORIES = ("projections", "attention", "ffn", "norms", "embedding", "lm_head", "sampling")

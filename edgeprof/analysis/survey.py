@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from edgeprof.source import ModelSource
+from edgeprof.models.source import ModelSource
 
 SURVEY_QUANTS = ("f16", "q8_0", "q4_k_m")
 _ACTIVATIONS = {"silu": "SwiGLU", "gelu_pytorch_tanh": "GeGLU", "gelu": "GeGLU"}

@@ -21,7 +21,7 @@ from edgeprof.backends.base import uses_gpu
 from edgeprof.bench.plan import expand
 from edgeprof.bench.runner import Notify, Runner, RunOptions, ignore_events
 from edgeprof.bench.sweep import SweepSpec, prune_unfinished
-from edgeprof.devices import host_facts, offload_gpus, resolve_device
+from edgeprof.hardware.devices import host_facts, offload_gpus, resolve_device
 from edgeprof.errors import ConfigError
 from edgeprof.lifetime import Stopped, stop_signals
 from edgeprof.results.records import read_records
@@ -77,7 +77,7 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
         run_dir = create_run_dir(out)
         manifest = base_manifest(run_dir.run_id, device_info)
         # What analysis needs to predict this run later, on any machine: the profile and calibration in force.
-        from edgeprof.devices import load_calibration
+        from edgeprof.hardware.devices import load_calibration
 
         manifest["device_profile"] = {"name": profile.name, "display_name": profile.display_name,
                                       "kind": profile.kind, "data": profile.data}
@@ -140,7 +140,7 @@ def prepare_device(spec: SweepSpec, profile, facts, gpu_names: list[str], config
                    "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name} for g in run_gpus]}
     affinity = None
     if spec.emulate:
-        from edgeprof.emulation import plan_emulation
+        from edgeprof.hardware.emulation import plan_emulation
 
         emulation = plan_emulation(profile, facts, gpu_names)
         configs = [emulation.adapt(config) for config in configs]
@@ -156,7 +156,7 @@ def power_modes(spec: SweepSpec, device: str, configs: list):
     modes = list(dict.fromkeys(c.hp.power_mode for c in configs if c.hp.power_mode))
     if not modes:
         return None, configs
-    from edgeprof.power_modes import PowerModes
+    from edgeprof.hardware.power_modes import PowerModes
 
     power = PowerModes(pin_clocks=spec.jetson_clocks)
     power.check(modes, device, spec.emulate)

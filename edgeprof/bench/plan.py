@@ -16,7 +16,7 @@ from edgeprof.errors import BackendUnavailableError, ConfigError, QuantError
 from edgeprof.export.gguf_export import gguf_quant
 from edgeprof.export.in_child import check_model_file
 from edgeprof.export.onnx_export import onnx_quant
-from edgeprof.source import ModelSource, resolve
+from edgeprof.models.source import ModelSource, resolve
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Target:
 
 def default_threads() -> int:
     """Physical cores, as llama-bench uses by default."""
-    from edgeprof.devices import host_facts
+    from edgeprof.hardware.devices import host_facts
 
     return host_facts().physical_cores
 

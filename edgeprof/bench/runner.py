@@ -375,7 +375,7 @@ def make_record(run_id: str, device: dict, config: BenchConfig, artifact: Artifa
 def _kv_predicted(config: BenchConfig) -> dict:
     """The KV cache as the memory fit counts it: allocated for the whole context, and what the sequences
     hold after a repetition (depth + prompt + generated), beside the backend's own `kv_cache_bytes_held`."""
-    from edgeprof.emulation import kv_cache_bytes
+    from edgeprof.hardware.emulation import kv_cache_bytes
 
     hp = config.hp
     allocated = kv_cache_bytes(config, hp)

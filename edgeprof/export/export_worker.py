@@ -55,7 +55,7 @@ def _check(path: Path, kind: str) -> dict:
 
 def _export(job: dict, events):
     """The artifact, and with `parent` set the unquantized one it is judged against (None where there is none)."""
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     source = resolve(job["spec"], job.get("seed", 0))
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from edgeprof.architecture import Architecture, TensorSpec
+from edgeprof.models.architecture import Architecture, TensorSpec
 from edgeprof.export.gguf_vocab import read_vocabulary, write_vocabulary
 from edgeprof.errors import ArtifactError
-from edgeprof.safetensors_io import SafetensorsCheckpoint
+from edgeprof.models.safetensors_io import SafetensorsCheckpoint
 
 _GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "smollm3": "smollm3",
               "gemma2": "gemma2", "gemma3_text": "gemma3", "phi3": "phi3", "qwen3_moe": "qwen3moe", "olmoe": "olmoe"}

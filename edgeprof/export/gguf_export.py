@@ -17,7 +17,7 @@ from edgeprof.export.gguf_check import check_gguf
 from edgeprof.export.gguf_convert import convert_hf_to_gguf
 from edgeprof.lifetime import child_env
 from edgeprof.quant import GGUF_QUANTS, GgufQuant
-from edgeprof.source import ModelSource
+from edgeprof.models.source import ModelSource
 
 Progress = Callable[[str, int, int], None]  # (step description, done, total)
 

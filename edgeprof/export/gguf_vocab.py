@@ -7,9 +7,9 @@ from pathlib import Path
 
 import gguf
 
-from edgeprof.architecture import Architecture
+from edgeprof.models.architecture import Architecture
 from edgeprof.errors import ModelSpecError
-from edgeprof.source import read_json
+from edgeprof.models.source import read_json
 
 # llama.cpp names pre-tokenizers by family; it uses the regex of the named one when tokenizing text.
 _PRE_TOKENIZER_BY_FAMILY = {"qwen2": "qwen2", "qwen3": "qwen2", "qwen3_moe": "qwen2", "olmoe": "olmo",

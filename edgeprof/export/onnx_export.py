@@ -28,7 +28,7 @@ from edgeprof import __version__
 from edgeprof.errors import ArtifactError, BackendUnavailableError, QuantError
 from edgeprof.export.artifacts import (KV_CACHE_METADATA, Artifact, artifact_path, describe_files,
                                        user_file_artifact)
-from edgeprof.source import ModelSource
+from edgeprof.models.source import ModelSource
 
 Progress = Callable[[str, int, int], None]
 

@@ -97,7 +97,7 @@ def describe_node() -> dict:
     """What the head needs to plan for this device and to write its manifest."""
     from edgeprof import __version__
     from edgeprof.bench.execute import gpu_build, jetson_facts
-    from edgeprof.devices import host_facts, load_calibration, offload_gpus, resolve_device
+    from edgeprof.hardware.devices import host_facts, load_calibration, offload_gpus, resolve_device
     from edgeprof.sensors.nvml import nvml_gpu_names
 
     settings = _settings()
@@ -154,7 +154,7 @@ def measure_configuration(job: MeasureJob) -> dict:
     from edgeprof.bench.execute import prepare_device, run_options, start_sensors
     from edgeprof.bench.runner import Runner, ignore_events
     from edgeprof.bench.sweep import SweepSpec
-    from edgeprof.devices import host_facts, resolve_device
+    from edgeprof.hardware.devices import host_facts, resolve_device
     from edgeprof.results.rundir import create_run_dir
     from edgeprof.sensors.nvml import nvml_gpu_names
 

@@ -6,7 +6,7 @@ import math
 
 from rich.table import Table
 
-from edgeprof.presets import Preset
+from edgeprof.models.presets import Preset
 from edgeprof.quant import GGUF_QUANTS
 
 

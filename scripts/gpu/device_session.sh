@@ -60,7 +60,7 @@ for stage in "$@"; do
       setsid nohup python3 -c '
 import time
 from pathlib import Path
-from edgeprof.source import resolve
+from edgeprof.models.source import resolve
 from edgeprof.export.gguf_export import export_gguf
 import os
 names = os.environ.get("PREP_MODELS", "smollm2-135m llama-3.2-1b llama-3.2-3b llama-3.1-8b").split()

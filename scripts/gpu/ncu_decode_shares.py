@@ -93,7 +93,7 @@ def main() -> None:
     from edgeprof.backends.cuda_kernels import categorise_by_alignment
     from edgeprof.backends.op_categories import OP_CATEGORIES
     from edgeprof.export.gguf_export import export_gguf
-    from edgeprof.source import resolve
+    from edgeprof.models.source import resolve
 
     profile = json.loads(args.profile.read_text())
     earlier = json.loads(args.kernels_from.read_text())["rows"] if args.kernels_from else None

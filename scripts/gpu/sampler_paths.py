@@ -28,7 +28,7 @@ from edgeprof.bench.measure import make_prompts, run_repetition
 from edgeprof.config import Hyperparameters
 from edgeprof.export.gguf_export import export_gguf
 from edgeprof.results.rundir import library_versions
-from edgeprof.source import resolve
+from edgeprof.models.source import resolve
 
 
 def open_path(model: LlamaCppModel, path: str, hp: Hyperparameters, sampling: str) -> LlamaCppSession:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprof.architecture import Architecture, TensorSpec
+from edgeprof.models.architecture import Architecture, TensorSpec
 from edgeprof.paths import cache_root, ensure_writable_dir
-from edgeprof.presets import Preset
-from edgeprof.safetensors_io import write_streaming
+from edgeprof.models.presets import Preset
+from edgeprof.models.safetensors_io import write_streaming
 
 SYNTH_FORMAT_VERSION = 2  # bump when the weights or files written here change
 _COMPLETE_MARKER = ".complete"

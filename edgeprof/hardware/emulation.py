@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import Hyperparameters
-from edgeprof.devices import DeviceProfile, HostFacts
+from edgeprof.hardware.devices import DeviceProfile, HostFacts
 from edgeprof.errors import ConfigError
 from edgeprof.quant import GGUF_QUANTS, kv_bytes_per_element
 

@@ -23,7 +23,7 @@ import numpy as np
 from edgeprof.analysis.fit import (LLAMA_CUDA_MATVEC_MAX_BATCH, TERMS, Shape, fit_costs, fitted_ceilings,
                                    predicted_times, shape_terms)
 from edgeprof.analysis.roofline import Ceilings
-from edgeprof.devices import HostFacts, calibration_path, host_facts
+from edgeprof.hardware.devices import HostFacts, calibration_path, host_facts
 
 
 def triad_bandwidth_gbps(threads: int, elements: int = 1 << 25, trials: int = 5) -> float:
@@ -123,7 +123,7 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
 
     from edgeprof.bench.plan import expand
     from edgeprof.bench.runner import Runner, RunOptions
-    from edgeprof.presets import get_preset
+    from edgeprof.models.presets import get_preset
     from edgeprof.quant import GGUF_QUANTS
     from edgeprof.results.records import read_records
     from edgeprof.results.rundir import create_run_dir

@@ -59,7 +59,7 @@ class GgufFacts:
     def kv_cache_bytes(self, context: int, bytes_per_element: float = 2.0, ubatch: int = 512) -> float:
         """K and V llama.cpp holds for `context` tokens of one sequence: a sliding-window layer keeps the window
         plus a micro-batch, padded to 256 (the native tools' default); other layers keep every token."""
-        from edgeprof.architecture import llama_swa_cells, windowed_kv_bytes
+        from edgeprof.models.architecture import llama_swa_cells, windowed_kv_bytes
 
         per_layer = self.kv_heads * (self.key_length + self.value_length) * bytes_per_element
         local = sum(self.swa_layers or ()) if self.sliding_window else 0
@@ -100,7 +100,7 @@ class GgufFacts:
 
     def architecture(self):
         """An `Architecture` for the roofline, or a one-line ModelSpecError naming the unmodelled family."""
-        from edgeprof.architecture import Architecture
+        from edgeprof.models.architecture import Architecture
 
         return Architecture.from_hf_config(self.hf_config())
 
@@ -172,7 +172,7 @@ def read_gguf_facts(path: Path) -> GgufFacts:
 def _swa_layers(pattern, default_period: int | None, layers: int) -> tuple[bool, ...] | None:
     """The per-layer window flags: the GGUF's array, or llama.cpp's rule for a period
     (`periodic_swa_layers`), the family's default period where the key is absent."""
-    from edgeprof.architecture import periodic_swa_layers
+    from edgeprof.models.architecture import periodic_swa_layers
 
     if isinstance(pattern, list):
         return tuple(bool(flag) for flag in pattern)

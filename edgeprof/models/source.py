@@ -2,7 +2,7 @@
 
 Specs: `synth:<preset>` (a random-weight checkpoint made on demand), a local HF folder
 (config.json + safetensors), a `.gguf` or `.onnx` file used as given, or a Hugging Face Hub id
-(`org/repo`, `org/repo-GGUF:Q4_K_M`; see `edgeprof.hub`), fetched through huggingface_hub's cache.
+(`org/repo`, `org/repo-GGUF:Q4_K_M`; see `edgeprof.models.hub`), fetched through huggingface_hub's cache.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeprof.architecture import Architecture
+from edgeprof.models.architecture import Architecture
 from edgeprof.corpus import TRAINED_PREFIX, trained_model_folder
 from edgeprof.errors import ModelSpecError, PredictionUnavailable
-from edgeprof.presets import Preset, get_preset
+from edgeprof.models.presets import Preset, get_preset
 
 SYNTH_PREFIX = "synth:"
 
@@ -43,7 +43,7 @@ class ModelSource:
 
     def gguf_facts(self):
         """What a GGUF file's metadata says about its model (`gguf_facts.GgufFacts`); GGUF sources only."""
-        from edgeprof.gguf_facts import read_gguf_facts
+        from edgeprof.models.gguf_facts import read_gguf_facts
 
         if not self.is_gguf:
             raise ModelSpecError(f"{self.spec} is not a GGUF file")
@@ -72,7 +72,7 @@ class ModelSource:
     def hf_folder(self) -> Path:
         """The HF checkpoint folder, writing the synth model into the cache first if needed."""
         if self.kind == "synth":
-            from edgeprof.synth import ensure_synth
+            from edgeprof.models.synth import ensure_synth
 
             return ensure_synth(self.preset, self.seed)
         if self.kind == "hf":
@@ -92,7 +92,7 @@ def resolve(spec: str, seed: int = 0) -> ModelSource:
         return ModelSource(spec, "hf", f"trained:{folder.name}", folder, None, Architecture.from_hf_config(config))
     path = Path(spec).expanduser()
     if not path.exists():
-        from edgeprof.hub import parse_hub_spec
+        from edgeprof.models.hub import parse_hub_spec
 
         ref = parse_hub_spec(spec)
         if ref is not None:
@@ -114,7 +114,7 @@ def _from_hub(spec: str, ref) -> ModelSource:
     """A Hub id, fetched into (or found in) the huggingface_hub cache: a GGUF file or a checkpoint folder.
     A GGUF is identified by its content like any file; a checkpoint by repository and commit, so the same
     files give the same config id on every device."""
-    from edgeprof.hub import fetch
+    from edgeprof.models.hub import fetch
 
     model = fetch(ref)
     if model.filename is not None:

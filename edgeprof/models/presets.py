@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeprof.architecture import Architecture
+from edgeprof.models.architecture import Architecture
 from edgeprof.catalog import load_entries
 from edgeprof.errors import CatalogError, EdgeprofError
 
