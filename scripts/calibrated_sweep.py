@@ -11,7 +11,7 @@ Speed: every artifact's session open at once, rounds interleaved (A B C … A B 
 DECODE_STEPS greedy steps after a 64-token prompt, median of ROUNDS rounds. This host is shared with
 other jobs (load average reported in the output): read speeds as relative, drift 10-30 %.
 
-Usage: python scripts/calibrated_sweep.py [OUT_DIR] [--gpu]   (default results/calibrated)
+Usage: python scripts/calibrated_sweep.py [OUT_DIR] [--gpu]   (default results/quantization/calibrated)
 `--gpu` (the GPU machine, scripts/gpu/device_session.sh stage `calibrated`): GGUF only, every layer on the GPU.
 Writes sweep.json (every row) and pareto.png (edgeprof.analysis.pareto).
 """
@@ -146,4 +146,4 @@ def _artifact_paths(rows: list[dict], calibration: Path) -> dict:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--gpu"]
-    main(Path(args[0]) if args else Path("results/calibrated"), gpu="--gpu" in sys.argv[1:])
+    main(Path(args[0]) if args else Path("results/quantization/calibrated"), gpu="--gpu" in sys.argv[1:])

@@ -7,9 +7,9 @@ refitted on the rest, and the device's figures are predicted through the same pa
 
 Writes (all deterministic: the same inputs give byte-identical files):
   data/device_classes.json              factors fitted on every sample, with each class's held-out error
-  results/device_classes/loo.json       every held-out prediction: device, origin, measured, predicted, ratio
-  results/device_classes/loo.md         the error distribution per class (docs/benchmarks.md §19 quotes it)
-  results/device_classes/h200_uncalibrated.md   the issue's H200 figures against the class prediction
+  results/predictions/loo.json       every held-out prediction: device, origin, measured, predicted, ratio
+  results/predictions/loo.md         the error distribution per class (docs/benchmarks.md §19 quotes it)
+  results/predictions/h200_uncalibrated.md   the issue's H200 figures against the class prediction
 
     PYTHONPATH=$PWD python scripts/fit_device_classes.py
 """
@@ -50,13 +50,13 @@ def _known(device: str) -> bool:
 from edgeprof.quant import GGUF_QUANTS  # noqa: E402
 
 CPU_HOST = "this-cpu-host"  # the 2-core AMD EPYC VM (generic-x86-64) the CPU results were measured on
-H100_CALIBRATION = "results/gpu-h100/session3/h100-sxm.json"
-H100_VALIDATION = ("results/gpu-h100/session3/roofline_validation_gpu_p128.json",
-                   "results/gpu-h100/session3/roofline_validation_gpu_p512.json",
-                   "results/gpu-h100/session3/roofline_validation_gpu_p128_8b.json")
-CPU_CALIBRATION = "results/families/calibration_cpu_two_presets.json"
-CPU_VALIDATION = "results/roofline_validation_cpu.json"
-H200_SET = "results/gpu-h200/issue23_uncalibrated.json"
+H100_CALIBRATION = "results/roofline/h100/fitted/h100-sxm.json"
+H100_VALIDATION = ("results/roofline/h100/fitted/roofline_validation_gpu_p128.json",
+                   "results/roofline/h100/fitted/roofline_validation_gpu_p512.json",
+                   "results/roofline/h100/fitted/roofline_validation_gpu_p128_8b.json")
+CPU_CALIBRATION = "results/families/cpu-host/calibration_cpu_two_presets.json"
+CPU_VALIDATION = "results/roofline/cpu-host/roofline_validation_cpu.json"
+H200_SET = "results/predictions/issue23_uncalibrated.json"
 
 
 def corpus_samples(rows) -> tuple[list[Sample], list[str]]:
@@ -204,7 +204,7 @@ def h200_table(factors: dict[str, ClassFactors]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(REPO / "results" / "device_classes"))
+    parser.add_argument("--out", default=str(REPO / "results" / "predictions"))
     parser.add_argument("--factors", default=str(REPO / "data" / "device_classes.json"))
     args = parser.parse_args()
     corpus_pairs, skipped = corpus_samples(load_corpus())

@@ -10,7 +10,7 @@
 
 The tools are llama.cpp's, built from the sdist of the installed llama-cpp-python
 (scripts/native_llama.py, `ensure_tool("llama-imatrix")`, `ensure_tool("llama-quantize")`); this script never
-builds them. Usage: python scripts/imatrix_parity.py [OUT_DIR] (default results/imatrix_parity); writes
+builds them. Usage: python scripts/imatrix_parity.py [OUT_DIR] (default results/quantization/imatrix_parity); writes
 parity.json and prints a table.
 """
 
@@ -101,4 +101,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results/imatrix_parity"))
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results/quantization/imatrix_parity"))
