@@ -7,7 +7,7 @@ optimum's decode rate is (t(generate n) - t(generate 1)) / (n - 1), so its prefi
 edgeprof's is. Ratios > 1 mean edgeprof is faster.
 
     python scripts/bench_ort_decode.py --model synth:smollm2-135m --pairs fp32:f32,int4:q4_0 \
-        --prompt 128 --gen 64 --threads 2 --rounds 6 --out results/bench_ort_decode_cpu.json
+        --prompt 128 --gen 64 --threads 2 --rounds 6 --out results/parity/cpu-host/bench_ort_decode_cpu.json
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ repetitions is switched off to save time (`--energy-window 0 --idle-s 0 --no-fid
 pass, the idle baseline and fidelity never overlap the timed figures.
 
     python scripts/bench_product_path.py --model synth:llama-3.2-1b --quant q4_k_m --gpu-layers -1 \
-        --prompts 512,2048 --batches 1,2,4,8,16,32,64,128 --rounds 3 --out results/product_path/gpu.json
+        --prompts 512,2048 --batches 1,2,4,8,16,32,64,128 --rounds 3 --out results/parity/h200/product_path_h200.json
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Runs the same configuration through the real runner (worker child process, sampl
 the sampler thread's own CPU time as a share of one core. Targets: slowdown < 1 %, sampler CPU < 1 %.
 
     python scripts/bench_sampler_overhead.py --model synth:smollm2-135m --quant q4_k_m --rounds 6 \
-        --out results/sampler_overhead_cpu.json
+        --out results/energy/cpu-host/sampler_overhead_cpu.json
 """
 
 from __future__ import annotations

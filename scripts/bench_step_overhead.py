@@ -9,7 +9,7 @@ round), so machine drift and context growth hit all three alike and the per-step
 edgeprof's own overhead. The
 remaining gap to native llama-bench is the Python-to-C call itself, measured by `bench_vs_llama_bench.py`.
 
-    python scripts/bench_step_overhead.py --model synth:smollm2-135m --quant q4_k_m --out results/step_overhead_cpu.json
+    python scripts/bench_step_overhead.py --model synth:smollm2-135m --quant q4_k_m --out results/parity/cpu-host/step_overhead_cpu.json
 """
 
 from __future__ import annotations

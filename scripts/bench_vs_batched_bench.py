@@ -9,7 +9,7 @@ ratios are edgeprof / native, median over rounds.
 
     python scripts/bench_vs_batched_bench.py --model synth:llama-3.2-1b --quant q4_k_m --gpu-layers 99 \
         --batches 1,2,4,8,16,32,64,128 --prompt 128 --gen 128 --rounds 3 \
-        --batched-bench /tmp/lcpp-cuda/bin/llama-batched-bench --out results/gpu-h100/batched_bench.json
+        --batched-bench /tmp/lcpp-cuda/bin/llama-batched-bench --out results/parity/h100/batched_bench.json
 """
 
 from __future__ import annotations

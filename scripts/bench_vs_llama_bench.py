@@ -9,7 +9,7 @@ default, which reads the logits and takes an argmax each step) and with sampler=
 as llama-bench). Ratios are edgeprof / native; the figure reported is the median over rounds.
 
     python scripts/bench_vs_llama_bench.py --model synth:smollm2-135m --quants q4_k_m,f16 \
-        --pairs 128:64,512:128 --threads 2 --rounds 6 --reps 2 --out results/bench_vs_llama_bench_cpu.json
+        --pairs 128:64,512:128 --threads 2 --rounds 6 --reps 2 --out results/parity/cpu-host/bench_vs_llama_bench_cpu.json
 """
 
 from __future__ import annotations

@@ -11,18 +11,19 @@ Speed: every artifact's session open at once, rounds interleaved (A B C … A B 
 DECODE_STEPS greedy steps after a 64-token prompt, median of ROUNDS rounds. This host is shared with
 other jobs (load average reported in the output): read speeds as relative, drift 10-30 %.
 
-Usage: python scripts/calibrated_sweep.py [OUT_DIR] [--gpu]   (default results/calibrated)
+Usage: python scripts/calibrated_sweep.py [OUT_DIR] [--gpu]   (default results/quantization/calibrated, the
+committed run of findings §10; results/INDEX.md)
 `--gpu` (the GPU machine, scripts/gpu/device_session.sh stage `calibrated`): GGUF only, every layer on the GPU.
 Writes sweep.json (every row) and pareto.png (edgeprof.analysis.pareto).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
 import statistics
-import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -145,5 +146,9 @@ def _artifact_paths(rows: list[dict], calibration: Path) -> dict:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--gpu"]
-    main(Path(args[0]) if args else Path("results/calibrated"), gpu="--gpu" in sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", type=Path, default=Path("results/quantization/calibrated"),
+                        help="folder for sweep.json, pareto.png, fidelity_rows.json, calibration.txt")
+    parser.add_argument("--gpu", action="store_true", help="GGUF only, every layer on the GPU")
+    args = parser.parse_args()
+    main(args.out, gpu=args.gpu)

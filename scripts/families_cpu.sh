@@ -2,10 +2,10 @@
 # Issue 14's families side by side on this CPU host (docs/findings.md §7, docs/benchmarks.md §16): the
 # measured runs, this host's calibration, and the tables with predictions. The H100 side is
 # `scripts/gpu/device_session.sh families` (FAMILY_MODELS="olmoe-1b-7b" for the MoE).
-#   scripts/families_cpu.sh [OUT]        (default results/families; about 30 minutes on 2 cores)
+#   scripts/families_cpu.sh [OUT]        (default results/families/cpu-host; about 30 minutes on 2 cores)
 set -euo pipefail
-OUT=${1:-results/families}
-RUNS="$OUT/cpu-runs"
+OUT=${1:-results/families/cpu-host}
+RUNS="$OUT/runs"
 mkdir -p "$RUNS"
 M=synth:gemma-3-1b,synth:llama-3.2-1b,synth:qwen3-0.6b,synth:smollm2-360m
 python -m edgeprof run -m $M -q q4_k_m -b 1 -p 128,2048 -n 64 -t 2 -r 2 --no-fidelity -o "$RUNS"

@@ -2,7 +2,7 @@
 host and on the H100, with the KV cache llama.cpp allocates for each (windowed layers keep only their SWA
 cache) beside what a cache without windows would hold.
 
-    python scripts/family_tables.py --run results/families/cpu-runs/<run> --run results/gpu-h100/session7/family-runs/<run> ...
+    python scripts/family_tables.py --run results/families/cpu-host/runs/<run> --run results/families/h100/runs/<run> ...
 
 With --calibration (a calibration JSON, or a validation JSON that holds one under "calibration", with its
 "device"), a second table sets the roofline's prediction for each row beside what was measured.

@@ -1,7 +1,7 @@
 """Markdown tables for docs/findings.md: each paper-reproduction sweep, edge (CPU host) beside server (H100),
 joined by config id, with the roofline's decode bound and predicted operator shares per side.
 
-    python scripts/findings_tables.py --cpu results/cpu-sweeps --gpu results/gpu-h100/session2/gpu-sweeps
+    python scripts/findings_tables.py --cpu results/sweeps/cpu-host --gpu results/sweeps/h100
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def main() -> None:
     parser.add_argument("--cpu", type=Path, required=True, help="folder with <sweep>/<run id>/ from the CPU host")
     parser.add_argument("--gpu", type=Path, required=True, help="the same from the H100 host")
     parser.add_argument("--h100-calibration", type=Path,
-                        default=Path("results/gpu-h100/session3/h100-sxm.json"))
-    parser.add_argument("--cpu-calibration", type=Path, default=Path("results/roofline_validation_cpu.json"),
+                        default=Path("results/roofline/h100/fitted/h100-sxm.json"))
+    parser.add_argument("--cpu-calibration", type=Path, default=Path("results/roofline/cpu-host/roofline_validation_cpu.json"),
                         help="a validate_roofline.py JSON whose calibration the CPU rows use")
     args = parser.parse_args()
     print("### predicted decode-step shares, Llama-3.2-1B q4_k_m, batch 1\n\n" + shares_table(args.h100_calibration, args.cpu_calibration))

@@ -7,11 +7,16 @@ refitted on the rest, and the device's figures are predicted through the same pa
 
 Writes (all deterministic: the same inputs give byte-identical files):
   data/device_classes.json              factors fitted on every sample, with each class's held-out error
-  results/device_classes/loo.json       every held-out prediction: device, origin, measured, predicted, ratio
-  results/device_classes/loo.md         the error distribution per class (docs/benchmarks.md §19 quotes it)
-  results/device_classes/h200_uncalibrated.md   the issue's H200 figures against the class prediction
+  results/predictions/loo.json       every held-out prediction: device, origin, measured, predicted, ratio
+  results/predictions/loo.md         the error distribution per class (docs/benchmarks.md §19 quotes it)
+  results/predictions/h200_uncalibrated.md   the issue's H200 figures against the class prediction
 
     PYTHONPATH=$PWD python scripts/fit_device_classes.py
+
+The own runs default to the committed ones (results/INDEX.md: roofline/, families/, predictions/); to refit
+with another session's runs, pass them (paths relative to the repository root, as data/device_classes.json
+records them): --h100-calibration, --h100-validation (one or more), --cpu-calibration, --cpu-validation,
+--h200-set.
 """
 
 from __future__ import annotations
@@ -50,13 +55,13 @@ def _known(device: str) -> bool:
 from edgeprof.quant import GGUF_QUANTS  # noqa: E402
 
 CPU_HOST = "this-cpu-host"  # the 2-core AMD EPYC VM (generic-x86-64) the CPU results were measured on
-H100_CALIBRATION = "results/gpu-h100/session3/h100-sxm.json"
-H100_VALIDATION = ("results/gpu-h100/session3/roofline_validation_gpu_p128.json",
-                   "results/gpu-h100/session3/roofline_validation_gpu_p512.json",
-                   "results/gpu-h100/session3/roofline_validation_gpu_p128_8b.json")
-CPU_CALIBRATION = "results/families/calibration_cpu_two_presets.json"
-CPU_VALIDATION = "results/roofline_validation_cpu.json"
-H200_SET = "results/gpu-h200/issue23_uncalibrated.json"
+H100_CALIBRATION = "results/roofline/h100/fitted/h100-sxm.json"
+H100_VALIDATION = ("results/roofline/h100/fitted/roofline_validation_gpu_p128.json",
+                   "results/roofline/h100/fitted/roofline_validation_gpu_p512.json",
+                   "results/roofline/h100/fitted/roofline_validation_gpu_p128_8b.json")
+CPU_CALIBRATION = "results/families/cpu-host/calibration_cpu_two_presets.json"
+CPU_VALIDATION = "results/roofline/cpu-host/roofline_validation_cpu.json"
+H200_SET = "results/predictions/issue23_uncalibrated.json"
 
 
 def corpus_samples(rows) -> tuple[list[Sample], list[str]]:
@@ -84,19 +89,20 @@ def _run_pair(device_class, device, roofs, preset, quant, batch, prompt, gen, sa
     return pairs
 
 
-def own_samples() -> list[tuple]:
+def own_samples(h100_calibration: str = H100_CALIBRATION, h100_validation: tuple[str, ...] = H100_VALIDATION,
+                cpu_calibration: str = CPU_CALIBRATION, cpu_validation: str = CPU_VALIDATION) -> list[tuple]:
     """The project's own runs: the H100 (datasheet roofs of h100-sxm) and this CPU host (no datasheet: its
     own triad and BLAS figures stand in, from the same calibration file)."""
     out = []
     h100 = get_profile("h100-sxm")
-    calibration = json.loads((REPO / H100_CALIBRATION).read_text())["llama_cpp_gpu"]
+    calibration = json.loads((REPO / h100_calibration).read_text())["llama_cpp_gpu"]
     for quant in ("q4_k_m", "q8_0", "f16"):
         roofs = datasheet_roofs(h100, GGUF_QUANTS[quant], True)
         for key, run in sorted(calibration[quant]["measured"].items()):
             preset, batch, prompt, sampler = _parse_key(key)
             out += _run_pair("nvidia-gpu", "h100-sxm", roofs, preset, quant, batch, prompt, 64,
-                             sampler, run["decode_tps"], run["ttft_ms"], H100_CALIBRATION)
-    for path in H100_VALIDATION:
+                             sampler, run["decode_tps"], run["ttft_ms"], h100_calibration)
+    for path in h100_validation:
         data = json.loads((REPO / path).read_text())
         args = data["command"]
         prompt, gen = int(args[args.index("--prompt") + 1]), int(args[args.index("--gen") + 1])
@@ -107,18 +113,18 @@ def own_samples() -> list[tuple]:
             out += _run_pair("nvidia-gpu", "h100-sxm", roofs, row["model"].removeprefix("synth:"),
                              "q4_k_m", row["batch"], prompt, gen, "greedy", row["decode_tps_measured"],
                              row["ttft_ms_measured"], path)
-    cpu = json.loads((REPO / CPU_CALIBRATION).read_text())
+    cpu = json.loads((REPO / cpu_calibration).read_text())
     roofs = Roofs(cpu["memory_bandwidth_gbps"] * 1e9, cpu["cpu_tflops_fp32"] * 1e12, cpu["cpu_tflops_fp32"] * 1e12)
     for key, run in sorted(cpu["llama_cpp_cpu"]["q4_k_m"]["measured"].items()):
         preset, batch, prompt, sampler = _parse_key(key)
         out += _run_pair("x86-cpu", CPU_HOST, roofs, preset, "q4_k_m", batch, prompt, 64, sampler,
-                         run["decode_tps"], run["ttft_ms"], CPU_CALIBRATION)
-    data = json.loads((REPO / CPU_VALIDATION).read_text())
+                         run["decode_tps"], run["ttft_ms"], cpu_calibration)
+    data = json.loads((REPO / cpu_validation).read_text())
     for row in data["rows"]:
         if not row.get("in_fit"):
             out += _run_pair("x86-cpu", CPU_HOST, roofs, row["model"].removeprefix("synth:"), "q4_k_m",
                              row["batch"], 128, 32, "greedy", row["decode_tps_measured"], row["ttft_ms_measured"],
-                             CPU_VALIDATION)
+                             cpu_validation)
     return out
 
 
@@ -172,12 +178,12 @@ def markdown(results: list[dict], summary: dict, skipped: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def h200_table(factors: dict[str, ClassFactors]) -> str:
+def h200_table(factors: dict[str, ClassFactors], h200_set: str = H200_SET) -> str:
     """The issue's uncalibrated H200 measurements against the class prediction (the H200 is in no fit)."""
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import predict
 
-    data = json.loads((REPO / H200_SET).read_text())
+    data = json.loads((REPO / h200_set).read_text())
     profile = get_profile("h200")
     lines = ["# H200, uncalibrated: measured (issue 23) vs predicted from the nvidia-gpu class factors", "",
              f"Source of the measured figures: {data['source']}. The H200 is in no fit.", "",
@@ -204,11 +210,18 @@ def h200_table(factors: dict[str, ClassFactors]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(REPO / "results" / "device_classes"))
+    parser.add_argument("--out", default=str(REPO / "results" / "predictions"))
     parser.add_argument("--factors", default=str(REPO / "data" / "device_classes.json"))
+    parser.add_argument("--h100-calibration", default=H100_CALIBRATION, help="an H100 calibration (llama_cpp_gpu)")
+    parser.add_argument("--h100-validation", nargs="+", default=list(H100_VALIDATION),
+                        help="validate_roofline.py JSONs from the same H100")
+    parser.add_argument("--cpu-calibration", default=CPU_CALIBRATION, help="the CPU host's calibration")
+    parser.add_argument("--cpu-validation", default=CPU_VALIDATION, help="a validate_roofline.py JSON from the CPU host")
+    parser.add_argument("--h200-set", default=H200_SET, help="measured H200 figures to check the class prediction on")
     args = parser.parse_args()
+    runs = (args.h100_calibration, tuple(args.h100_validation), args.cpu_calibration, args.cpu_validation)
     corpus_pairs, skipped = corpus_samples(load_corpus())
-    own_pairs = own_samples()
+    own_pairs = own_samples(*runs)
     samples: list[Sample] = corpus_pairs + own_pairs
     results = leave_one_device_out(samples)
     heldout = summarise(results, corpus_only=False)
@@ -220,7 +233,7 @@ def main() -> None:
     Path(args.factors).write_text(json.dumps({
         "generated_by": "scripts/fit_device_classes.py",
         "inputs": {"corpus_rows_used": len(corpus_pairs), "own_samples": len(own_pairs),
-                   "own_runs": [H100_CALIBRATION, *H100_VALIDATION, CPU_CALIBRATION, CPU_VALIDATION]},
+                   "own_runs": [runs[0], *runs[1], runs[2], runs[3]]},
         "classes": classes}, indent=1, sort_keys=True) + "\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,8 +242,8 @@ def main() -> None:
     (out / "loo.md").write_text(markdown(results, summarise(results, True), skipped))
     from edgeprof.analysis.device_classes import load_class_factors
 
-    if (REPO / H200_SET).is_file():
-        (out / "h200_uncalibrated.md").write_text(h200_table(load_class_factors(Path(args.factors))))
+    if (REPO / args.h200_set).is_file():
+        (out / "h200_uncalibrated.md").write_text(h200_table(load_class_factors(Path(args.factors)), args.h200_set))
     for phase in ("decode", "prefill"):
         good, total = within(results, phase)
         print(f"{phase}: {good}/{total} corpus rows within 25 % held out")

@@ -2,11 +2,11 @@
 
 `edgeprof calibrate` fits every quantization (q4_k_m, q8_0, f16) and re-measures the triad and BLAS; when a
 validation needs one quantization's fit, this runs just that part of the plan and keeps the rest of `--base`.
-It made results/families/calibration_cpu_two_presets.json (the plan's SmolLM2-135M and Llama-3.2-1B,
+It made results/families/cpu-host/calibration_cpu_two_presets.json (the plan's SmolLM2-135M and Llama-3.2-1B,
 q4_k_m, 2 threads; 2 min 44 s on the 2-core host):
 
-    python scripts/fit_llama_calibration.py --base results/families/calibration_cpu.json --quants q4_k_m \\
-        --out results/families/calibration_cpu_two_presets.json
+    python scripts/fit_llama_calibration.py --base results/families/cpu-host/calibration_cpu.json --quants q4_k_m \\
+        --out results/families/cpu-host/calibration_cpu_two_presets.json
 """
 
 from __future__ import annotations

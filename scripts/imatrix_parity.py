@@ -10,12 +10,13 @@
 
 The tools are llama.cpp's, built from the sdist of the installed llama-cpp-python
 (scripts/native_llama.py, `ensure_tool("llama-imatrix")`, `ensure_tool("llama-quantize")`); this script never
-builds them. Usage: python scripts/imatrix_parity.py [OUT_DIR] (default results/imatrix_parity); writes
-parity.json and prints a table.
+builds them. Usage: python scripts/imatrix_parity.py [OUT_DIR] (default results/quantization/imatrix_parity, the
+committed run of benchmarks §18; results/INDEX.md); writes parity.json and prints a table.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -101,4 +102,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results/imatrix_parity"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", type=Path, default=Path("results/quantization/imatrix_parity"),
+                        help="folder for parity.json")
+    main(parser.parse_args().out)

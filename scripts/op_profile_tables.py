@@ -1,6 +1,6 @@
 """The tables of docs/benchmarks.md §15 and docs/findings.md "Footsteps measured", from the recorded JSON.
 
-    python scripts/op_profile_tables.py --cpu results/op_profile --gpu results/gpu-h100/session6
+    python scripts/op_profile_tables.py --cpu results/operators/cpu-host --gpu results/operators/h100/session6
 """
 
 from __future__ import annotations
@@ -141,10 +141,10 @@ def footsteps(profiles: dict[str, dict], gpu: list[dict], calibrations: dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu", type=Path, default=Path("results/op_profile"))
-    parser.add_argument("--gpu", type=Path, default=Path("results/gpu-h100/session6"))
-    parser.add_argument("--h100-calibration", type=Path, default=Path("results/gpu-h100/session3/h100-sxm.json"))
-    parser.add_argument("--cpu-calibration", type=Path, default=Path("results/roofline_validation_cpu.json"))
+    parser.add_argument("--cpu", type=Path, default=Path("results/operators/cpu-host"))
+    parser.add_argument("--gpu", type=Path, default=Path("results/operators/h100/session6"))
+    parser.add_argument("--h100-calibration", type=Path, default=Path("results/roofline/h100/fitted/h100-sxm.json"))
+    parser.add_argument("--cpu-calibration", type=Path, default=Path("results/roofline/cpu-host/roofline_validation_cpu.json"))
     args = parser.parse_args()
     gpu = gpu_rows(args.gpu)
     cpu = cpu_profiles(args.cpu)

@@ -10,7 +10,7 @@ these overhead-bound steps. Order per configuration: reference, edgeprof, refere
 references' difference); the reference figure is their mean.
 
     python3 scripts/validate_energy.py --batched-bench /tmp/lcpp-cuda/bin/llama-batched-bench \
-        --configs smollm2-135m:1,llama-3.2-1b:1,llama-3.2-1b:8 --out results/gpu-h100/energy_validation.json
+        --configs smollm2-135m:1,llama-3.2-1b:1,llama-3.2-1b:8 --out results/energy/h100/energy_validation.json
 """
 
 from __future__ import annotations

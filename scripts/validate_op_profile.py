@@ -6,7 +6,7 @@ category shares, the reconstructed step (sum of corrected category times) agains
 
     # 1 + 3 on a CPU host: llama.cpp f32 beside ONNX Runtime fp32 on the same model and workload
     python scripts/validate_op_profile.py --model synth:smollm2-135m --quant f32 --ort fp32 \
-        --batches 1 --prompts 128,1024 --threads 2 --repeats 3 --naive --out results/op_profile/cpu.json
+        --batches 1 --prompts 128,1024 --threads 2 --repeats 3 --naive --out results/operators/cpu-host/cpu_smollm2-135m_f32.json
     # on the GPU (CUPTI where cupti-python is installed; check 2 is scripts/gpu/ncu_decode_shares.py)
     python scripts/validate_op_profile.py --model synth:llama-3.2-1b --quant q4_k_m --gpu-layers -1 \
         --batches 1,16 --prompts 128,2048 --threads 16 --out op_profile_gpu.json

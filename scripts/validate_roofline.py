@@ -6,9 +6,9 @@ prints predicted / measured. The CPU fit sees SmolLM2-135M and Llama-3.2-1B (bat
 and Llama-3.2-1B (batch 1, 4, 16 at prompts 64-1024); the table marks the presets a fit saw.
 
     python scripts/validate_roofline.py --presets smollm2-135m,smollm2-360m,qwen2.5-0.5b --batch 1,2,4,8,16 \
-        --out results/roofline_validation_cpu.json
-    python scripts/validate_roofline.py --presets smollm2-135m,llama-3.2-1b,llama-3.2-3b,llama-3.1-8b \
-        --threads 16 --gpu-layers -1 --out results/gpu-h100/session3/roofline_validation_gpu.json
+        --out results/roofline/cpu-host/roofline_validation_cpu.json
+    python scripts/validate_roofline.py --presets smollm2-135m,llama-3.2-1b,llama-3.2-3b --batch 1,2,4,8,16 --prompt 128 --gen 32 \
+        --threads 16 --gpu-layers -1 --reps 3 --out results/roofline/h100/fitted/roofline_validation_gpu_p128.json
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def test_predictions_come_from_the_run_not_from_the_host_analysing_it(isolated_e
     previous = path.read_text() if path.exists() else None
     path.parent.mkdir(parents=True, exist_ok=True)
     # a calibration for that profile appears on the analysing host afterwards (any CPU calibration will do)
-    path.write_text(json.dumps(json.loads((ROOT / "results/roofline_validation_cpu.json").read_text())["calibration"]))
+    path.write_text(json.dumps(json.loads((ROOT / "results/roofline/cpu-host/roofline_validation_cpu.json").read_text())["calibration"]))
     try:
         assert predict_row(run, ROW).decode_tps == before  # the run's own (absent) calibration still rules
         legacy = Run(Path("old"), {"device": {"profile": profile.name}}, [ROW])

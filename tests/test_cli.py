@@ -127,7 +127,7 @@ def test_predict_on_a_gpu_uses_its_llama_cpp_fit(isolated_env):
     """The committed H100 calibration (fitted from real runs) makes batch-1 decode overhead-bound."""
     stored = Path(isolated_env["config"]) / "calibration" / "h100-sxm.json"
     stored.parent.mkdir(parents=True, exist_ok=True)
-    committed = Path(__file__).parent.parent / "results" / "gpu-h100" / "session3" / "h100-sxm.json"
+    committed = Path(__file__).parent.parent / "results" / "roofline" / "h100" / "fitted" / "h100-sxm.json"
     stored.write_text(committed.read_text())
     result = edgeprof("predict", "--model", "synth:llama-3.2-1b", "--device", "h100-sxm", "--batch", "1,16",
                       "--prompt", "128", "--gen", "32")
