@@ -7,7 +7,7 @@ only the ones that answer are sampled.
 
 Power comes from the finest source the driver answers. `nvmlDeviceGetPowerUsage` is, on Ampere and later
 GPUs, an average over the last second (NVML's documentation; measured on an H100: it takes 1.05 s to
-reach 90 % of a load step, results/gpu-h100/nvml_power_probe.json), so a 150 ms phase read from it sits
+reach 90 % of a load step, results/energy/h100/nvml_power_probe.json), so a 150 ms phase read from it sits
 inside the ramp. The field `NVML_FI_DEV_POWER_INSTANT` (driver >= 530) is instantaneous power: on the
 same H100 it reached 90 % in 0.15 s and changes every 100 ms. Each source's refresh period is measured
 at probe time and recorded with the metric.
