@@ -87,3 +87,23 @@ def test_file_round_trips_through_the_gguf_format_llama_quantize_reads(tmp_path,
     fields = {f.name: f for f in reader.fields.values()}
     assert "general.architecture" not in fields
     assert bytes(fields["general.type"].parts[-1]).decode() == "imatrix"
+
+
+def test_a_crashed_collector_is_named_by_its_fatal_error_and_innermost_frame():
+    from edgeprof.export.imatrix import crash_detail
+
+    # faulthandler's dump on SIGSEGV (CPython 3.10-3.13 layout), as the collector child writes it
+    dump = """llama_context: n_ctx = 512
+Fatal Python error: Segmentation fault
+
+Current thread 0x00007f3a (most recent call first):
+  File "/x/edgeprof/backends/llamacpp_imatrix.py", line 125 in _read
+  File "/x/edgeprof/backends/llamacpp_imatrix.py", line 91 in _accumulate
+  File "/x/edgeprof/backends/llamacpp.py", line 300 in position_logits
+
+Extension modules: numpy._core._multiarray_umath, numpy.linalg._umath_linalg (total: 2)
+"""
+    assert crash_detail(dump) == ('Fatal Python error: Segmentation fault | '
+                                  'File "/x/edgeprof/backends/llamacpp_imatrix.py", line 125 in _read')
+    assert crash_detail("a\nValueError: bad text\n") == "a | ValueError: bad text"
+    assert crash_detail("") == "no detail"

@@ -46,14 +46,25 @@ def ensure_imatrix(parent_gguf: Path, parent_sha256: str, calibration_text: str 
     final = folder / f"{parent_sha256[:16]}-{text.sha256[:16]}-c{CHUNK_TOKENS}.imatrix.gguf"
     if not final.exists():
         tmp = partial_path(final)
-        command = [sys.executable, "-m", "edgeprof.backends.llamacpp_imatrix", str(parent_gguf), text.path,
+        command = [sys.executable, "-X", "faulthandler", "-m", "edgeprof.backends.llamacpp_imatrix", str(parent_gguf), text.path,
                    str(tmp), str(CHUNK_TOKENS), str(threads or 0), Path(text.path).name]
         try:
             result = subprocess.run(command, capture_output=True, text=True, env=child_env())
             if result.returncode != 0:
-                tail = " | ".join(line for line in result.stderr.strip().splitlines()[-2:] if line.strip())
-                raise QuantError(f"collecting the importance matrix failed: {tail or 'no detail'}")
+                raise QuantError(f"collecting the importance matrix failed: {crash_detail(result.stderr)}")
             tmp.replace(final)
         finally:
             tmp.unlink(missing_ok=True)
     return Imatrix(final, sha256_of(final), text.sha256, text.path)
+
+
+def crash_detail(stderr: str) -> str:
+    """What a failed collector child said, in one line: for a native crash, Python's fatal-error line and the
+    innermost Python frame of the crashing thread (faulthandler's dump ends in a list of extension modules,
+    which says nothing); otherwise the last two lines."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fatal = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")), None)
+    if fatal is None:
+        return " | ".join(lines[-2:]) or "no detail"
+    frame = next((line for line in lines[fatal:] if line.startswith("File ")), "")
+    return " | ".join(part for part in (lines[fatal], frame) if part)
