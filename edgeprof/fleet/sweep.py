@@ -122,9 +122,9 @@ def _sweep(client, address: str, spec: SweepSpec | None, devices: list[str], out
     runs = [_plan_device(client, spec, present[name], folder, fleet_info, resume_dir is not None, on_event)
             for name in devices if name in present]
     launcher = DaskLauncher(client, spec, runs, fleet_info, on_event)
-    launcher.export()
     ending = Ending()
     try:
+        launcher.export()
         drive([(run.session, run.configs) for run in runs], launcher)
         ending = Ending(why=launcher.ended)
     except KeyboardInterrupt:
