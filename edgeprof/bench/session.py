@@ -181,15 +181,15 @@ class RunSession:
         self._event("config_finished", label=config.label)
 
     # -- the end ----------------------------------------------------------------------------------------
-    def finish(self, ending: Ending = Ending(), absent: str | None = None) -> SessionResult:
+    def finish(self, ending: Ending = Ending()) -> SessionResult:
         """Close the run: configurations still in flight are `lost` (unless the user stopped the run: those
         have no record and rerun on resume as before), then the manifest's status, the summary and the exit
-        code. `absent`: why this run's device never took part (its configurations wait for `--resume`)."""
+        code."""
         if not ending.interrupted:
             for key in list(self.in_flight):
                 self.lose(key, Lost(ending.why or "the run ended before this configuration was confirmed"))
         self.in_flight.clear()
-        why = ending.why or absent or (f"{self.lost} configuration(s) lost" if self.lost else None)
+        why = ending.why or (f"{self.lost} configuration(s) lost" if self.lost else None)
         self.manifest.status = "interrupted" if ending.interrupted else f"incomplete: {why}" if why else "complete"
         self.manifest.ended = why if not ending.interrupted else None
         self.save()

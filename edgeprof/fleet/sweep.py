@@ -150,9 +150,9 @@ def _plan_device(client, spec: SweepSpec, device, folder: Path, fleet_info: dict
     try:
         facts = client.submit(node.describe_node, workers=[device.address], pure=False,
                               key=f"edgeprof-describe|{device.name}|{secrets.token_hex(4)}").result(timeout=120)
-    except (OSError, TimeoutError) as exc:
-        raise ConfigError(f"device {device.name} did not describe itself within 120 s ({exc.__class__.__name__}); "
-                          "see its `fleet join` output") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the engine raises (a head gone too), it is one line
+        raise ConfigError(f"device {device.name} did not describe itself within 120 s ({_why(exc)}); "
+                          "see its `fleet join` output and the head's") from None
     from edgeprof import __version__
 
     if facts["edgeprof_version"] != __version__:
