@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprof.bench.contracts import (EnergyPassDone, Event, Extras, Failed, FidelityJob, Loaded, Progress,
@@ -24,7 +24,7 @@ from edgeprof.lifetime import EventTail, child_env
 from edgeprof.export.artifacts import Artifact
 from edgeprof.export.in_child import ExportFailed, export_artifact
 from edgeprof.paths import cache_root
-from edgeprof.results.records import Record
+from edgeprof.results.records import FidelityOutcome, KvPrediction, Record, WorkerFacts
 from edgeprof.results.rundir import RunDir
 from edgeprof.sensors.session import SensorSession
 
@@ -139,11 +139,11 @@ class Runner:
         """`edgeprof fidelity`: a configuration's artifact (exported or cached) and its fidelity job alone,
         nothing timed: (the artifact, the job's fidelity_* figures and fidelity_status)."""
         if config.skip:
-            return None, {"fidelity_status": "skipped", "fidelity_error": config.skip}
+            return None, FidelityOutcome("skipped", config.skip).metrics()
         try:
             artifact, parent = self._export(config, config.quant, with_parent=True)
         except (EdgeprofError, ExportFailed) as exc:
-            return None, {"fidelity_status": "failed", "fidelity_error": str(exc)}
+            return None, FidelityOutcome("failed", str(exc)).metrics()
         self.notify("config_started", index=0, total=1, label=config.label)
         return artifact, self._fidelity(self._ids(config, artifact)[1], config, artifact, parent)
 
@@ -193,7 +193,7 @@ class Runner:
             extras.update(self._fidelity(key, config, artifact, parent))
         if sustained:
             extras.update(sustained.finish([e.to_dict() for e in events]))
-        worker = WorkerFacts.of(loaded)
+        worker = worker_facts(loaded)
         records = [
             self._record(config, artifact, e.index, "ok",
                          metrics={**e.metrics, **worker.metrics(), **_kv_predicted(config),
@@ -225,14 +225,14 @@ class Runner:
             job = fidelity_job(config.backend, artifact, parent, config.hp, self.options.fidelity_settings,
                                self.options.cpu_affinity)
         except EdgeprofError as exc:  # the text is gone (a fleet device without the head's file): fidelity only
-            return {"fidelity_status": "failed", "fidelity_error": str(exc)}
+            return FidelityOutcome("failed", str(exc)).metrics()
         returncode, timed_out, events, stderr_path = self._spawn(f"{key}.fidelity", config.label, job, measured=False)
         metrics = {k: v for e in events if isinstance(e, Extras) for k, v in e.metrics.items()}
         if returncode == 0 and metrics and "fidelity_error" not in metrics:
-            return {**metrics, "fidelity_status": "ok"}
+            return {**metrics, **FidelityOutcome("ok").metrics()}
         status, error = _failure(returncode, timed_out, events, stderr_path, self.options.timeout_s)
-        return {"fidelity_status": status if returncode != 0 or timed_out else "failed",
-                "fidelity_error": metrics.get("fidelity_error") or error}
+        return FidelityOutcome(status if returncode != 0 or timed_out else "failed",
+                               metrics.get("fidelity_error") or error).metrics()
 
     def _spawn(self, name: str, label: str, job: WorkerJob, measured: bool,
                watch: Callable[[Event], None] | None = None,
@@ -338,25 +338,12 @@ def fidelity_job(backend: str, artifact: Artifact, parent: Artifact | None, hp, 
                                           str(cache)))
 
 
-@dataclass(frozen=True)
-class WorkerFacts:
-    """The metric group every `ok` record takes from the worker's `loaded` event: how long loading took (ms),
-    the CPUs and GPUs the worker could use, and where greedy sampling ran (host or device)."""
-
-    load_ms: float | None = None
-    worker_cpus: int | None = None
-    worker_gpus: str | None = None
-    sampling: str | None = None
-
-    @classmethod
-    def of(cls, loaded: Loaded | None) -> "WorkerFacts":
-        if loaded is None:
-            return cls()
-        info = loaded.info or {}
-        return cls(loaded.load_ms, info.get("worker_cpus"), info.get("cuda_visible_devices"), info.get("sampling"))
-
-    def metrics(self) -> dict:
-        return asdict(self)
+def worker_facts(loaded: Loaded | None) -> WorkerFacts:
+    """The `WorkerFacts` metric group of a worker's `loaded` event (all None where it never loaded)."""
+    if loaded is None:
+        return WorkerFacts()
+    info = loaded.info or {}
+    return WorkerFacts(loaded.load_ms, info.get("worker_cpus"), info.get("cuda_visible_devices"), info.get("sampling"))
 
 
 def record_ids(config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:
@@ -402,8 +389,7 @@ def _kv_predicted(config: BenchConfig) -> dict:
     allocated = kv_cache_bytes(config, hp)
     if allocated is None:
         return {}
-    return {"kv_cache_bytes": allocated,
-            "kv_cache_bytes_held_predicted": kv_cache_bytes(config, hp, hp.depth + hp.prompt_tokens + hp.gen_tokens)}
+    return KvPrediction(allocated, kv_cache_bytes(config, hp, hp.depth + hp.prompt_tokens + hp.gen_tokens)).metrics()
 
 
 def _energy_methods(energy_pass: dict | None) -> dict | None:
