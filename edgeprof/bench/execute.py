@@ -58,7 +58,7 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
         session = RunSession.resume(resume_dir, spec, len(configs), on_event)
     else:
         run_dir = create_run_dir(out)
-        manifest = Manifest(run_dir.run_id, device_info, jetson=jetson_facts(), **profile_facts(profile))
+        manifest = Manifest(run_dir.run_id, device_info, **profile_facts(profile))
         session = RunSession.create(run_dir, manifest, spec, len(configs), on_event)
     run_dir, manifest = session.run_dir, session.manifest
     sensors = start_sensors(spec.sample_hz, spec.idle_s, run_dir.samples_path, setup.gpu_ids, on_event)
