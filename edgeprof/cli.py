@@ -531,6 +531,8 @@ def _execute_fleet(spec, address: str, devices: list[str], credentials: Path | N
     if len(result.run_dirs) > 1:
         console.print("side by side: edgeprof compare " + " ".join(str(p) for p in result.run_dirs.values()),
                       soft_wrap=True, highlight=False)
+    if result.ended:
+        err_console.print(f"[red]{result.ended}[/red]", soft_wrap=True, highlight=False)
     if any(result.lost.values()) or result.absent:
         err_console.print(f"unfinished configurations remain; once the devices are back: edgeprof sweep --resume "
                           f"{result.folder}", soft_wrap=True, highlight=False)

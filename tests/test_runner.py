@@ -114,10 +114,12 @@ def test_invalid_hyperparameters_fail_before_running(grid, message):
 
 def test_events_of_a_crashed_worker_keep_finished_repetitions(tmp_path):
     events = tmp_path / "e.jsonl"
-    events.write_text(json.dumps({"event": "repetition", "index": 0, "metrics": {}}) + "\n{\"event\": \"rep")
-    from edgeprof.bench.runner import _read_events
+    events.write_text(json.dumps({"event": "repetition", "index": 0, "metrics": {}, "phases": {}, "finished_at": 1.0})
+                      + "\n{\"event\": \"rep")
+    from edgeprof.bench.contracts import Repetition, read_events
 
-    assert len(_read_events(events)) == 1
+    (event,) = read_events(events)
+    assert isinstance(event, Repetition) and event.index == 0
 
 
 def test_long_context_is_refused_unless_asked_for():

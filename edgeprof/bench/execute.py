@@ -1,11 +1,12 @@
-"""A whole run as one library call: a `SweepSpec` and an output folder in, a run directory out.
+"""A whole run on this host as one library call: a `SweepSpec` and an output folder in, a run directory out.
 
 `execute` resolves the device, expands the sweep (per backend), picks the run's GPUs, starts the sensors
-with their idle baseline, runs each configuration through the `Runner` (resuming where a run stopped),
-and writes the manifest and summary. It reports what happens through `on_event(name, **details)` and
-prints nothing, so the CLI, a test, a notebook or a remote task call it alike and render as they wish.
+with their idle baseline, and hands the configurations to a `RunSession` (manifest, resume, records, the
+end) with this host's launcher (a worker process per configuration). It reports what happens through
+`on_event(name, **details)` and prints nothing, so the CLI, a test, a notebook or a remote task call it
+alike and render as they wish.
 
-Events: `message` (text), `run_started` (configurations, run_dir), and the runner's `export`,
+Events: `message` (text), `run_started` (configurations, run_dir), and the runner's and session's `export`,
 `config_started`, `config_progress`, `config_finished`, `config_already_done`.
 """
 
@@ -13,38 +14,28 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprof.backends.base import uses_gpu
 from edgeprof.bench.plan import expand
 from edgeprof.bench.runner import Notify, Runner, RunOptions, ignore_events
-from edgeprof.bench.sweep import SweepSpec, prune_unfinished
-from edgeprof.hardware.devices import host_facts, offload_gpus, resolve_device
+from edgeprof.bench.session import Ending, LocalLauncher, RunSession, SessionResult, drive
+from edgeprof.bench.sweep import SweepSpec
 from edgeprof.errors import ConfigError
+from edgeprof.hardware.devices import host_facts, offload_gpus, resolve_device
 from edgeprof.lifetime import Stopped, stop_signals
-from edgeprof.results.records import read_records
-from edgeprof.results.rundir import RunDir, base_manifest, create_run_dir, read_manifest
-from edgeprof.results.summary import summarize, write_summary_csv
+from edgeprof.results.rundir import Manifest, create_run_dir
 
 Events = Notify  # on_event(name, **details)
 
 
 @dataclass
-class RunResult:
-    """What a run left: its folder, one summary row per configuration, and how it ended."""
+class RunResult(SessionResult):
+    """A local run's `SessionResult`, with the device profile it ran as and whether it was emulated."""
 
-    run_dir: Path
-    rows: list[dict]
-    profile: str
-    emulated: bool
-    interrupted: bool = False
-    exit_code: int = 0  # 0 all ran; 1 some configuration failed; 128 + signal (130 Ctrl-C) when stopped
-
-    @property
-    def failed(self) -> list[dict]:
-        return [row for row in self.rows if row["status"] not in ("ok", "skipped")]
+    profile: str = ""
+    emulated: bool = False
 
 
 def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event: Events = ignore_events) -> RunResult:
@@ -58,68 +49,64 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
     from edgeprof.sensors.nvml import nvml_gpu_names
 
     gpu_names = nvml_gpu_names()
-    has_gpu = bool(offload_gpus(gpu_names=gpu_names))
-    grid = resolve_auto_gpu_layers(spec.grid, has_gpu and not spec.emulate and gpu_build())
+    grid = resolve_auto_gpu_layers(spec.grid, gpu_offload(gpu_names, spec.emulate))
     configs = expand(spec.models, spec.quants, spec.backends, grid, spec.allow_long_context)
     setup = prepare_device(spec, profile, facts, gpu_names, configs)
     configs, device_info = setup.configs, setup.device_info
     power, configs = power_modes(spec, profile.name, configs)
-    finished: set[str] = set()
     if resume_dir is not None:
-        manifest = read_manifest(resume_dir)
-        run_dir = RunDir(resume_dir, manifest["run_id"])
-        finished, dropped = prune_unfinished(run_dir.records_path, spec.repetitions)
-        manifest.setdefault("resumed", []).append({"command": sys.argv, "finished_before": len(finished),
-                                                   "partial_records_dropped": dropped})
-        on_event("message", text=f"resuming {resume_dir}: {len(finished)} configurations already finished"
-                 + (f", {dropped} partial record(s) of an interrupted configuration dropped" if dropped else ""))
+        session = RunSession.resume(resume_dir, spec, len(configs), on_event)
     else:
         run_dir = create_run_dir(out)
-        manifest = base_manifest(run_dir.run_id, device_info)
-        # What analysis needs to predict this run later, on any machine: the profile and calibration in force.
-        from edgeprof.hardware.devices import load_calibration
-
-        manifest["device_profile"] = {"name": profile.name, "display_name": profile.display_name,
-                                      "kind": profile.kind, "data": profile.data}
-        manifest["calibration"] = load_calibration(profile.name)
-    manifest["sweep"] = spec.to_dict()
-    manifest["configurations"] = len(configs)
-    sensors = start_sensors(spec.sample_hz, spec.idle_s, run_dir.path / "samples.csv", setup.gpu_ids, on_event)
+        manifest = Manifest(run_dir.run_id, device_info, **profile_facts(profile))
+        session = RunSession.create(run_dir, manifest, spec, len(configs), on_event)
+    run_dir, manifest = session.run_dir, session.manifest
+    sensors = start_sensors(spec.sample_hz, spec.idle_s, run_dir.samples_path, setup.gpu_ids, on_event)
     if sensors:
-        manifest["sensors"] = sensors.describe()
-    manifest["jetson"] = jetson_facts()
-    run_dir.write_manifest(manifest)
+        manifest.sensors = sensors.describe()
+    manifest.jetson = jetson_facts()
+    session.save()
 
-    options = run_options(spec, setup)
-    result = RunResult(run_dir.path, [], profile.name, spec.emulate)
     on_event("run_started", configurations=len(configs), run_dir=run_dir.path)
-    runner = Runner(run_dir, device_info, options, on_event, sensors,
+    runner = Runner(run_dir, device_info, run_options(spec, setup), on_event, sensors,
                     setup=(lambda config: power.apply(config.hp.power_mode) if config.hp.power_mode else {})
                     if power else None)
+    ending = Ending()
     try:
         # SIGTERM/SIGHUP (a `timeout`, a closed SSH session) stop like Ctrl-C; a power mode is restored either way
         with stop_signals(), power or contextlib.nullcontext():
-            runner.run(configs, skip_run_keys=finished)
+            drive([(session, configs)], LocalLauncher(runner))
     except KeyboardInterrupt:
-        result.interrupted, result.exit_code = True, 130  # the configuration in flight was discarded
+        ending = Ending(130)  # the configuration in flight was discarded
     except Stopped as stop:
-        result.interrupted, result.exit_code = True, stop.exit_code
+        ending = Ending(stop.exit_code)
     finally:
         if sensors:
             sensors.close()
-            manifest["sensors"] = {**sensors.describe(), "sampler_cpu_s": sensors.sampler.thread_cpu_s,
-                                   "samples": sensors.sampler.samples_taken}
-        manifest["artifacts"] = list({**{a["path"]: a for a in manifest.get("artifacts", [])},
-                                      **runner.artifacts}.values())
+            manifest.sensors = {**sensors.describe(), "sampler_cpu_s": sensors.sampler.thread_cpu_s,
+                                "samples": sensors.sampler.samples_taken}
+        manifest.add_artifacts(runner.artifacts)
         if power:
-            manifest["power_modes"] = power.describe()
-        manifest["status"] = "interrupted" if result.interrupted else "complete"
-        run_dir.write_manifest(manifest)
-        result.rows = summarize(read_records(run_dir.records_path))
-        write_summary_csv(result.rows, run_dir.summary_path)
-    if not result.interrupted and result.failed:
-        result.exit_code = 1  # measured configurations are kept; the code tells scripts that some failed
-    return result
+            manifest.power_modes = power.describe()
+        result = session.finish(ending)
+    return RunResult(**result.__dict__, profile=profile.name, emulated=spec.emulate)
+
+
+def gpu_offload(gpu_names: list[str], emulate: bool) -> bool:
+    """Whether this host can put layers on a GPU for a run: a GPU that takes layers, a llama.cpp build that
+    offloads, and no emulation (an emulated device runs on its CPU cores). A local run and a fleet device
+    decide `--gpu-layers auto` and plan with this."""
+    return bool(offload_gpus(gpu_names=gpu_names)) and not emulate and gpu_build()
+
+
+def profile_facts(profile) -> dict:
+    """What analysis needs to predict a run later, on any machine: the device profile and calibration in
+    force, as the manifest's `device_profile` and `calibration` (a local run's and a fleet device's)."""
+    from edgeprof.hardware.devices import load_calibration
+
+    return {"device_profile": {"name": profile.name, "display_name": profile.display_name, "kind": profile.kind,
+                               "data": profile.data},
+            "calibration": load_calibration(profile.name)}
 
 
 @dataclass

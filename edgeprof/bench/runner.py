@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeprof.bench.contracts import (EnergyPassDone, Event, Extras, Failed, FidelityJob, Loaded, Progress,
+                                      Repetition, WorkerJob, parse_event, read_events)
 from edgeprof.bench.energy_pass import plan_energy_pass
 from edgeprof.bench.plan import BenchConfig
 from edgeprof.bench.sustain import SustainedRun
@@ -23,7 +24,7 @@ from edgeprof.lifetime import EventTail, child_env
 from edgeprof.export.artifacts import Artifact
 from edgeprof.export.in_child import ExportFailed, export_artifact
 from edgeprof.paths import cache_root
-from edgeprof.results.records import Record
+from edgeprof.results.records import FidelityOutcome, KvPrediction, Record, WorkerFacts
 from edgeprof.results.rundir import RunDir
 from edgeprof.sensors.session import SensorSession
 
@@ -110,12 +111,10 @@ class Runner:
         self.artifacts: dict[str, dict] = {}
         self._exports: dict[ArtifactRequest, tuple[Artifact, Artifact | None]] = {}
 
-    def run(self, configs: list[BenchConfig], skip_run_keys: set[str] = frozenset()) -> None:
-        """Run each configuration in order; those whose run key is in `skip_run_keys` are already done."""
+    def run(self, configs: list[BenchConfig]) -> None:
+        """Run each configuration in order into the run directory: records only, for scripts and tests (a run
+        with a manifest, resume and a summary is a `bench.session.RunSession`)."""
         for index, config in enumerate(configs):
-            if skip_run_keys and self.run_key_of(config) in skip_run_keys:
-                self.notify("config_already_done", index=index, total=len(configs), label=config.label)
-                continue
             self.notify("config_started", index=index, total=len(configs), label=config.label)
             for record in self.run_one(config):
                 self.writer.append(record)
@@ -140,11 +139,11 @@ class Runner:
         """`edgeprof fidelity`: a configuration's artifact (exported or cached) and its fidelity job alone,
         nothing timed: (the artifact, the job's fidelity_* figures and fidelity_status)."""
         if config.skip:
-            return None, {"fidelity_status": "skipped", "fidelity_error": config.skip}
+            return None, FidelityOutcome("skipped", config.skip).metrics()
         try:
             artifact, parent = self._export(config, config.quant, with_parent=True)
         except (EdgeprofError, ExportFailed) as exc:
-            return None, {"fidelity_status": "failed", "fidelity_error": str(exc)}
+            return None, FidelityOutcome("failed", str(exc)).metrics()
         self.notify("config_started", index=0, total=1, label=config.label)
         return artifact, self._fidelity(self._ids(config, artifact)[1], config, artifact, parent)
 
@@ -161,8 +160,11 @@ class Runner:
 
     def run_key_of(self, config: BenchConfig) -> str:
         """The run key a configuration's records will carry (a model file is identified by its content)."""
-        artifact = self._export(config, "as-is")[0] if config.source.is_file and not config.skip else None
-        return self._ids(config, artifact)[1]
+        return self._ids(config, self.identity_artifact(config))[1]
+
+    def identity_artifact(self, config: BenchConfig) -> Artifact | None:
+        """The artifact a model-file configuration is identified by (its content's hash); None for the rest."""
+        return self._export(config, "as-is")[0] if config.source.is_file and not config.skip else None
 
     def _ids(self, config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:
         return record_ids(config, artifact)
@@ -173,39 +175,37 @@ class Runner:
         sustained = SustainedRun(self.sensors, self.run_dir.path, self.jobs_dir, key, self.options.sustain_s,
                                  self.options.sustain_window_s, self.options.sustain_until_steady) \
             if self.options.sustain_s > 0 else None
-        returncode, timed_out, events, stderr_path = self._spawn(key, config.label, {
-            "backend": config.backend, "model_path": artifact.path, "hyperparameters": config.hp.to_dict(),
-            "warmup": self.options.warmup, "repetitions": self.options.repetitions, "seed": self.options.seed,
-            "cpu_affinity": list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
-            "profile_ops": self.options.profile_ops,
-            "energy_pass": self._energy_pass_plan(),
-            "sustain": sustained.plan.to_dict() if sustained else None,
-        }, measured=True, watch=sustained.on_event if sustained else None,
-            extra_s=self.options.sustain_s)
-        loaded = next((e for e in events if e["event"] == "loaded"), {})
-        energy_pass = next((e for e in events if e["event"] == "energy_pass"), None)
+        job = WorkerJob(config.backend, artifact.path, config.hp.to_dict(), warmup=self.options.warmup,
+                        repetitions=self.options.repetitions, seed=self.options.seed,
+                        cpu_affinity=list(self.options.cpu_affinity) if self.options.cpu_affinity else None,
+                        profile_ops=self.options.profile_ops, energy_pass=self._energy_pass_plan(),
+                        sustain=sustained.plan.to_dict() if sustained else None)
+        returncode, timed_out, events, stderr_path = self._spawn(
+            key, config.label, job, measured=True, watch=(lambda e: sustained.on_event(e.to_dict())) if sustained
+            else None, extra_s=self.options.sustain_s)
+        loaded = next((e for e in events if isinstance(e, Loaded)), None)
+        info = loaded.info if loaded else None
+        energy_pass = next((e.to_dict() for e in events if isinstance(e, EnergyPassDone)), None)
+        repetitions = [e for e in events if isinstance(e, Repetition)]
         # The operator profile and the worker's GPU memory come once per configuration, after the repetitions.
-        extras = {**(state or {}), **{k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}}
-        if self.options.fidelity and any(e["event"] == "repetition" for e in events):
+        extras = {**(state or {}), **{k: v for e in events if isinstance(e, Extras) for k, v in e.metrics.items()}}
+        if self.options.fidelity and repetitions:
             extras.update(self._fidelity(key, config, artifact, parent))
         if sustained:
-            extras.update(sustained.finish(events))
+            extras.update(sustained.finish([e.to_dict() for e in events]))
+        worker = worker_facts(loaded)
         records = [
-            self._record(config, artifact, e["index"], "ok",
-                         metrics={**e["metrics"], "load_ms": loaded.get("load_ms"),
-                                  "worker_cpus": (loaded.get("info") or {}).get("worker_cpus"),
-                                  "worker_gpus": (loaded.get("info") or {}).get("cuda_visible_devices"),
-                                  "sampling": (loaded.get("info") or {}).get("sampling"),
-                                  **_kv_predicted(config),
+            self._record(config, artifact, e.index, "ok",
+                         metrics={**e.metrics, **worker.metrics(), **_kv_predicted(config),
                                   **self._sensor_metrics(key, e, config.hp.batch, energy_pass), **extras},
-                         info=loaded.get("info"), started=started, finished=e.get("finished_at"),
+                         info=info, started=started, finished=e.finished_at,
                          energy_window=_energy_methods(energy_pass))
-            for e in events if e["event"] == "repetition"
+            for e in repetitions
         ]
         if self.sensors:
             for event in events:
-                if "phase" in event:
-                    self.sensors.mark(key, *event["phase"])
+                if isinstance(getattr(event, "phase", None), list):
+                    self.sensors.mark(key, *event.phase)
             for phase, found in (energy_pass or {}).get("phases", {}).items():
                 for t0, t1, _ in found["windows"]:
                     self.sensors.mark(key, f"energy-{phase}", t0, t1)
@@ -213,8 +213,7 @@ class Runner:
         if len(records) == self.options.repetitions and returncode == 0:
             return records
         status, error = _failure(returncode, timed_out, events, stderr_path, self.options.timeout_s)
-        records.append(self._record(config, artifact, None, status, error=error, info=loaded.get("info"),
-                                    started=started))
+        records.append(self._record(config, artifact, None, status, error=error, info=info, started=started))
         return records
 
     def _fidelity(self, key: str, config: BenchConfig, artifact: Artifact, parent: Artifact | None) -> dict:
@@ -226,17 +225,18 @@ class Runner:
             job = fidelity_job(config.backend, artifact, parent, config.hp, self.options.fidelity_settings,
                                self.options.cpu_affinity)
         except EdgeprofError as exc:  # the text is gone (a fleet device without the head's file): fidelity only
-            return {"fidelity_status": "failed", "fidelity_error": str(exc)}
+            return FidelityOutcome("failed", str(exc)).metrics()
         returncode, timed_out, events, stderr_path = self._spawn(f"{key}.fidelity", config.label, job, measured=False)
-        metrics = {k: v for e in events if e["event"] == "extras" for k, v in e["metrics"].items()}
+        metrics = {k: v for e in events if isinstance(e, Extras) for k, v in e.metrics.items()}
         if returncode == 0 and metrics and "fidelity_error" not in metrics:
-            return {**metrics, "fidelity_status": "ok"}
+            return {**metrics, **FidelityOutcome("ok").metrics()}
         status, error = _failure(returncode, timed_out, events, stderr_path, self.options.timeout_s)
-        return {"fidelity_status": status if returncode != 0 or timed_out else "failed",
-                "fidelity_error": metrics.get("fidelity_error") or error}
+        return FidelityOutcome(status if returncode != 0 or timed_out else "failed",
+                               metrics.get("fidelity_error") or error).metrics()
 
-    def _spawn(self, name: str, label: str, job: dict, measured: bool, watch: Callable[[dict], None] | None = None,
-               extra_s: float = 0.0) -> tuple[int | None, bool, list[dict], Path]:
+    def _spawn(self, name: str, label: str, job: WorkerJob, measured: bool,
+               watch: Callable[[Event], None] | None = None,
+               extra_s: float = 0.0) -> tuple[int | None, bool, list[Event], Path]:
         """Run one worker job to its end (or its timeout, `extra_s` later than the configured one): (return
         code, timed out, events, stderr log). Only a `measured` job has its CPU and memory sampled as the
         worker's; `watch` sees each event as it arrives (a sustained run's windows)."""
@@ -244,7 +244,7 @@ class Runner:
         events_path = self.jobs_dir / f"{name}.events.jsonl"
         stderr_path = self.jobs_dir / f"{name}.stderr.log"
         events_path.unlink(missing_ok=True)
-        job_path.write_text(json.dumps(job))
+        job.write(job_path)
         with open(stderr_path, "w") as stderr:
             child = subprocess.Popen([sys.executable, "-m", "edgeprof.bench.worker", str(job_path), str(events_path)],
                                      stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
@@ -259,9 +259,9 @@ class Runner:
             finally:
                 if self.sensors and measured:
                     self.sensors.set_target(None)
-        return child.returncode, timed_out, _read_events(events_path), stderr_path
+        return child.returncode, timed_out, read_events(events_path), stderr_path
 
-    def _wait(self, child: subprocess.Popen, events_path: Path, label: str, watch: Callable[[dict], None] | None = None,
+    def _wait(self, child: subprocess.Popen, events_path: Path, label: str, watch: Callable[[Event], None] | None = None,
               extra_s: float = 0.0, poll_s: float = 0.5) -> bool:
         """Wait for the worker, passing its progress events on; False (and the worker ended) on timeout."""
         deadline = time.monotonic() + self.options.timeout_s + extra_s
@@ -271,12 +271,12 @@ class Runner:
                 child.wait(timeout=min(poll_s, max(deadline - time.monotonic(), 0.0)))
                 return True
             except subprocess.TimeoutExpired:
-                for event in tail.new_events():
+                for event in filter(None, map(parse_event, tail.new_events())):
                     if watch is not None:
                         watch(event)
-                    if event["event"] == "progress":
-                        self.notify("config_progress", label=label, step=event["step"], done=event.get("done"),
-                                    total=event.get("total"), unit=event.get("unit", "tokens"))
+                    if isinstance(event, Progress):
+                        self.notify("config_progress", label=label, step=event.step, done=event.done,
+                                    total=event.total, unit=event.unit)
                 if time.monotonic() >= deadline:
                     _kill_group(child)
                     return False
@@ -293,16 +293,16 @@ class Runner:
                                 self.sensors.plan.period_s, self.options.repetitions)
         return plan.to_dict() if plan else None
 
-    def _sensor_metrics(self, key: str, event: dict, batch: int, energy_pass: dict | None) -> dict:
+    def _sensor_metrics(self, key: str, event: Repetition, batch: int, energy_pass: dict | None) -> dict:
         """Energy, power, temperature and throttling of one repetition: conditions over its timed prefill
         and decode, energy over the energy pass's window of the same index where there is one."""
         if not self.sensors:
             return {}
-        windows = {phase: tuple(edges) for phase, edges in event["phases"].items()}
+        windows = {phase: tuple(edges) for phase, edges in event.phases.items()}
         for phase, (t0, t1) in windows.items():
             self.sensors.mark(key, phase, t0, t1)
-        tokens = {"prefill": event["metrics"]["prompt_tokens_total"], "decode": event["metrics"]["decoded_tokens_total"]}
-        energy_windows = {phase: found["windows"][min(event["index"], len(found["windows"]) - 1)]
+        tokens = {"prefill": event.metrics["prompt_tokens_total"], "decode": event.metrics["decoded_tokens_total"]}
+        energy_windows = {phase: found["windows"][min(event.index, len(found["windows"]) - 1)]
                           for phase, found in (energy_pass or {}).get("phases", {}).items() if found["windows"]}
         return self.sensors.repetition_metrics(windows, tokens, requests=batch, energy_windows=energy_windows)
 
@@ -327,15 +327,23 @@ class Runner:
 
 
 def fidelity_job(backend: str, artifact: Artifact, parent: Artifact | None, hp, settings: FidelitySettings,
-                 cpu_affinity: tuple[int, ...] | None = None) -> dict:
+                 cpu_affinity: tuple[int, ...] | None = None) -> WorkerJob:
     """The worker job that measures one artifact's fidelity (cached by both hashes, the text's and the chunking)."""
     cache = fidelity_cache_file(cache_root() / "fidelity", backend, artifact.sha256, parent.sha256 if parent else None,
                                 text_sha256(settings), settings)
-    return {"mode": "fidelity", "backend": backend, "model_path": artifact.path, "hyperparameters": hp.to_dict(),
-            "cpu_affinity": list(cpu_affinity) if cpu_affinity else None,
-            "fidelity": {"parent_path": parent.path if parent else None, "parent_quant": parent.quant if parent else None,
-                         "settings": {"text": settings.text, "ctx": settings.ctx, "chunks": settings.chunks},
-                         "cache": str(cache)}}
+    return WorkerJob(backend, artifact.path, hp.to_dict(), mode="fidelity",
+                     cpu_affinity=list(cpu_affinity) if cpu_affinity else None,
+                     fidelity=FidelityJob(parent.path if parent else None, parent.quant if parent else None,
+                                          {"text": settings.text, "ctx": settings.ctx, "chunks": settings.chunks},
+                                          str(cache)))
+
+
+def worker_facts(loaded: Loaded | None) -> WorkerFacts:
+    """The `WorkerFacts` metric group of a worker's `loaded` event (all None where it never loaded)."""
+    if loaded is None:
+        return WorkerFacts()
+    info = loaded.info or {}
+    return WorkerFacts(loaded.load_ms, info.get("worker_cpus"), info.get("cuda_visible_devices"), info.get("sampling"))
 
 
 def record_ids(config: BenchConfig, artifact: Artifact | None) -> tuple[str, str]:
@@ -381,8 +389,7 @@ def _kv_predicted(config: BenchConfig) -> dict:
     allocated = kv_cache_bytes(config, hp)
     if allocated is None:
         return {}
-    return {"kv_cache_bytes": allocated,
-            "kv_cache_bytes_held_predicted": kv_cache_bytes(config, hp, hp.depth + hp.prompt_tokens + hp.gen_tokens)}
+    return KvPrediction(allocated, kv_cache_bytes(config, hp, hp.depth + hp.prompt_tokens + hp.gen_tokens)).metrics()
 
 
 def _energy_methods(energy_pass: dict | None) -> dict | None:
@@ -399,17 +406,6 @@ def _kill_group(child: subprocess.Popen) -> None:
     child.wait()
 
 
-def _read_events(path: Path) -> list[dict]:
-    events = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue  # a line torn by a crash mid-write
-    return events
-
-
 def _stderr_tail(path: Path, lines: int = 6) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -418,16 +414,16 @@ def _stderr_tail(path: Path, lines: int = 6) -> str:
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())
 
 
-def _failure(returncode: int | None, timed_out: bool, events: list[dict], stderr_path: Path,
+def _failure(returncode: int | None, timed_out: bool, events: list[Event], stderr_path: Path,
              timeout_s: float) -> tuple[str, str]:
     """Classify how a child ended: timeout, oom (killed or allocation failure) or failed."""
     if timed_out:
         return "timeout", f"configuration exceeded the {timeout_s:g} s timeout"
-    error_event = next((e for e in events if e["event"] == "error"), None)
+    error_event = next((e for e in events if isinstance(e, Failed)), None)
     tail = _stderr_tail(stderr_path)
     if error_event:
-        message = error_event["message"]
-        status = error_event.get("status", "failed")
+        message = error_event.message
+        status = error_event.status
         if any(marker in (message + tail).lower() for marker in _OOM_MARKERS):
             status = "oom"
         return status, message

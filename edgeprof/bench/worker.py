@@ -8,96 +8,93 @@ Events are appended and flushed one per line as they happen, so finished repetit
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from edgeprof.bench.contracts import (EnergyPassDone, Extras, Failed, Loaded, Progress, Repetition, SustainWindow,
+                                      WarmedUp, WorkerJob)
 from edgeprof.errors import EdgeprofError
-from edgeprof.lifetime import die_with_parent, emit_event
+from edgeprof.lifetime import die_with_parent
 
 EXIT_USER_ERROR = 3
 EXIT_CRASH = 4
 
 
-def run_job(job: dict, events) -> int:
-    if job.get("cpu_affinity"):
-        os.sched_setaffinity(0, job["cpu_affinity"])  # emulating a device with fewer cores
-    if job["backend"] == "llama.cpp":
+def run_job(job: WorkerJob, events) -> int:
+    if job.cpu_affinity:
+        os.sched_setaffinity(0, job.cpu_affinity)  # emulating a device with fewer cores
+    if job.backend == "llama.cpp":
         from edgeprof.backends.llamacpp_lib import load_llama_cpp
 
         load_llama_cpp()  # before numpy: see load_llama_cpp's docstring
-    if job.get("mode") == "fidelity":  # a job of its own, after the measurement (see Runner._fidelity)
+    if job.mode == "fidelity":  # a job of its own, after the measurement (see Runner._fidelity)
         from edgeprof.config import Hyperparameters
 
-        hp = Hyperparameters.from_dict(job["hyperparameters"])
-        emit_event(events, {"event": "extras", "metrics": _extra(lambda: _fidelity(job, hp, events), "fidelity")})
+        hp = Hyperparameters.from_dict(job.hyperparameters)
+        Extras(_extra(lambda: _fidelity(job, hp, events), "fidelity")).emit(events)
         return 0
     from edgeprof.backends.base import open_session, uses_gpu
     from edgeprof.bench.measure import make_depth_tokens, make_prompts, run_repetition
     from edgeprof.config import Hyperparameters
 
-    hp = Hyperparameters.from_dict(job["hyperparameters"])
+    hp = Hyperparameters.from_dict(job.hyperparameters)
     start = time.perf_counter()
-    session = open_session(job["backend"], job["model_path"], hp)
+    session = open_session(job.backend, job.model_path, hp)
     loaded = time.perf_counter()
     try:
         info = {**session.info(), "worker_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-        emit_event(events, {"event": "loaded", "load_ms": (loaded - start) * 1e3, "info": info,
-                       "phase": ["load", start, loaded]})
-        prompts = make_prompts(hp, session.n_vocab, job.get("seed", 0))
-        depth_tokens = make_depth_tokens(hp, session.n_vocab, job.get("seed", 0))
+        Loaded((loaded - start) * 1e3, info, ["load", start, loaded]).emit(events)
+        prompts = make_prompts(hp, session.n_vocab, job.seed)
+        depth_tokens = make_depth_tokens(hp, session.n_vocab, job.seed)
         warmup_start = time.perf_counter()
-        for _ in range(job.get("warmup", 1)):
+        for _ in range(job.warmup):
             _progress(events, "warm-up")
             with _prefill_progress(session, events):  # untimed: a long prefill shows its tokens
                 run_repetition(session, prompts, hp, depth_tokens)
-        emit_event(events, {"event": "warmup", "phase": ["warmup", warmup_start, time.perf_counter()]})
+        WarmedUp(["warmup", warmup_start, time.perf_counter()]).emit(events)
         timed = []
-        for index in range(job["repetitions"]):
-            _progress(events, f"repetition {index + 1}/{job['repetitions']}")
+        for index in range(job.repetitions):
+            _progress(events, f"repetition {index + 1}/{job.repetitions}")
             metrics = run_repetition(session, prompts, hp, depth_tokens)
             timed.append(metrics.phases())
-            emit_event(events, {"event": "repetition", "index": index, "metrics": metrics.to_dict(),
-                           "phases": metrics.phases(), "finished_at": time.time()})
-        if job.get("sustain"):
+            Repetition(index, metrics.to_dict(), metrics.phases(), time.time()).emit(events)
+        if job.sustain:
             _sustain(job, session, prompts, hp, depth_tokens, events)
-        if uses_gpu(job["backend"], hp):
+        if uses_gpu(job.backend, hp):
             from edgeprof.sensors.nvml import process_gpu_memory_mb
 
             own = process_gpu_memory_mb(os.getpid())
-            emit_event(events, {"event": "extras", "metrics": {"gpu_mem_mb": own} if own is not None else
-                           {"gpu_mem_mb_unavailable": "NVML does not attribute GPU memory to this process here"}})
-        if job.get("energy_pass"):
+            Extras({"gpu_mem_mb": own} if own is not None else
+                   {"gpu_mem_mb_unavailable": "NVML does not attribute GPU memory to this process here"}).emit(events)
+        if job.energy_pass:
             from edgeprof.bench.energy_pass import EnergyPassPlan, run_energy_pass
 
-            plan = EnergyPassPlan(**job["energy_pass"])
+            plan = EnergyPassPlan(**job.energy_pass)
             _progress(events, "energy pass")
-            emit_event(events, {"event": "energy_pass", "plan": plan.to_dict(),
-                           "phases": run_energy_pass(session, prompts, hp, plan, timed, depth_tokens)})
-        if job.get("profile_ops"):
+            EnergyPassDone(plan.to_dict(), run_energy_pass(session, prompts, hp, plan, timed, depth_tokens)).emit(events)
+        if job.profile_ops:
             session.close()  # the profiled pass opens its own session; do not hold two copies of the weights
             _progress(events, "operator profile")
-            extras = _extra(lambda: {"op_profile": _profile(job, hp, prompts)}, "op_profile")
-            emit_event(events, {"event": "extras", "metrics": extras})
+            Extras(_extra(lambda: {"op_profile": _profile(job, hp, prompts)}, "op_profile")).emit(events)
     finally:
         session.close()
     return 0
 
 
-def _sustain(job: dict, session, prompts, hp, depth_tokens, events) -> None:
+def _sustain(job: WorkerJob, session, prompts, hp, depth_tokens, events) -> None:
     """Whole repetitions back to back for the planned time (or until the parent's stop file appears); one
     event per window, its edges on the sampler's clock."""
     from edgeprof.bench.measure import run_repetition
     from edgeprof.bench.sustain import SustainPlan, repetition_totals, run_sustain
 
-    plan = SustainPlan(**job["sustain"])
+    plan = SustainPlan(**job.sustain)
 
     def emit(event: dict) -> None:
-        emit_event(events, event)
+        SustainWindow(**{k: v for k, v in event.items() if k != "event"}).emit(events)
         _progress(events, "sustained", int(event["since_start_s"]), int(plan.duration_s), unit="s")
 
     _progress(events, "sustained", 0, int(plan.duration_s), unit="s")
@@ -106,7 +103,7 @@ def _sustain(job: dict, session, prompts, hp, depth_tokens, events) -> None:
 
 def _progress(events, step: str, done: int | None = None, total: int | None = None, unit: str = "tokens") -> None:
     """Where the worker is, for the parent's progress display (written between timed regions only)."""
-    emit_event(events, {"event": "progress", "step": step, "done": done, "total": total, "unit": unit})
+    Progress(step, done, total, unit).emit(events)
 
 
 @contextlib.contextmanager
@@ -138,50 +135,48 @@ def _extra(compute, name: str) -> dict:
         return {f"{name}_error": f"{type(exc).__name__}: {exc}"}
 
 
-def _profile(job: dict, hp, prompts) -> dict:
+def _profile(job: WorkerJob, hp, prompts) -> dict:
     """The backend's operator profile: ONNX Runtime's own profiler, or llama.cpp's eval callback (with
     CUPTI's kernel times on a GPU where cupti-python is installed)."""
-    if job["backend"] == "onnxruntime":
+    if job.backend == "onnxruntime":
         from edgeprof.backends.ort_profile import profile_ops
 
-        return profile_ops(job["model_path"], hp, prompts)
+        return profile_ops(job.model_path, hp, prompts)
     from edgeprof.backends.base import uses_gpu
     from edgeprof.backends.llamacpp_profile import profile_ops
 
-    if not uses_gpu(job["backend"], hp):
-        return profile_ops(job["model_path"], hp, prompts)
+    if not uses_gpu(job.backend, hp):
+        return profile_ops(job.model_path, hp, prompts)
     from edgeprof.backends.cuda_kernels import kernel_timer
 
     with kernel_timer() as timer:
-        return profile_ops(job["model_path"], hp, prompts, kernel_timer=timer)
+        return profile_ops(job.model_path, hp, prompts, kernel_timer=timer)
 
 
-def _fidelity(job: dict, hp, events) -> dict:
+def _fidelity(job: WorkerJob, hp, events) -> dict:
     from edgeprof.fidelity import FidelitySettings, measure_fidelity
 
-    spec = job["fidelity"]
-    result = measure_fidelity(job["backend"], job["model_path"], spec["parent_path"], spec["parent_quant"], hp,
-                              FidelitySettings(**spec["settings"]), Path(spec["cache"]),
+    spec = job.fidelity
+    result = measure_fidelity(job.backend, job.model_path, spec.parent_path, spec.parent_quant, hp,
+                              FidelitySettings(**spec.settings), Path(spec.cache),
                               lambda step, done, total: _progress(events, step, done, total, unit="chunks"))
     return result.to_metrics()
 
 
 def main(argv: list[str]) -> int:
     die_with_parent()  # first: a worker must never outlive edgeprof (see edgeprof.lifetime)
-    job = json.loads(Path(argv[0]).read_text())
     with open(argv[1], "a") as events:
         try:
-            return run_job(job, events)
+            return run_job(WorkerJob.read(Path(argv[0])), events)
         except EdgeprofError as exc:
-            emit_event(events, {"event": "error", "status": "failed", "message": str(exc)})
+            Failed(str(exc)).emit(events)
             return EXIT_USER_ERROR
         except MemoryError:
-            emit_event(events, {"event": "error", "status": "oom", "message": "MemoryError in the worker"})
+            Failed("MemoryError in the worker", status="oom").emit(events)
             return EXIT_CRASH
         except Exception as exc:  # noqa: BLE001 - any failure becomes a record, not a lost sweep
             last = traceback.format_exc().strip().splitlines()[-1]
-            emit_event(events, {"event": "error", "status": "failed", "message": f"{type(exc).__name__}: {exc}",
-                           "detail": last})
+            Failed(f"{type(exc).__name__}: {exc}", detail=last).emit(events)
             return EXIT_CRASH
 
 

@@ -96,8 +96,8 @@ def _settings() -> NodeSettings:
 def describe_node() -> dict:
     """What the head needs to plan for this device and to write its manifest."""
     from edgeprof import __version__
-    from edgeprof.bench.execute import gpu_build, jetson_facts
-    from edgeprof.hardware.devices import host_facts, load_calibration, offload_gpus, resolve_device
+    from edgeprof.bench.execute import gpu_offload, jetson_facts, profile_facts
+    from edgeprof.hardware.devices import host_facts, resolve_device
     from edgeprof.sensors.nvml import nvml_gpu_names
 
     settings = _settings()
@@ -112,11 +112,8 @@ def describe_node() -> dict:
         providers = []
     return {"name": settings.name, "profile": profile.name, "emulate": settings.emulate,
             "edgeprof_version": __version__, "host": facts.to_dict(), "physical_cores": facts.physical_cores,
-            "gpu_offload": bool(offload_gpus(gpu_names=gpu_names)) and not settings.emulate and gpu_build(),
-            "ort_providers": providers,
-            "device_profile": {"name": profile.name, "display_name": profile.display_name, "kind": profile.kind,
-                               "data": profile.data},
-            "calibration": load_calibration(profile.name), "jetson": jetson_facts()}
+            "gpu_offload": gpu_offload(gpu_names, settings.emulate), "ort_providers": providers,
+            **profile_facts(profile), "jetson": jetson_facts()}
 
 
 def missing_files(shipment: Shipment) -> list[str]:
