@@ -93,7 +93,7 @@ def test_quant_names():
 
 
 def test_profile_ops_breakdown_covers_the_model(onnx_fp32):
-    from edgeprof.backends.ort_profile import OP_CATEGORIES, categorize, profile_ops
+    from edgeprof.backends.onnxruntime.profile import OP_CATEGORIES, categorize, profile_ops
 
     assert categorize("/model/layers.3/self_attn/q_proj/MatMul_Q4") == "projections"
     assert categorize("/model/layers.0/mlp/act_fn/Mul/QuickGeluFusion/") == "ffn"
@@ -111,7 +111,7 @@ def test_profile_ops_breakdown_covers_the_model(onnx_fp32):
 
 
 def test_summarize_trace_splits_phases_by_model_run():
-    from edgeprof.backends.ort_profile import summarize_trace
+    from edgeprof.backends.onnxruntime.profile import summarize_trace
 
     def run(ts, dur):
         return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}

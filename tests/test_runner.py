@@ -217,7 +217,7 @@ def test_llama_cpp_config_ids_are_unchanged_by_per_backend_options():
 
 
 def test_kv_buffer_lives_where_the_provider_reads_it():
-    from edgeprof.backends.onnxruntime import kv_device
+    from edgeprof.backends.onnxruntime.session import kv_device
     from edgeprof.hardware.emulation import storage_equivalent
 
     assert kv_device("CUDAExecutionProvider") == kv_device("TensorrtExecutionProvider") == "cuda"

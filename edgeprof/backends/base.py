@@ -84,9 +84,9 @@ def open_session(backend: str, model_path: str, hp: Hyperparameters, need_logits
     gives them for every position (`position_logits`)."""
     backend = canonical_backend(backend)
     if backend == "llama.cpp":
-        from edgeprof.backends.llamacpp import LlamaCppSession
+        from edgeprof.backends.llamacpp.session import LlamaCppSession
 
         return LlamaCppSession(model_path, hp, need_logits=need_logits)
-    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
+    from edgeprof.backends.onnxruntime.session import OnnxRuntimeSession
 
     return OnnxRuntimeSession(model_path, hp, all_positions=need_logits)

@@ -62,7 +62,7 @@ def default_threads() -> int:
 def require_gpu_offload(target: Target | None = None) -> None:
     """GPU layers need a llama.cpp built with a GPU backend; say how to get one instead of failing later."""
     if target is None:
-        from edgeprof.backends.llamacpp_lib import build_info
+        from edgeprof.backends.llamacpp.lib import build_info
 
         offloads = build_info()["gpu_offload"]
     else:
@@ -149,7 +149,7 @@ def expand(models: list[str], quants: list[str], backends: list[str],
     if "llama.cpp" in backends and any(layers != 0 for layers in grid.get("gpu_layers", [0])):
         require_gpu_offload(target)
     if "onnxruntime" in backends:
-        from edgeprof.backends.onnxruntime import ort_providers
+        from edgeprof.backends.onnxruntime.session import ort_providers
 
         for provider in grid.get("provider", ["cpu"]):
             ort_providers(provider, target.ort_providers if target else None)

@@ -26,7 +26,7 @@ def run_job(job: dict, events) -> int:
     if job.get("cpu_affinity"):
         os.sched_setaffinity(0, job["cpu_affinity"])  # emulating a device with fewer cores
     if job["backend"] == "llama.cpp":
-        from edgeprof.backends.llamacpp_lib import load_llama_cpp
+        from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
         load_llama_cpp()  # before numpy: see load_llama_cpp's docstring
     if job.get("mode") == "fidelity":  # a job of its own, after the measurement (see Runner._fidelity)
@@ -142,15 +142,15 @@ def _profile(job: dict, hp, prompts) -> dict:
     """The backend's operator profile: ONNX Runtime's own profiler, or llama.cpp's eval callback (with
     CUPTI's kernel times on a GPU where cupti-python is installed)."""
     if job["backend"] == "onnxruntime":
-        from edgeprof.backends.ort_profile import profile_ops
+        from edgeprof.backends.onnxruntime.profile import profile_ops
 
         return profile_ops(job["model_path"], hp, prompts)
     from edgeprof.backends.base import uses_gpu
-    from edgeprof.backends.llamacpp_profile import profile_ops
+    from edgeprof.backends.llamacpp.profile import profile_ops
 
     if not uses_gpu(job["backend"], hp):
         return profile_ops(job["model_path"], hp, prompts)
-    from edgeprof.backends.cuda_kernels import kernel_timer
+    from edgeprof.backends.llamacpp.cuda_kernels import kernel_timer
 
     with kernel_timer() as timer:
         return profile_ops(job["model_path"], hp, prompts, kernel_timer=timer)

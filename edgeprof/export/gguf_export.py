@@ -130,7 +130,7 @@ def _file_type_name(file_type: int | None) -> str:
     """The quantization name of a GGUF's `general.file_type` (a llama_ftype value)."""
     if file_type is None:
         return "unknown"
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     llama_cpp = load_llama_cpp()
     names = {getattr(llama_cpp, q.ftype_constant): q.name for q in GGUF_QUANTS.values()

@@ -24,7 +24,7 @@ def imatrix_params(llama_cpp, params, imatrix_path: str) -> list:
     import gguf
     import numpy as np
 
-    from edgeprof.backends.llamacpp_imatrix import imatrix_means
+    from edgeprof.backends.llamacpp.imatrix import imatrix_means
 
     means = imatrix_means(imatrix_path)
     entries = (llama_cpp.llama_model_imatrix_data * (len(means) + 1))()
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
 
     die_with_parent()
     src, dst, quant_name, threads, *rest = argv
-    from edgeprof.backends.llamacpp_lib import LogCapture, load_llama_cpp
+    from edgeprof.backends.llamacpp.lib import LogCapture, load_llama_cpp
     from edgeprof.quant import GGUF_QUANTS
 
     llama_cpp = load_llama_cpp()

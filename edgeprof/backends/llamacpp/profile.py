@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edgeprof.backends.llamacpp_nodes import EMPTY_OPS, Node, NodeReader, categorize, categorize_sequence
+from edgeprof.backends.llamacpp.nodes import EMPTY_OPS, Node, NodeReader, categorize, categorize_sequence
 from edgeprof.backends.op_categories import OP_CATEGORIES
 from edgeprof.config import Hyperparameters
 
@@ -246,8 +246,8 @@ def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray, kerne
     """Profile prefill and up to MAX_PROFILED_STEPS decode steps of `hp`; see the module docstring.
     `kernel_timer`: a `cuda_kernels.KernelTimer` (GPU time per window) or None (wall time, corrected).
     `planner`: which nodes to observe (`plan_every_node` shows what the grouping saves)."""
-    from edgeprof.backends.llamacpp import LlamaCppModel, LlamaCppSession
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.session import LlamaCppModel, LlamaCppSession
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     llama_cpp = load_llama_cpp()
     steps = max(1, min(hp.gen_tokens, MAX_PROFILED_STEPS))
@@ -306,8 +306,8 @@ def _list_calls(observed, observer: Observer, prompts: np.ndarray) -> tuple[list
 
 def list_graph_nodes(model_path: str, hp: Hyperparameters, prompts: np.ndarray) -> tuple[list[list[Node]], list[Node]]:
     """The nodes llama.cpp computes for `hp`: per prefill call, and for one decode step (nothing timed)."""
-    from edgeprof.backends.llamacpp import LlamaCppSession
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.session import LlamaCppSession
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     llama_cpp = load_llama_cpp()
     observer = Observer(NodeReader(llama_cpp.llama_cpp._lib))
@@ -442,7 +442,7 @@ def _plain_traced_decode(plain, prompts, timer, labelled: list, plain_ms: list[f
     only label kernels; the times come from CUPTI over unobserved steps, each kernel taking the category
     of its partner in the labelled sequence (matched by function name). Plain kernels without a partner
     (the logits copy, fusions the windows prevent) are `unmatched_ms`, part of the reconstructed step."""
-    from edgeprof.backends.cuda_kernels import categorise_by_alignment
+    from edgeprof.backends.llamacpp.cuda_kernels import categorise_by_alignment
 
     plain.reset()
     plain.prefill(prompts)

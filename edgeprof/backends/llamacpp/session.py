@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeprof.backends.llamacpp_greedy import BatchedArgmax
-from edgeprof.backends.llamacpp_lib import LogCapture, build_info, load_llama_cpp, repack_weights
+from edgeprof.backends.llamacpp.greedy import BatchedArgmax
+from edgeprof.backends.llamacpp.lib import LogCapture, build_info, load_llama_cpp, repack_weights
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgeprof.quant import KV_CACHE_TYPES

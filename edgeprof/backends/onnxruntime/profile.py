@@ -74,7 +74,7 @@ def summarize_trace(events: list[dict], steps: int) -> dict:
 
 def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray) -> dict:
     """Run the profiled pass and return `summarize_trace`'s breakdown."""
-    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
+    from edgeprof.backends.onnxruntime.session import OnnxRuntimeSession
 
     steps = max(1, min(hp.gen_tokens, MAX_PROFILED_STEPS))
     with tempfile.TemporaryDirectory(prefix="edgeprof-ortprof-") as folder:

@@ -1,0 +1,1 @@
+"""ONNX Runtime (placeholder; the registry entry is added in the next step)."""
