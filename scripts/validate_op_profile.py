@@ -45,11 +45,11 @@ AGREEMENT_POINTS = 5.0
 def profile(path: str, hp: Hyperparameters, n_vocab: int, on_gpu: bool) -> dict:
     prompts = make_prompts(hp, n_vocab, 0)
     if not on_gpu:
-        return llamacpp_profile.profile_ops(path, hp, prompts)
+        return llamacpp_profile.profile_ops(path, hp, prompts).to_dict()
     from edgeprof.backends.llamacpp.cuda_kernels import kernel_timer
 
     with kernel_timer() as timer:
-        result = llamacpp_profile.profile_ops(path, hp, prompts, kernel_timer=timer)
+        result = llamacpp_profile.profile_ops(path, hp, prompts, kernel_timer=timer).to_dict()
     result["kernel_timer"] = "cupti" if timer is not None else "none (wall windows)"
     return result
 
@@ -57,7 +57,7 @@ def profile(path: str, hp: Hyperparameters, n_vocab: int, on_gpu: bool) -> dict:
 def naive_dilation(path: str, hp: Hyperparameters, n_vocab: int) -> dict:
     """Every node observed on its own: the grouped method's starting point (issue 13 measured 2.2x)."""
     result = llamacpp_profile.profile_ops(path, hp, make_prompts(hp, n_vocab, 0),
-                                          planner=llamacpp_profile.plan_every_node)
+                                          planner=llamacpp_profile.plan_every_node).to_dict()
     decode = result["decode"]
     return {"decode_dilation": decode["dilation"], "decode_coverage": decode["coverage"],
             "decode_share": decode["share"], "windows": decode["windows"],
@@ -83,7 +83,7 @@ def ort_shares(source, quant: str, hp: Hyperparameters) -> dict:
     session = OnnxRuntimeSession(str(artifact.path), ort_hp)
     n_vocab = session.n_vocab
     session.close()
-    return profile_ops(str(artifact.path), ort_hp, make_prompts(ort_hp, n_vocab, 0))
+    return profile_ops(str(artifact.path), ort_hp, make_prompts(ort_hp, n_vocab, 0)).to_dict()
 
 
 def main() -> None:

@@ -240,7 +240,7 @@ def test_gpu_decode_shares_are_plain_kernel_times_under_the_windows_labels(tiny_
 
     hp = Hyperparameters(batch=1, prompt_tokens=16, gen_tokens=4, threads=2)
     timer = _FakeKernelTimer()
-    profile = profile_ops(tiny_gguf_f32.path, hp, make_prompts(hp, 256, 0), kernel_timer=timer)
+    profile = profile_ops(tiny_gguf_f32.path, hp, make_prompts(hp, 256, 0), kernel_timer=timer).to_dict()
     labelled = profile["decode_kernels"]
     assert labelled and {category for category, _, _ in labelled} >= {"projections", "ffn", "lm_head"}
     # every plain kernel found its labelled partner, at twice the time: the categories are the labels'

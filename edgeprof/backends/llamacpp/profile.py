@@ -38,7 +38,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edgeprof.backends.llamacpp.nodes import EMPTY_OPS, Node, NodeReader, categorize, categorize_sequence
+from edgeprof.backends.llamacpp.options import LlamaCppOptions
 from edgeprof.backends.op_categories import OP_CATEGORIES
+from edgeprof.backends.op_profile import OpProfile, PhaseOps
 from edgeprof.config import Hyperparameters
 
 MAX_PROFILED_STEPS = 16
@@ -242,7 +244,7 @@ def _phase_summary(per_call: list[dict[str, float]], outside_ms: list[float], pl
 
 
 def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray, kernel_timer=None,
-                planner: Callable[..., CallPlan] = plan_categories) -> dict:
+                planner: Callable[..., CallPlan] = plan_categories) -> OpProfile:
     """Profile prefill and up to MAX_PROFILED_STEPS decode steps of `hp`; see the module docstring.
     `kernel_timer`: a `cuda_kernels.KernelTimer` (GPU time per window) or None (wall time, corrected).
     `planner`: which nodes to observe (`plan_every_node` shows what the grouping saves)."""
@@ -250,6 +252,7 @@ def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray, kerne
     from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     llama_cpp = load_llama_cpp()
+    hp = hp.for_backend(LlamaCppOptions)
     steps = max(1, min(hp.gen_tokens, MAX_PROFILED_STEPS))
     # sampler none: the graph's work does not depend on which tokens are fed, and no host argmax is timed
     profiled_hp = replace(hp, gen_tokens=2 * steps, sampler="none", context=0)
@@ -276,15 +279,14 @@ def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray, kerne
     unmatched = sorted({node.name for node in decode_nodes + [n for call in prefill_calls for n in call]
                         if not categorize(node).matched})
     result.update({
-        "backend": "llama.cpp",
         "method": METHOD_CUPTI if kernel_timer is not None else METHOD_WALL + (
             " (GPU without cupti-python: windows are launch-bound, shares approximate)" if hp.gpu_layers else ""),
         "nodes": {"prefill": sum(len(c) for c in prefill_calls), "decode": len(decode_nodes)},
         "unmatched_nodes": unmatched[:20],
-        "decode_steps_profiled": steps,
         "rounds": ROUNDS,
     })
-    return result
+    return OpProfile("llama.cpp", result.pop("method"), PhaseOps.from_dict(result.pop("prefill")),
+                     PhaseOps.from_dict(result.pop("decode")), steps, result.pop("decode_by_layer"), result)
 
 
 def _list_calls(observed, observer: Observer, prompts: np.ndarray) -> tuple[list[list[Node]], list[Node]]:
