@@ -89,7 +89,9 @@ class Hyperparameters:
         for name, value in common.items():
             object.__setattr__(self, name, value)
         merged = {**dict(options), **settings}
-        object.__setattr__(self, "options", tuple(sorted(merged.items())))
+        # a recorded setting at None is one this backend does not have: the same as leaving it out (to_dict lists it)
+        object.__setattr__(self, "options", tuple(sorted((k, v) for k, v in merged.items()
+                                                         if v is not None or k not in RECORDED_OPTIONS)))
 
     def __getattr__(self, name: str):
         """A backend's setting by name: its value, or None where this configuration's backend has none."""
@@ -108,11 +110,9 @@ class Hyperparameters:
 
     def for_backend(self, options: type[BackendOptions]) -> "Hyperparameters":
         """These settings for a backend whose own settings are `options`: its settings (defaults where none
-        is given), every other backend's set to None (not applicable)."""
+        is given), every other backend's left out (None: not applicable)."""
         own = options.of(self)
-        others = {name: None for name, _ in self.options if name not in options.names()}
-        return replace(self, options=tuple(sorted({**others, **{f.name: getattr(own, f.name) for f in fields(own)}}
-                                                  .items())))
+        return replace(self, options={f.name: getattr(own, f.name) for f in fields(own)})
 
     def validate(self) -> "Hyperparameters":
         """Raise `ConfigError` with one line for shared settings that cannot run (a backend's own settings
