@@ -101,3 +101,18 @@ def test_a_plugin_backend_runs_end_to_end_in_edgeprofs_own_processes(fake, tmp_p
     profile = records[0]["metrics"]["op_profile"]  # made in the worker, by the plug-in's profiler
     assert profile["backend"] == "fake" and profile["fake_knob"] == 5 and profile["decode"]["share"]["ffn"] == 0.5
     assert sys.modules.get("fake_backend") is not None  # this process planned through it too
+
+
+def test_registering_backends_loads_no_native_library():
+    """`edgeprof --help` and planning's look-ups import neither llama_cpp, onnxruntime nor torch: each
+    backend imports its library inside its entry points."""
+    import subprocess
+
+    code = ("import sys; from typer.testing import CliRunner; from edgeprof.cli import app; "
+            "from edgeprof.backends import registry; "
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+            "assert [b.quants.canonical(b.quants.defaults[0]) for b in registry.backends().values()]; "
+            "print(sorted(m for m in ('llama_cpp', 'onnxruntime', 'torch', 'optimum') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

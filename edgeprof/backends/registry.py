@@ -75,6 +75,7 @@ class Backend:
     uses_gpu: Callable[[Hyperparameters], bool] = _on_cpu  # whether a configuration runs on a GPU
     check_grid: Callable[[dict, Target | None], None] = _nothing  # refuse settings the machine cannot run
     prepare_worker: Callable[[], None] = _nothing  # first thing in a process that loads models
+    windowed_kv_cache: bool = False  # sliding-window layers keep a window-sized cache (llama.cpp), not the context
     aliases: tuple[str, ...] = ()  # other names users type (`ort`, `llamacpp`)
     label: str = ""  # the format in words for messages ("GGUF"); default: the format upper-cased
 

@@ -88,4 +88,4 @@ BACKEND = Backend(
     name="llama.cpp", format="gguf", options=LlamaCppOptions, quants=GGUF_TABLE,
     open_session=_open_session, profile_ops=_profile_ops, export=_export, parent_quant=_parent_quant,
     check_file=_check_file, shipped_files=_shipped_files, uses_gpu=_uses_gpu, check_grid=_check_grid,
-    prepare_worker=_prepare_worker, aliases=("llamacpp", "llama-cpp"))
+    prepare_worker=_prepare_worker, windowed_kv_cache=True, aliases=("llamacpp", "llama-cpp"))
