@@ -900,7 +900,6 @@ def predict(
     from edgeprof.analysis.ceilings import device_ceilings
     from edgeprof.analysis.roofline import compute_bound_batch
     from edgeprof.analysis.roofline import predict as roofline_predict
-    from edgeprof.backends.registry import get as get_backend
     from edgeprof.bench.plan import BenchConfig
     from edgeprof.hardware.devices import load_calibration
     from edgeprof.config import Hyperparameters
@@ -926,7 +925,6 @@ def predict(
     predictions, fits = [], []
     for b in _ints(batch, "batch"):
         hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type, sampler=sampler).validate()
-        hp = hp.for_backend(get_backend("llama.cpp").options)  # what the roofline models: llama.cpp's defaults
         predictions.append(roofline_predict(architecture, q, ceilings, b, prompt, gen, kv_bytes_per_element(kv_type),
                                             sampler, hp.n_ubatch))
         fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))

@@ -9,7 +9,7 @@ record and folded into `run_key`, which is what resume uses to skip finished wor
 `Hyperparameters` holds what every backend reads; each backend owns its own settings as an options
 dataclass in its folder (`backends/llamacpp/options.py`, `backends/onnxruntime/options.py`, a subclass of
 `BackendOptions`), and a configuration carries them by name in `options`. `for_backend` keeps only the
-backend's own (its defaults filled in) and marks the rest not applicable, so an ONNX Runtime record
+backend's own (its defaults filled in) and marks the rest not applicable (None), so an ONNX Runtime record
 carries no KV-cache type it never used, and neither id changes with a setting its backend ignores.
 """
 
@@ -24,10 +24,13 @@ from edgeprof.errors import ConfigError
 
 SAMPLERS = ("greedy", "none")
 
-RECORDED_OPTIONS = ("kv_type", "gpu_layers", "n_batch", "n_ubatch", "flash_attn", "provider", "graph_opt")
-"""The built-in backends' settings as records have always listed them: every record names each (None where
-its backend has no such setting), so the records and the ids made before backends became plug-ins stay
-exactly as they were. A new backend's settings are added beside them, never into this list."""
+RECORDED_DEFAULTS: dict[str, Any] = {"kv_type": "f16", "gpu_layers": 0, "n_batch": 2048, "n_ubatch": 512,
+                                     "flash_attn": "auto", "provider": "cpu", "graph_opt": "all"}
+"""The built-in backends' settings as records have always listed them, with the values a configuration held
+when none was given (the same as `LlamaCppOptions` and `OnnxRuntimeOptions` default to; a test holds them
+equal). Every record names each (None where its backend has no such setting), so the records and the ids
+made before backends became plug-ins stay exactly as they were. A new backend's settings never join this."""
+RECORDED_OPTIONS = tuple(RECORDED_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class BackendOptions:
     def of(cls, hp: "Hyperparameters") -> "BackendOptions":
         """This backend's settings in `hp`, its defaults where `hp` names none (typed: what a session reads)."""
         given = {k: v for k, v in hp.options if k in cls.names() and v is not None}
-        return cls(**{**cls.defaults(), **given})
+        return cls(**{**cls.defaults(), **given})  # a recorded setting at its default is not in hp.options
 
     def validate(self) -> "BackendOptions":
         """Raise `ConfigError` with one line for a setting that cannot run."""
@@ -62,7 +65,8 @@ class Hyperparameters:
     """Everything a backend needs to run one configuration. Lengths are in tokens.
 
     Built as before (`Hyperparameters(batch=4, gpu_layers=-1)`): a keyword that is not a common field is a
-    backend's setting and lands in `options`; `hp.gpu_layers` reads it back (None where not applicable)."""
+    backend's setting and lands in `options`; `hp.gpu_layers` reads it back (its recorded default where none
+    was given, None where the configuration's backend has no such setting)."""
 
     batch: int = 1  # independent sequences decoded together
     prompt_tokens: int = 128
@@ -89,9 +93,10 @@ class Hyperparameters:
         for name, value in common.items():
             object.__setattr__(self, name, value)
         merged = {**dict(options), **settings}
-        # a recorded setting at None is one this backend does not have: the same as leaving it out (to_dict lists it)
-        object.__setattr__(self, "options", tuple(sorted((k, v) for k, v in merged.items()
-                                                         if v is not None or k not in RECORDED_OPTIONS)))
+        # a recorded setting at its default is the same as none given (so equal settings compare equal);
+        # None means the configuration's backend has no such setting
+        object.__setattr__(self, "options", tuple(sorted(
+            (k, v) for k, v in merged.items() if k not in RECORDED_DEFAULTS or v is None or v != RECORDED_DEFAULTS[k])))
 
     def __getattr__(self, name: str):
         """A backend's setting by name: its value, or None where this configuration's backend has none."""
@@ -100,8 +105,8 @@ class Hyperparameters:
         for key, value in self.__dict__.get("options", ()):
             if key == name:
                 return value
-        if name in RECORDED_OPTIONS:
-            return None
+        if name in RECORDED_DEFAULTS:
+            return RECORDED_DEFAULTS[name]
         raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
 
     @property
@@ -112,7 +117,8 @@ class Hyperparameters:
         """These settings for a backend whose own settings are `options`: its settings (defaults where none
         is given), every other backend's left out (None: not applicable)."""
         own = options.of(self)
-        return replace(self, options={f.name: getattr(own, f.name) for f in fields(own)})
+        not_applicable = {name: None for name in RECORDED_OPTIONS if name not in options.names()}
+        return replace(self, options={**not_applicable, **{f.name: getattr(own, f.name) for f in fields(own)}})
 
     def validate(self) -> "Hyperparameters":
         """Raise `ConfigError` with one line for shared settings that cannot run (a backend's own settings
@@ -135,7 +141,7 @@ class Hyperparameters:
         """Flat, as records carry it: the shared fields, every recorded backend setting (None where not
         applicable) and the backend's own."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
-        return {**data, **dict.fromkeys(RECORDED_OPTIONS), **dict(self.options)}
+        return {**data, **{name: getattr(self, name) for name in RECORDED_OPTIONS}, **dict(self.options)}
 
     @classmethod
     def from_dict(cls, data: dict, options: tuple[str, ...] = ()) -> "Hyperparameters":

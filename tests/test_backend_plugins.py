@@ -39,6 +39,15 @@ def test_builtin_backends_register_what_the_callers_used_to_compare_names_for():
         registry.get("tensorflow")
 
 
+def test_the_recorded_defaults_are_the_builtin_backends_own():
+    """A configuration built without a backend reads llama.cpp's and ONNX Runtime's defaults, as before."""
+    from edgeprof.config import RECORDED_DEFAULTS
+
+    builtin = {**registry.get("llama.cpp").options.defaults(), **registry.get("onnxruntime").options.defaults()}
+    assert builtin == RECORDED_DEFAULTS
+    assert Hyperparameters(kv_type="f16", provider="cpu") == Hyperparameters()  # a default given is a default
+
+
 def test_a_backends_settings_are_its_own_and_records_keep_their_shape():
     full = Hyperparameters(batch=2, kv_type="q8_0", graph_opt="basic")
     llama = full.for_backend(registry.get("llama.cpp").options)

@@ -212,8 +212,7 @@ def test_llama_cpp_config_ids_are_unchanged_by_per_backend_options():
     from edgeprof.config import Hyperparameters, config_id
 
     (config,) = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], SMALL)
-    # the flat settings of before (every option of every backend, llama.cpp's KV type at its default)
-    full = Hyperparameters(batch=1, prompt_tokens=16, gen_tokens=8, threads=2, kv_type="f16", provider="cpu")
+    full = Hyperparameters(batch=1, prompt_tokens=16, gen_tokens=8, threads=2)
     assert config_id("synth:tiny", "q4_0", "llama.cpp", config.hp) == config_id("synth:tiny", "q4_0", "llama.cpp", full)
     # and the id itself, as edgeprof computed it before backends were plug-ins (66cacf1)
     assert config_id("synth:tiny", "q4_0", "llama.cpp", config.hp) == "7bd4acdf8e25"

@@ -18,7 +18,7 @@ import functools
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +29,12 @@ from edgeprof.quant.table import QuantTable
 if TYPE_CHECKING:
     import numpy as np
 
-    from edgeprof.backends.base import BackendSession
     from edgeprof.backends.op_profile import OpProfile
     from edgeprof.export.artifacts import Artifact
 
 BUILTIN = ("edgeprof.backends.llamacpp", "edgeprof.backends.onnxruntime")
 PLUGINS_ENV = "EDGEPROF_BACKENDS"
-COMMON_OPTIONS = ("batch", "prompt_tokens", "gen_tokens", "context", "sampler", "threads", "depth", "power_mode")
+COMMON_OPTIONS = tuple(f.name for f in fields(Hyperparameters) if f.name != "options")
 """The Hyperparameters fields every backend reads (each backend adds its options dataclass's fields)."""
 
 
@@ -66,7 +65,7 @@ class Backend:
     format: str  # the artifact format it reads, e.g. "gguf" (a `ModelSource.kind` for users' files)
     options: type[BackendOptions]  # the settings only it reads, with their defaults and validation
     quants: QuantTable  # the quantizations its format offers
-    open_session: Callable[[str, Hyperparameters, bool], BackendSession]  # (model path, hp, need_logits)
+    open_session: Callable[[str, Hyperparameters, bool], Any]  # (model path, hp, need_logits) -> base.BackendSession
     profile_ops: Callable[[str, Hyperparameters, np.ndarray], OpProfile]  # (model path, hp, prompts)
     export: Callable[..., Artifact]  # (source, quant, progress=, calibration_text=): made or found in the cache
     parent_quant: Callable[[Any, str], str | None]  # (source, quant): the unquantized one fidelity compares with
@@ -151,7 +150,8 @@ def uses_gpu(backend: str, hp: Hyperparameters) -> bool:
     return get(backend).uses_gpu(hp)
 
 
-def open_session(backend: str, model_path: str, hp: Hyperparameters, need_logits: bool = False) -> BackendSession:
+def open_session(backend: str, model_path: str, hp: Hyperparameters, need_logits: bool = False):
     """A session of `backend` on `model_path`. `need_logits`: the caller reads logits (fidelity, parity), so
-    sampling must not move them off the host, and an ONNX graph gives them for every position."""
+    sampling must not move them off the host, and an ONNX graph gives them for every position. Returns a
+    `base.BackendSession` (not imported here: `base` re-exports this function)."""
     return get(backend).open_session(model_path, hp, need_logits)
