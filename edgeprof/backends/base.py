@@ -10,8 +10,6 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeprof.config import Hyperparameters
-
 
 class BackendSession(Protocol):
     """One loaded model with its context sized for `hyperparameters` (batch x context tokens)."""
