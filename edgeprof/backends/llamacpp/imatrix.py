@@ -4,7 +4,7 @@ What llama.cpp's quantizer wants for each weight W (ggml: ne0 columns = input fe
 calibration tokens of x_j², the squared input activation of column j, so that rounding error is weighted
 where inputs are large. llama-imatrix collects it by asking the scheduler for every MUL_MAT whose src[0]
 is a `blk.*` weight (and every MUL_MAT_ID, routed experts), then summing src[1]²; this module does the same
-through the callback edgeprof's operator profiler already uses (`llamacpp_nodes`' tensor layout, checked
+through the callback edgeprof's operator profiler already uses (`nodes`' tensor layout, checked
 against ggml's accessors), on the same chunking: chunks of C tokens from an empty cache, the first token
 replaced by BOS where the vocabulary adds one, every position's logits requested (so the last layer's FFN
 sees every row, not only the output rows).

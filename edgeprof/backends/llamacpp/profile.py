@@ -5,7 +5,7 @@ node; it computes every run of unwanted nodes together with the next wanted one 
 the backend, and calls back. Observing every node (936 for a SmolLM2-135M decode step) makes each its own
 computation, dilates the step and inflates small operators (docs/benchmarks.md §15). Here a first pass
 lists the nodes; each node gets its category
-(`llamacpp_nodes`), and only the last node of each run of one category is observed, so consecutive nodes
+(`nodes`), and only the last node of each run of one category is observed, so consecutive nodes
 of a category still compute as one graph: a Llama layer is six windows (norm, projections, attention,
 projections, residual, norm, ffn...), not sixty nodes. Each window is timed from the moment the callback
 lets the computation start to the moment it reports the end, which excludes the callback's own per-node

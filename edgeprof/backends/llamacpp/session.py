@@ -6,7 +6,7 @@ choice happens where the logits are. Where the build has llama.cpp's backend sam
 chain per sequence runs the argmax inside the graph (on the GPU when the model is offloaded), so only
 token ids come back instead of batch x vocab logits; otherwise (or when a caller needs the logits
 themselves: fidelity, parity) it is one numpy `argmax` over a zero-copy view of the logits llama.cpp
-already produced. On the device, one argmax covers every sequence (`llamacpp_greedy.BatchedArgmax`), not
+already produced. On the device, one argmax covers every sequence (`greedy.BatchedArgmax`), not
 one sampler chain per sequence. `info()["sampling"]` says which ran.
 """
 
