@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import MISSING, dataclass, fields, replace
-from typing import Any, ClassVar
+from typing import Any
 
 from edgeprof.errors import ConfigError
 
@@ -36,9 +36,9 @@ RECORDED_OPTIONS = tuple(RECORDED_DEFAULTS)
 @dataclass(frozen=True)
 class BackendOptions:
     """Base of a backend's options dataclass: the settings only that backend reads, with their defaults.
-    A setting is an execution setting (how a device ran the workload) unless named in `WORKLOAD`."""
-
-    WORKLOAD: ClassVar[tuple[str, ...]] = ()  # settings that change what is computed (they join config ids)
+    They are execution settings (how a device ran the workload: in `run_key`, never in `config_id`); a
+    setting that changes what is computed belongs in `Hyperparameters.WORKLOAD`, where llama.cpp's KV-cache
+    type has been since before backends were plug-ins."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

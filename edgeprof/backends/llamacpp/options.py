@@ -15,9 +15,7 @@ FLASH_ATTN = ("auto", "on", "off")
 class LlamaCppOptions(BackendOptions):
     """llama.cpp's context settings for one configuration. Sizes are in tokens."""
 
-    WORKLOAD = ("kv_type",)  # a quantized KV cache changes what attention computes
-
-    kv_type: str = "f16"  # K and V cache element type (`quant.KV_CACHE_TYPES`)
+    kv_type: str = "f16"  # K and V cache element type (`quant.KV_CACHE_TYPES`); a workload setting (see config)
     gpu_layers: int = 0  # layers offloaded to the GPU; -1 = all
     n_batch: int = 2048  # logical batch: tokens per llama_decode call in prefill
     n_ubatch: int = 512  # physical micro-batch
