@@ -694,20 +694,18 @@ def export(
     calibration_text: Path | None = typer.Option(None, "--calibration-text", help=_CALIBRATION_HELP),
 ) -> None:
     """Export (and quantize) a model into the artifact cache, optionally copying it out."""
-    from edgeprof.export.gguf_export import export_gguf, gguf_quant
-    from edgeprof.export.onnx_export import export_onnx, onnx_quant, require_exporter
+    from edgeprof.backends import registry
     from edgeprof.paths import ensure_writable_dir
     from edgeprof.models.source import resolve
 
-    if to not in ("gguf", "onnx"):
-        raise ConfigError(f"unknown export format {to!r} (available: gguf, onnx)")
+    if to not in registry.formats():
+        raise ConfigError(f"unknown export format {to!r} (available: {', '.join(registry.formats())})")
     source = resolve(_pinned([model], revision)[0])
     if source.is_file:
         raise ConfigError(f"{model} is already a {source.kind.upper()} file; export takes synth:<preset> or an HF folder")
-    lookup, exporter = (gguf_quant, export_gguf) if to == "gguf" else (onnx_quant, export_onnx)
-    quants = [lookup(q).name for q in _strs(quant or ("q4_k_m" if to == "gguf" else "fp32,int4"))]
-    if to == "onnx":
-        require_exporter()
+    backend = registry.for_format(to)  # the format's exporter and quantization table are its backend's
+    quants = [backend.quants.canonical(q) for q in _strs(quant or ",".join(backend.quants.defaults))]
+    exporter = backend.export
     if out is not None:
         ensure_writable_dir(out, "output folder")
     with _progress() as progress:

@@ -113,9 +113,9 @@ def make_chunks(tokens: np.ndarray, ctx: int, chunks: int, bos: int | None, text
 def fidelity_hyperparameters(hp: Hyperparameters, ctx: int) -> Hyperparameters:
     """The measured run's execution settings (threads, GPU, provider, KV type, flash attention), one
     sequence of one chunk; llama.cpp takes the chunk in one llama_decode call where n_batch allows."""
+    settings = {k: v for k, v in hp.options if k not in ("n_batch", "n_ubatch")}  # the backend's defaults
     return Hyperparameters(batch=1, prompt_tokens=ctx, gen_tokens=0, context=ctx, threads=hp.threads,
-                           gpu_layers=hp.gpu_layers, provider=hp.provider, flash_attn=hp.flash_attn,
-                           kv_type=hp.kv_type, graph_opt=hp.graph_opt).validate()
+                           options=settings).validate()
 
 
 def cache_file(cache_dir: Path, backend: str, quant_sha: str, parent_sha: str | None, text_sha: str,

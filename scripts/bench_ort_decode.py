@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp_lib.load_llama_cpp
+import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp.lib.load_llama_cpp
 
 import numpy as np  # noqa: E402
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import llama_cpp  # noqa: E402,F401  - before numpy; see edgeprof.backends.llamacpp_lib.load_llama_cpp
+import llama_cpp  # noqa: E402,F401  - before numpy; see edgeprof.backends.llamacpp.lib.load_llama_cpp
 
 from native_llama import ensure_tool  # noqa: E402
 
-from edgeprof.backends.llamacpp import LlamaCppSession  # noqa: E402
+from edgeprof.backends.llamacpp.session import LlamaCppSession  # noqa: E402
 from edgeprof.bench.measure import make_prompts, run_repetition  # noqa: E402
 from edgeprof.config import Hyperparameters  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402

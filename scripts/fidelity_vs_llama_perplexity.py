@@ -100,7 +100,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from native_llama import source_dir
 
-    from edgeprof.backends.llamacpp_lib import build_info, load_llama_cpp
+    from edgeprof.backends.llamacpp.lib import build_info, load_llama_cpp
 
     load_llama_cpp()
     from edgeprof.config import Hyperparameters

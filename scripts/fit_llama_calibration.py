@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp_lib.load_llama_cpp
+import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp.lib.load_llama_cpp
 
 from edgeprof.hardware.calibrate import CPU_PLAN, llama_effective_rates  # noqa: E402
 

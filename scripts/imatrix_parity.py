@@ -1,6 +1,6 @@
 """edgeprof's importance matrix and calibrated quantization against llama.cpp's own tools, same source.
 
-1. The matrix: `llama-imatrix` and edgeprof's eval-callback collector (`backends/llamacpp_imatrix`) on the
+1. The matrix: `llama-imatrix` and edgeprof's eval-callback collector (`backends/llamacpp/imatrix`) on the
    same GGUF, text and chunking (-c 512 -b 512 -ub 512, flash attention off, f16 KV cache, N chunks): per
    tensor, counts must be equal and Σ x² agree within float summation error (llama-imatrix sums in float32
    row by row, edgeprof in float64 per call: relative differences of order 1e-6..1e-5 are summation order).
@@ -50,7 +50,7 @@ def sha(path: Path) -> str:
 
 
 def main(out: Path) -> None:
-    from edgeprof.backends.llamacpp_imatrix import collect, read_imatrix, write_imatrix_gguf
+    from edgeprof.backends.llamacpp.imatrix import collect, read_imatrix, write_imatrix_gguf
     from edgeprof.corpus import default_fidelity_text
     from edgeprof.export.gguf_export import export_gguf, quantize_gguf
     from edgeprof.quant import GGUF_QUANTS

@@ -28,9 +28,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp_lib.load_llama_cpp
+import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp.lib.load_llama_cpp
 
-from edgeprof.backends import llamacpp_profile  # noqa: E402
+from edgeprof.backends.llamacpp import profile as llamacpp_profile  # noqa: E402
 from edgeprof.backends.op_categories import OP_CATEGORIES  # noqa: E402
 from edgeprof.bench.measure import make_prompts  # noqa: E402
 from edgeprof.config import Hyperparameters  # noqa: E402
@@ -45,11 +45,11 @@ AGREEMENT_POINTS = 5.0
 def profile(path: str, hp: Hyperparameters, n_vocab: int, on_gpu: bool) -> dict:
     prompts = make_prompts(hp, n_vocab, 0)
     if not on_gpu:
-        return llamacpp_profile.profile_ops(path, hp, prompts)
-    from edgeprof.backends.cuda_kernels import kernel_timer
+        return llamacpp_profile.profile_ops(path, hp, prompts).to_dict()
+    from edgeprof.backends.llamacpp.cuda_kernels import kernel_timer
 
     with kernel_timer() as timer:
-        result = llamacpp_profile.profile_ops(path, hp, prompts, kernel_timer=timer)
+        result = llamacpp_profile.profile_ops(path, hp, prompts, kernel_timer=timer).to_dict()
     result["kernel_timer"] = "cupti" if timer is not None else "none (wall windows)"
     return result
 
@@ -57,7 +57,7 @@ def profile(path: str, hp: Hyperparameters, n_vocab: int, on_gpu: bool) -> dict:
 def naive_dilation(path: str, hp: Hyperparameters, n_vocab: int) -> dict:
     """Every node observed on its own: the grouped method's starting point (issue 13 measured 2.2x)."""
     result = llamacpp_profile.profile_ops(path, hp, make_prompts(hp, n_vocab, 0),
-                                          planner=llamacpp_profile.plan_every_node)
+                                          planner=llamacpp_profile.plan_every_node).to_dict()
     decode = result["decode"]
     return {"decode_dilation": decode["dilation"], "decode_coverage": decode["coverage"],
             "decode_share": decode["share"], "windows": decode["windows"],
@@ -72,18 +72,18 @@ def median_shares(profiles: list[dict], phase: str) -> dict[str, float]:
 
 
 def ort_shares(source, quant: str, hp: Hyperparameters) -> dict:
-    from edgeprof.backends.ort_profile import profile_ops
+    from edgeprof.backends.onnxruntime.profile import profile_ops
     from edgeprof.export.onnx_export import export_onnx
 
     artifact = export_onnx(source, quant)
     ort_hp = replace(hp, sampler="none", kv_type=None, gpu_layers=None, n_batch=None, n_ubatch=None,
                      flash_attn=None)
-    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
+    from edgeprof.backends.onnxruntime.session import OnnxRuntimeSession
 
     session = OnnxRuntimeSession(str(artifact.path), ort_hp)
     n_vocab = session.n_vocab
     session.close()
-    return profile_ops(str(artifact.path), ort_hp, make_prompts(ort_hp, n_vocab, 0))
+    return profile_ops(str(artifact.path), ort_hp, make_prompts(ort_hp, n_vocab, 0)).to_dict()
 
 
 def main() -> None:
@@ -105,7 +105,7 @@ def main() -> None:
 
     source = resolve(args.model)
     artifact = export_gguf(source, args.quant)
-    from edgeprof.backends.llamacpp import LlamaCppModel
+    from edgeprof.backends.llamacpp.session import LlamaCppModel
 
     weights = LlamaCppModel(str(artifact.path), 0)
     n_vocab = weights.n_vocab

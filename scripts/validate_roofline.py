@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp_lib.load_llama_cpp
+import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp.lib.load_llama_cpp
 
 from edgeprof.analysis.ceilings import device_ceilings  # noqa: E402
 from edgeprof.analysis.fit import describe  # noqa: E402

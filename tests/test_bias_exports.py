@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from edgeprof.models.architecture import Architecture  # noqa: E402
-from edgeprof.backends.llamacpp import LlamaCppSession  # noqa: E402
+from edgeprof.backends.llamacpp.session import LlamaCppSession  # noqa: E402
 from edgeprof.config import Hyperparameters  # noqa: E402
 from edgeprof.errors import ArtifactError  # noqa: E402
 from edgeprof.export.gguf_export import export_gguf  # noqa: E402
@@ -160,7 +160,7 @@ def test_a_checkpoint_tensor_the_exporter_would_not_write_is_an_error_naming_it(
 @pytest.mark.parametrize("case", ONNX_CASES)
 def test_onnx_logits_equal_transformers_forward(tmp_path, case):
     pytest.importorskip("optimum.exporters.onnx")
-    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
+    from edgeprof.backends.onnxruntime.session import OnnxRuntimeSession
     from edgeprof.export.onnx_export import export_onnx
 
     folder = write_hf_checkpoint(tmp_path / case, CASES[case])

@@ -20,5 +20,5 @@ def test_a_run_is_one_library_call(tmp_path, capsys):
     assert capsys.readouterr().out == ""  # rendering is the caller's business
     from edgeprof.results.records import read_records
 
-    # a CPU run samples greedy on the host (device sampling is for offloaded models, backends/llamacpp.py)
+    # a CPU run samples greedy on the host (device sampling is for offloaded models, backends/llamacpp/session.py)
     assert {r["metrics"]["sampling"] for r in read_records(result.run_dir / "records.jsonl")} == {"host"}

@@ -105,7 +105,7 @@ def _reference_ppl(reference: ReferenceModel, chunks) -> float:
 
 
 def test_perplexity_equals_the_numpy_references_on_both_runtimes(tiny_source, tiny_gguf_f32):
-    from edgeprof.backends.llamacpp import LlamaCppSession
+    from edgeprof.backends.llamacpp.session import LlamaCppSession
 
     settings = FidelitySettings(ctx=64, chunks=3)
     session = LlamaCppSession(tiny_gguf_f32.path, Hyperparameters(batch=1, prompt_tokens=64, gen_tokens=0, **F32),
@@ -143,7 +143,7 @@ def test_the_all_positions_graph_ends_where_the_measured_one_does(tiny_source, q
     measured graph's last-position logits. Not int8: ONNX Runtime's dynamic quantization takes one
     activation scale per tensor, so the LM head's scale spans every row it is given (docs/findings.md)."""
     pytest.importorskip("optimum.exporters.onnx")
-    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
+    from edgeprof.backends.onnxruntime.session import OnnxRuntimeSession
     from edgeprof.export.onnx_export import export_onnx
 
     path = export_onnx(tiny_source, quant).path

@@ -36,7 +36,7 @@ def _ordered(figures: dict[str, dict], key: str) -> list[float]:
 def test_both_runtimes_tokenize_the_text_as_huggingface_does(source):
     from tokenizers import Tokenizer
 
-    from edgeprof.backends.llamacpp import LlamaCppSession
+    from edgeprof.backends.llamacpp.session import LlamaCppSession
     from edgeprof.export.gguf_export import export_gguf
 
     text = read_fidelity_text(None).text

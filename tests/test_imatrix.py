@@ -44,7 +44,7 @@ class _Recording(ReferenceModel):
 
 
 def test_accumulation_matches_numpy_on_the_tiny_model(tiny_source, tiny_gguf_f32):
-    from edgeprof.backends.llamacpp_imatrix import collect_chunks
+    from edgeprof.backends.llamacpp.imatrix import collect_chunks
 
     rng = np.random.default_rng(0)
     chunks = [rng.integers(1, 256, CHUNK).astype(np.int32) for _ in range(2)]  # byte tokens: in every vocab
@@ -69,7 +69,7 @@ def test_accumulation_matches_numpy_on_the_tiny_model(tiny_source, tiny_gguf_f32
 
 
 def test_file_round_trips_through_the_gguf_format_llama_quantize_reads(tmp_path, tiny_gguf_f32):
-    from edgeprof.backends.llamacpp_imatrix import ImatrixResult, WeightStats, imatrix_means, read_imatrix, \
+    from edgeprof.backends.llamacpp.imatrix import ImatrixResult, WeightStats, imatrix_means, read_imatrix, \
         write_imatrix_gguf
 
     stats = {"blk.0.attn_q.weight": WeightStats(np.array([[4.0, 8.0, 0.5]]), np.array([4])),
@@ -97,13 +97,13 @@ def test_a_crashed_collector_is_named_by_its_fatal_error_and_innermost_frame():
 Fatal Python error: Segmentation fault
 
 Current thread 0x00007f3a (most recent call first):
-  File "/x/edgeprof/backends/llamacpp_imatrix.py", line 125 in _read
-  File "/x/edgeprof/backends/llamacpp_imatrix.py", line 91 in _accumulate
+  File "/x/edgeprof/backends/llamacpp/imatrix.py", line 125 in _read
+  File "/x/edgeprof/backends/llamacpp/imatrix.py", line 91 in _accumulate
   File "/x/edgeprof/backends/llamacpp.py", line 300 in position_logits
 
 Extension modules: numpy._core._multiarray_umath, numpy.linalg._umath_linalg (total: 2)
 """
     assert crash_detail(dump) == ('Fatal Python error: Segmentation fault | '
-                                  'File "/x/edgeprof/backends/llamacpp_imatrix.py", line 125 in _read')
+                                  'File "/x/edgeprof/backends/llamacpp/imatrix.py", line 125 in _read')
     assert crash_detail("a\nValueError: bad text\n") == "a | ValueError: bad text"
     assert crash_detail("") == "no detail"

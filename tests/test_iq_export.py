@@ -52,7 +52,7 @@ def test_an_iq2_type_without_an_importance_matrix_is_refused(tmp_path, tiny_gguf
 
 @pytest.mark.parametrize("quant", ["iq2_xs", "iq3_xxs"])
 def test_iq_exports_load_and_stay_within_their_bit_width(quant, tiny_source, tiny_gguf_f32, calibration):
-    from edgeprof.backends.llamacpp import LlamaCppSession
+    from edgeprof.backends.llamacpp.session import LlamaCppSession
     from edgeprof.config import Hyperparameters
     from edgeprof.export.gguf_export import export_gguf
 
@@ -80,7 +80,7 @@ def test_iq_exports_load_and_stay_within_their_bit_width(quant, tiny_source, tin
 def test_the_importance_matrix_lowers_the_error_it_weights(tiny_source, tiny_gguf_f32, calibration):
     """llama.cpp's imatrix quantizer minimises Σ_j m_j (w_ij - q_ij)² with m_j the mean squared input of
     column j: on the q2_k tensors that weighted error must fall against plain q2_k (same storage)."""
-    from edgeprof.backends.llamacpp_imatrix import imatrix_means
+    from edgeprof.backends.llamacpp.imatrix import imatrix_means
     from edgeprof.export.gguf_export import export_gguf
     from edgeprof.export.imatrix import ensure_imatrix
 

@@ -93,7 +93,7 @@ def test_quant_names():
 
 
 def test_profile_ops_breakdown_covers_the_model(onnx_fp32):
-    from edgeprof.backends.ort_profile import OP_CATEGORIES, categorize, profile_ops
+    from edgeprof.backends.onnxruntime.profile import OP_CATEGORIES, categorize, profile_ops
 
     assert categorize("/model/layers.3/self_attn/q_proj/MatMul_Q4") == "projections"
     assert categorize("/model/layers.0/mlp/act_fn/Mul/QuickGeluFusion/") == "ffn"
@@ -102,16 +102,17 @@ def test_profile_ops_breakdown_covers_the_model(onnx_fp32):
     assert categorize("/lm_head/MatMul") == "lm_head" and categorize("/edgeprof/mask_sum") == "other"
     hp = Hyperparameters(batch=1, prompt_tokens=32, gen_tokens=4, threads=2)
     profile = profile_ops(onnx_fp32.path, hp, np.zeros((1, 32), dtype=np.int32))
-    for phase in ("prefill", "decode"):
-        shares = profile[phase]["share"]
+    assert profile.backend == "onnxruntime" and profile.decode_steps_profiled == 4
+    for phase in (profile.prefill, profile.decode):
+        shares = phase.share
         assert set(shares) == set(OP_CATEGORIES) and sum(shares.values()) == pytest.approx(1.0)
         for category in ("projections", "ffn", "attention", "lm_head"):
             assert shares[category] > 0, (phase, category)
-        assert profile[phase]["run_ms"] >= profile[phase]["node_ms"] * 0.9
+        assert phase.run_ms >= phase.node_ms * 0.9
 
 
 def test_summarize_trace_splits_phases_by_model_run():
-    from edgeprof.backends.ort_profile import summarize_trace
+    from edgeprof.backends.onnxruntime.profile import summarize_trace
 
     def run(ts, dur):
         return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
@@ -124,8 +125,8 @@ def test_summarize_trace_splits_phases_by_model_run():
               node(301, 60, "/model/layers.0/mlp/up_proj/MatMul"), node(362, 30, "/lm_head/MatMul"),
               node(501, 8, "/model/layers.0/self_attn/GroupQueryAttention")]
     summary = summarize_trace(events, steps=1)
-    assert summary["prefill"]["ms"]["ffn"] == pytest.approx(0.060) and summary["prefill"]["ms"]["lm_head"] == 0.030
-    assert summary["decode"]["share"]["attention"] == 1.0
+    assert summary.prefill.ms["ffn"] == pytest.approx(0.060) and summary.prefill.ms["lm_head"] == 0.030
+    assert summary.decode.share["attention"] == 1.0
 
 
 def test_bad_onnx_inputs_are_one_line_errors(tmp_path, onnx_fp32):

@@ -24,7 +24,7 @@ def test_int4_algorithm_names_and_block_sizes():
 
 @pytest.mark.parametrize("quant", ["int4-gptq", "int4-hqq"])
 def test_calibrated_int4_exports_run_close_to_their_parent(quant, tmp_path, tiny_source):
-    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
+    from edgeprof.backends.onnxruntime.session import OnnxRuntimeSession
     from edgeprof.config import Hyperparameters
     from edgeprof.export.onnx_export import export_onnx
 

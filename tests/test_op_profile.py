@@ -9,9 +9,9 @@ import pytest
 
 import llama_cpp  # noqa: F401  - before numpy-heavy imports; see load_llama_cpp
 
-from edgeprof.backends.cuda_kernels import KernelTimer, categorise_by_alignment, kernel_base_name  # noqa: E402
-from edgeprof.backends.llamacpp_nodes import Node, base_name, categorize, categorize_sequence  # noqa: E402
-from edgeprof.backends.llamacpp_profile import (  # noqa: E402
+from edgeprof.backends.llamacpp.cuda_kernels import KernelTimer, categorise_by_alignment, kernel_base_name  # noqa: E402
+from edgeprof.backends.llamacpp.nodes import Node, base_name, categorize, categorize_sequence  # noqa: E402
+from edgeprof.backends.llamacpp.profile import (  # noqa: E402
     CallTimes, category_ms, list_graph_nodes, plan_calibration, plan_categories)
 from edgeprof.backends.op_categories import OP_CATEGORIES  # noqa: E402
 from edgeprof.bench.measure import make_prompts  # noqa: E402
@@ -236,11 +236,11 @@ class _FakeKernelTimer:
 
 
 def test_gpu_decode_shares_are_plain_kernel_times_under_the_windows_labels(tiny_gguf_f32):
-    from edgeprof.backends.llamacpp_profile import profile_ops
+    from edgeprof.backends.llamacpp.profile import profile_ops
 
     hp = Hyperparameters(batch=1, prompt_tokens=16, gen_tokens=4, threads=2)
     timer = _FakeKernelTimer()
-    profile = profile_ops(tiny_gguf_f32.path, hp, make_prompts(hp, 256, 0), kernel_timer=timer)
+    profile = profile_ops(tiny_gguf_f32.path, hp, make_prompts(hp, 256, 0), kernel_timer=timer).to_dict()
     labelled = profile["decode_kernels"]
     assert labelled and {category for category, _, _ in labelled} >= {"projections", "ffn", "lm_head"}
     # every plain kernel found its labelled partner, at twice the time: the categories are the labels'

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgeprof.backends.llamacpp import LlamaCppSession
+from edgeprof.backends.llamacpp.session import LlamaCppSession
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ConfigError
 from edgeprof.export.gguf_export import export_gguf
@@ -132,8 +132,8 @@ def test_greedy_on_the_device_picks_the_tokens_the_host_argmax_picks(tiny_gguf_f
     only; they must be the host argmax's over the same f32 logits, for every sequence of a decode step and
     across prefill chunks. ggml's CPU backend runs the same graph, so this holds the row-to-sequence mapping
     that the GPU relies on."""
-    from edgeprof.backends.llamacpp import backend_sampling_available
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.session import backend_sampling_available
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     if not backend_sampling_available(load_llama_cpp()):
         pytest.skip("this llama.cpp has no backend sampling")
@@ -163,8 +163,8 @@ def test_greedy_on_the_device_picks_the_tokens_the_host_argmax_picks(tiny_gguf_f
 
 
 def test_a_device_sampling_session_refuses_to_hand_out_logits(tiny_gguf_f32):
-    from edgeprof.backends.llamacpp import backend_sampling_available
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.session import backend_sampling_available
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     if not backend_sampling_available(load_llama_cpp()):
         pytest.skip("this llama.cpp has no backend sampling")
@@ -178,7 +178,7 @@ def test_a_device_sampling_session_refuses_to_hand_out_logits(tiny_gguf_f32):
 
 
 def test_greedy_goes_to_the_device_wherever_the_model_is_on_a_gpu_and_a_step_fits_one_micro_batch():
-    from edgeprof.backends.llamacpp import device_sampling_wins
+    from edgeprof.backends.llamacpp.session import device_sampling_wins
 
     assert device_sampling_wins(Hyperparameters(batch=1, gpu_layers=-1))
     assert device_sampling_wins(Hyperparameters(batch=128, gpu_layers=-1))  # one argmax, not 128 chains
@@ -188,8 +188,8 @@ def test_greedy_goes_to_the_device_wherever_the_model_is_on_a_gpu_and_a_step_fit
 
 
 def test_a_batch_too_wide_for_one_micro_batch_keeps_greedy_on_the_host(tiny_gguf_f32):
-    from edgeprof.backends.llamacpp import backend_sampling_available
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.session import backend_sampling_available
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     if not backend_sampling_available(load_llama_cpp()):
         pytest.skip("this llama.cpp has no backend sampling")

@@ -216,10 +216,12 @@ def test_llama_cpp_config_ids_are_unchanged_by_per_backend_options():
     (config,) = expand(["synth:tiny"], ["q4_0"], ["llama.cpp"], SMALL)
     full = Hyperparameters(batch=1, prompt_tokens=16, gen_tokens=8, threads=2)
     assert config_id("synth:tiny", "q4_0", "llama.cpp", config.hp) == config_id("synth:tiny", "q4_0", "llama.cpp", full)
+    # and the id itself, as edgeprof computed it before backends were plug-ins (66cacf1)
+    assert config_id("synth:tiny", "q4_0", "llama.cpp", config.hp) == "7bd4acdf8e25"
 
 
 def test_kv_buffer_lives_where_the_provider_reads_it():
-    from edgeprof.backends.onnxruntime import kv_device
+    from edgeprof.backends.onnxruntime.session import kv_device
     from edgeprof.hardware.emulation import storage_equivalent
 
     assert kv_device("CUDAExecutionProvider") == kv_device("TensorrtExecutionProvider") == "cuda"

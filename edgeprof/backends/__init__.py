@@ -1,1 +1,2 @@
-"""Backends: one small session protocol (`base.py`), one module per runtime."""
+"""Backends: one small session protocol (`base.py`), one package per runtime (`llamacpp/`, `onnxruntime/`),
+each registered in `registry.py`."""

@@ -1,6 +1,7 @@
 """The backend protocol: load once, then prefill a batch of prompts and step the decoder.
 
-The runner owns timing; a session does only the work, so every backend is timed the same way.
+The runner owns timing; a session does only the work, so every backend is timed the same way. Each
+backend implements it in its own package and registers there (`backends.registry`).
 """
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-
-from edgeprof.config import Hyperparameters
 
 
 class BackendSession(Protocol):
@@ -53,40 +52,20 @@ class BackendSession(Protocol):
         """Free native memory."""
 
 
-BACKENDS = ("llama.cpp", "onnxruntime")
-_COMMON_OPTIONS = ("batch", "prompt_tokens", "gen_tokens", "context", "sampler", "threads", "depth", "power_mode")
-BACKEND_OPTIONS = {  # the Hyperparameters fields each backend reads; the rest are not applicable to it
-    "llama.cpp": _COMMON_OPTIONS + ("kv_type", "gpu_layers", "n_batch", "n_ubatch", "flash_attn"),
-    "onnxruntime": _COMMON_OPTIONS + ("provider", "graph_opt"),
-}
-BACKEND_FORMATS = {"llama.cpp": "gguf", "onnxruntime": "onnx"}  # the artifact format each backend reads
-_ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ort": "onnxruntime", "onnx": "onnxruntime"}
+# Where a backend is looked up (its name, format, options, session): `edgeprof.backends.registry`. These
+# names stay importable from here for the callers that used them before backends were plug-ins.
+from edgeprof.backends.registry import canonical_backend, open_session, uses_gpu  # noqa: E402,F401
 
 
-def uses_gpu(backend: str, hp: Hyperparameters) -> bool:
-    """Whether a configuration runs on a GPU: llama.cpp with layers offloaded, ONNX Runtime on a GPU provider."""
-    return hp.gpu_layers != 0 if backend == "llama.cpp" else hp.provider != "cpu"
+def __getattr__(name: str):
+    """`BACKENDS`, `BACKEND_OPTIONS` and `BACKEND_FORMATS` as before, computed from the registry when read
+    (so importing this module loads no backend)."""
+    from edgeprof.backends import registry
 
-
-def canonical_backend(name: str) -> str:
-    """`ort` -> `onnxruntime`, `llamacpp` -> `llama.cpp`; unknown names are a one-line error."""
-    backend = _ALIASES.get(name.lower(), name.lower())
-    if backend not in BACKENDS:
-        from edgeprof.errors import ConfigError
-
-        raise ConfigError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
-    return backend
-
-
-def open_session(backend: str, model_path: str, hp: Hyperparameters, need_logits: bool = False) -> BackendSession:
-    """Create a session for `backend`; imports lazily so each backend stays optional. `need_logits`: the
-    caller reads logits (fidelity, parity), so sampling must not move them off the host, and an ONNX graph
-    gives them for every position (`position_logits`)."""
-    backend = canonical_backend(backend)
-    if backend == "llama.cpp":
-        from edgeprof.backends.llamacpp import LlamaCppSession
-
-        return LlamaCppSession(model_path, hp, need_logits=need_logits)
-    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
-
-    return OnnxRuntimeSession(model_path, hp, all_positions=need_logits)
+    if name == "BACKENDS":
+        return registry.names()
+    if name == "BACKEND_OPTIONS":
+        return {b.name: b.option_names for b in registry.backends().values()}
+    if name == "BACKEND_FORMATS":
+        return {b.name: b.format for b in registry.backends().values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

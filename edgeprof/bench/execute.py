@@ -171,7 +171,7 @@ def resolve_auto_gpu_layers(grid: dict, has_gpu: bool) -> dict:
 
 
 def gpu_build() -> bool:
-    from edgeprof.backends.llamacpp_lib import build_info
+    from edgeprof.backends.llamacpp.lib import build_info
 
     return bool(build_info()["gpu_offload"])
 

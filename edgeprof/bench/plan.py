@@ -10,12 +10,11 @@ import itertools
 import json
 from dataclasses import dataclass, replace
 
-from edgeprof.backends.base import BACKEND_FORMATS, BACKEND_OPTIONS, canonical_backend
+from edgeprof.backends import registry
+from edgeprof.backends.registry import Target  # noqa: F401 - planning's machine description, imported from here
 from edgeprof.config import Hyperparameters
-from edgeprof.errors import BackendUnavailableError, ConfigError, QuantError
-from edgeprof.export.gguf_export import gguf_quant
+from edgeprof.errors import ConfigError
 from edgeprof.export.in_child import check_model_file
-from edgeprof.export.onnx_export import onnx_quant
 from edgeprof.models.source import ModelSource, resolve
 
 
@@ -31,7 +30,7 @@ class BenchConfig:
 
     @property
     def format(self) -> str:
-        return BACKEND_FORMATS[self.backend]
+        return registry.get(self.backend).format
 
     @property
     def label(self) -> str:
@@ -41,17 +40,6 @@ class BenchConfig:
                 f"{f' {hp.power_mode}' if hp.power_mode else ''}")
 
 
-@dataclass(frozen=True)
-class Target:
-    """What expansion needs to know of the machine that will run the configurations, when that is not this
-    host (a fleet's head expands a sweep for each of its devices): its physical cores (threads 0), whether
-    its llama.cpp offloads to a GPU, and the ONNX Runtime providers it offers."""
-
-    physical_cores: int
-    gpu_offload: bool
-    ort_providers: tuple[str, ...]
-
-
 def default_threads() -> int:
     """Physical cores, as llama-bench uses by default."""
     from edgeprof.hardware.devices import host_facts
@@ -59,43 +47,28 @@ def default_threads() -> int:
     return host_facts().physical_cores
 
 
-def require_gpu_offload(target: Target | None = None) -> None:
-    """GPU layers need a llama.cpp built with a GPU backend; say how to get one instead of failing later."""
-    if target is None:
-        from edgeprof.backends.llamacpp_lib import build_info
-
-        offloads = build_info()["gpu_offload"]
-    else:
-        offloads = target.gpu_offload
-    if not offloads:
-        raise BackendUnavailableError(
-            "--gpu-layers needs llama-cpp-python built with GPU support; this build is CPU-only. Reinstall with "
-            "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python "
-            "(see scripts/gpu/README.md), or use --gpu-layers 0")
-
-
 def backend_quant(quant: str, backend: str) -> tuple[str, str]:
     """(canonical quant name, "") for a quantization this backend's format offers, else ("", why not)."""
-    lookup = gguf_quant if BACKEND_FORMATS[backend] == "gguf" else onnx_quant
-    try:
-        return lookup(quant).name, ""
-    except QuantError:
-        other = "an ONNX" if BACKEND_FORMATS[backend] == "gguf" else "a GGUF"
-        return "", f"{quant} is {other} quantization; {backend} does not run it"
+    chosen = registry.get(backend)
+    if chosen.quants.offers(quant):
+        return chosen.quants.canonical(quant), ""
+    others = [b.format_label for b in registry.backends().values() if b.format != chosen.format and b.quants.offers(quant)]
+    what = f"{'an' if others[0][0] in 'AEIOU' else 'a'} {others[0]}" if others else f"not a {chosen.format_label}"
+    return "", f"{quant} is {what} quantization; {backend} does not run it"
 
 
 def _check_quants(quants: list[str], backends: list[str]) -> None:
     """A name no chosen backend knows is a typo: one line listing what each backend offers."""
     for quant in quants:
         if not any(backend_quant(quant, backend)[0] for backend in backends):
-            lookup = gguf_quant if BACKEND_FORMATS[backends[0]] == "gguf" else onnx_quant
-            lookup(quant)  # raises the QuantError that lists the offered names
+            registry.get(backends[0]).quants.lookup(quant)  # raises the QuantError that lists the offered names
 
 
 def _file_skip(source: ModelSource, backend: str) -> str:
-    if source.kind == BACKEND_FORMATS[backend]:
+    reads = registry.get(backend)
+    if source.kind == reads.format:
         return ""
-    return f"{source.spec} is a {source.kind.upper()} file; {backend} reads {BACKEND_FORMATS[backend].upper()}"
+    return f"{source.spec} is a {source.kind.upper()} file; {backend} reads {reads.format_label}"
 
 
 def trained_context(source: ModelSource, gguf_metadata: dict | None = None) -> int | None:
@@ -106,7 +79,7 @@ def trained_context(source: ModelSource, gguf_metadata: dict | None = None) -> i
     if gguf_metadata is not None:
         value = gguf_metadata.get(f"{gguf_metadata.get('general.architecture')}.context_length")
         return int(value) if value else None
-    if source.kind == "onnx":
+    if source.is_file:  # a file without such metadata (ONNX) has the HF config beside it, if anything
         config = source.path.parent / "config.json"
         try:
             value = json.loads(config.read_text()).get("max_position_embeddings")
@@ -136,7 +109,8 @@ def expand(models: list[str], quants: list[str], backends: list[str],
     come back with `skip` set, so the run records why they were left out."""
     if not models:
         raise ConfigError("no model given")
-    backends = list(dict.fromkeys(canonical_backend(b) for b in backends))
+    chosen = [registry.get(b) for b in dict.fromkeys(backends)]
+    backends = list(dict.fromkeys(b.name for b in chosen))
     sources = [resolve(spec) for spec in dict.fromkeys(models)]
     trained: dict[str, int | None] = {}
     for source in sources:
@@ -146,22 +120,22 @@ def expand(models: list[str], quants: list[str], backends: list[str],
         trained[source.spec] = trained_context(source, metadata)
     _check_quants(list(dict.fromkeys(quants)), backends)
     keys = list(grid)
-    if "llama.cpp" in backends and any(layers != 0 for layers in grid.get("gpu_layers", [0])):
-        require_gpu_offload(target)
-    if "onnxruntime" in backends:
-        from edgeprof.backends.onnxruntime import ort_providers
-
-        for provider in grid.get("provider", ["cpu"]):
-            ort_providers(provider, target.ort_providers if target else None)
+    unknown = [k for k in keys if k not in registry.option_names()]
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(registry.option_names()))})")
+    for backend in dict.fromkeys(chosen):
+        backend.check_grid(grid, target)  # what this machine (or the fleet device) cannot run, before anything runs
     configs = []
     for values in itertools.product(*(grid[k] for k in keys)):
         full = Hyperparameters(**dict(zip(keys, values))).validate()
+        for backend in dict.fromkeys(chosen):
+            backend.options.of(full).validate()  # each backend checks its own settings (one line each)
         if full.threads == 0:
             full = replace(full, threads=target.physical_cores if target else default_threads())
         for source in sources:
             _check_context(source, trained[source.spec], full, allow_long_context)
         for source, backend in itertools.product(sources, backends):
-            hp = full.for_backend(BACKEND_OPTIONS[backend])  # a setting the backend ignores makes no new config
+            hp = full.for_backend(registry.get(backend).options)  # a setting it ignores makes no new config
             if source.is_file:  # a model file given directly is run as it is: its quantization is its own
                 configs.append(BenchConfig(source, "as-is", backend, hp, _file_skip(source, backend)))
                 continue

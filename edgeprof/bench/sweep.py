@@ -14,12 +14,11 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from edgeprof.config import Hyperparameters
+from edgeprof.backends.registry import option_names
 from edgeprof.errors import ConfigError
 from edgeprof.results.records import read_records
 
 TERMINAL = ("failed", "oom", "timeout", "skipped")
-_HP_FIELDS = {f.name for f in fields(Hyperparameters)}
 # Friendly YAML names for Hyperparameters fields.
 _HP_ALIASES = {"prompt": "prompt_tokens", "gen": "gen_tokens", "ngl": "gpu_layers"}
 
@@ -81,8 +80,9 @@ def load_sweep_file(path: Path) -> SweepSpec:
     grid: dict[str, list] = {}
     for key, values in (data.pop("hyperparameters", None) or {}).items():
         name = _HP_ALIASES.get(key, key)
-        if name not in _HP_FIELDS:
-            raise ConfigError(f"{path}: unknown hyperparameter {key!r} (known: {', '.join(sorted(_HP_FIELDS))})")
+        known = option_names()  # the shared fields and every registered backend's own settings
+        if name not in known:
+            raise ConfigError(f"{path}: unknown hyperparameter {key!r} (known: {', '.join(sorted(known))})")
         grid[name] = values if isinstance(values, list) else [values]
     for key in ("models", "quants", "backends"):
         if key in data and not isinstance(data[key], list):

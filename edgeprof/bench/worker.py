@@ -26,21 +26,21 @@ EXIT_CRASH = 4
 def run_job(job: WorkerJob, events) -> int:
     if job.cpu_affinity:
         os.sched_setaffinity(0, job.cpu_affinity)  # emulating a device with fewer cores
-    if job.backend == "llama.cpp":
-        from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.registry import get as get_backend
 
-        load_llama_cpp()  # before numpy: see load_llama_cpp's docstring
+    backend = get_backend(job.backend)
+    backend.prepare_worker()  # llama.cpp: loaded before numpy (see load_llama_cpp's docstring)
     if job.mode == "fidelity":  # a job of its own, after the measurement (see Runner._fidelity)
         from edgeprof.config import Hyperparameters
 
-        hp = Hyperparameters.from_dict(job.hyperparameters)
+        hp = Hyperparameters.from_dict(job.hyperparameters, backend.options.names())
         Extras(_extra(lambda: _fidelity(job, hp, events), "fidelity")).emit(events)
         return 0
     from edgeprof.backends.base import open_session, uses_gpu
     from edgeprof.bench.measure import make_depth_tokens, make_prompts, run_repetition
     from edgeprof.config import Hyperparameters
 
-    hp = Hyperparameters.from_dict(job.hyperparameters)
+    hp = Hyperparameters.from_dict(job.hyperparameters, backend.options.names())
     start = time.perf_counter()
     session = open_session(job.backend, job.model_path, hp)
     loaded = time.perf_counter()
@@ -136,21 +136,11 @@ def _extra(compute, name: str) -> dict:
 
 
 def _profile(job: WorkerJob, hp, prompts) -> dict:
-    """The backend's operator profile: ONNX Runtime's own profiler, or llama.cpp's eval callback (with
-    CUPTI's kernel times on a GPU where cupti-python is installed)."""
-    if job.backend == "onnxruntime":
-        from edgeprof.backends.ort_profile import profile_ops
+    """The backend's operator profile (`OpProfile`; ONNX Runtime's own profiler, or llama.cpp's eval callback
+    with CUPTI's kernel times on a GPU where cupti-python is installed), as the record stores it."""
+    from edgeprof.backends.registry import get as get_backend
 
-        return profile_ops(job.model_path, hp, prompts)
-    from edgeprof.backends.base import uses_gpu
-    from edgeprof.backends.llamacpp_profile import profile_ops
-
-    if not uses_gpu(job.backend, hp):
-        return profile_ops(job.model_path, hp, prompts)
-    from edgeprof.backends.cuda_kernels import kernel_timer
-
-    with kernel_timer() as timer:
-        return profile_ops(job.model_path, hp, prompts, kernel_timer=timer)
+    return get_backend(job.backend).profile_ops(job.model_path, hp, prompts).to_dict()
 
 
 def _fidelity(job: WorkerJob, hp, events) -> dict:

@@ -42,15 +42,11 @@ def run(job: dict, events) -> int:
 
 
 def _check(path: Path, kind: str) -> dict:
-    """A user's file checked before any native loader sees it; GGUF metadata comes back (JSON-safe)."""
-    if kind == "gguf":
-        from edgeprof.export.gguf_check import check_gguf
+    """A user's file checked before any native loader sees it, by the backend that reads its format; its
+    metadata comes back (JSON-safe; GGUF's, empty for ONNX)."""
+    from edgeprof.backends.registry import for_format
 
-        return {k: v for k, v in check_gguf(path).items() if isinstance(v, (str, int, float, bool))}
-    from edgeprof.export.onnx_export import check_onnx
-
-    check_onnx(path)
-    return {}
+    return for_format(kind).check_file(path)
 
 
 def _export(job: dict, events):
@@ -62,17 +58,12 @@ def _export(job: dict, events):
     def progress(step: str, done: int, total: int) -> None:
         emit_event(events, {"event": "progress", "step": step, "done": done, "total": total})
 
-    if job["format"] == "onnx":
-        from edgeprof.export.onnx_export import export_onnx, onnx_parent_quant
+    from edgeprof.backends.registry import for_format
 
-        export, parent_quant = export_onnx, lambda: onnx_parent_quant(job["quant"])
-    else:
-        from edgeprof.export.gguf_export import export_gguf, gguf_parent_quant
-
-        export, parent_quant = export_gguf, lambda: gguf_parent_quant(source, job["quant"])
-    artifact = export(source, job["quant"], progress=progress, calibration_text=job.get("calibration_text"))
-    wanted = parent_quant() if job.get("parent") and not source.is_file else None
-    return artifact, export(source, wanted, progress=progress) if wanted else None
+    backend = for_format(job["format"])  # the exporter is the one the format's backend registered
+    artifact = backend.export(source, job["quant"], progress=progress, calibration_text=job.get("calibration_text"))
+    wanted = backend.parent_quant(source, job["quant"]) if job.get("parent") and not source.is_file else None
+    return artifact, backend.export(source, wanted, progress=progress) if wanted else None
 
 
 def main(argv: list[str]) -> int:

@@ -16,18 +16,10 @@ from edgeprof.export.artifacts import Artifact, artifact_path, describe, partial
 from edgeprof.export.gguf_check import check_gguf
 from edgeprof.export.gguf_convert import convert_hf_to_gguf
 from edgeprof.lifetime import child_env
-from edgeprof.quant import GGUF_QUANTS, GgufQuant
+from edgeprof.quant.gguf import GGUF_QUANTS, GgufQuant, gguf_quant  # noqa: F401 - gguf_quant: callers' old path
 from edgeprof.models.source import ModelSource
 
 Progress = Callable[[str, int, int], None]  # (step description, done, total)
-
-
-def gguf_quant(name: str) -> GgufQuant:
-    """Look up a GGUF quantization by name or raise a `QuantError` listing the valid ones."""
-    quant = GGUF_QUANTS.get(name.lower())
-    if quant is None:
-        raise QuantError(f"unknown GGUF quantization {name!r} (offered: {', '.join(GGUF_QUANTS)})")
-    return quant
 
 
 def source_key(source: ModelSource, folder: Path) -> str:
@@ -130,7 +122,7 @@ def _file_type_name(file_type: int | None) -> str:
     """The quantization name of a GGUF's `general.file_type` (a llama_ftype value)."""
     if file_type is None:
         return "unknown"
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     llama_cpp = load_llama_cpp()
     names = {getattr(llama_cpp, q.ftype_constant): q.name for q in GGUF_QUANTS.values()

@@ -1,6 +1,6 @@
 """Importance matrices for calibrated GGUF quantizations: made once per (parent model, calibration text).
 
-The matrix is collected by edgeprof's own llama.cpp eval callback (`backends/llamacpp_imatrix`, run in a
+The matrix is collected by edgeprof's own llama.cpp eval callback (`backends/llamacpp/imatrix`, run in a
 child process so a native crash fails one export) over the calibration text: `--calibration-text FILE`, by
 default the text fidelity is measured over (`corpus.default_fidelity_text`; a sweep that judges
 calibration should calibrate on other text, as scripts/calibrated_sweep.py does). It is cached under
@@ -46,7 +46,7 @@ def ensure_imatrix(parent_gguf: Path, parent_sha256: str, calibration_text: str 
     final = folder / f"{parent_sha256[:16]}-{text.sha256[:16]}-c{CHUNK_TOKENS}.imatrix.gguf"
     if not final.exists():
         tmp = partial_path(final)
-        command = [sys.executable, "-X", "faulthandler", "-m", "edgeprof.backends.llamacpp_imatrix", str(parent_gguf), text.path,
+        command = [sys.executable, "-X", "faulthandler", "-m", "edgeprof.backends.llamacpp.imatrix", str(parent_gguf), text.path,
                    str(tmp), str(CHUNK_TOKENS), str(threads or 0), Path(text.path).name]
         try:
             result = subprocess.run(command, capture_output=True, text=True, env=child_env())

@@ -4,7 +4,7 @@
 A native abort inside `llama_model_quantize` (a bad tensor shape, an allocation failure) then ends only
 this child; the parent reports it as one clear error with the tail of the native log.
 
-An importance matrix (a GGUF imatrix file, `backends/llamacpp_imatrix`) goes in through the C API itself:
+An importance matrix (a GGUF imatrix file, `backends/llamacpp/imatrix`) goes in through the C API itself:
 this llama.cpp's `llama_model_quantize_params.imatrix` is a NULL-terminated array of plain C structs
 (`llama_model_imatrix_data`: name, float pointer, size), which ctypes builds; no C++ map is involved. The
 file is read and normalised exactly as llama-quantize does (Σ x² / count in float32, 1 for a matrix that
@@ -24,7 +24,7 @@ def imatrix_params(llama_cpp, params, imatrix_path: str) -> list:
     import gguf
     import numpy as np
 
-    from edgeprof.backends.llamacpp_imatrix import imatrix_means
+    from edgeprof.backends.llamacpp.imatrix import imatrix_means
 
     means = imatrix_means(imatrix_path)
     entries = (llama_cpp.llama_model_imatrix_data * (len(means) + 1))()
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
 
     die_with_parent()
     src, dst, quant_name, threads, *rest = argv
-    from edgeprof.backends.llamacpp_lib import LogCapture, load_llama_cpp
+    from edgeprof.backends.llamacpp.lib import LogCapture, load_llama_cpp
     from edgeprof.quant import GGUF_QUANTS
 
     llama_cpp = load_llama_cpp()

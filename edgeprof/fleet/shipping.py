@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgeprof.errors import ArtifactError
-from edgeprof.export.artifacts import SIDECAR_SUFFIX, Artifact, sha256_of
+from edgeprof.export.artifacts import Artifact, sha256_of
 
 CHUNK_BYTES = 16 << 20  # per engine message: small enough for an 8 GB board's worker, large enough for a LAN
 
@@ -41,15 +41,11 @@ class Shipment:
 
 
 def artifact_files(artifact: Artifact) -> list[Path]:
-    """The files a device needs to run `artifact`: a GGUF file; an exported ONNX variant's whole folder
-    (graph, external data, config and tokenizer); a user's ONNX file and its external data."""
-    main = Path(artifact.path)
-    if artifact.format == "onnx" and artifact.exporter != "user-supplied":
-        others = sorted(p for p in main.parent.iterdir()
-                        if p.is_file() and p != main and ".partial-" not in p.name and not p.name.endswith(SIDECAR_SUFFIX))
-        return [main, *others]
-    data = main.with_name(main.name + ".data")
-    return [main, data] if artifact.format == "onnx" and data.exists() else [main]
+    """The files a device needs to run `artifact`, as the backend reading its format says (a GGUF file; an
+    exported ONNX variant's whole folder: graph, external data, config and tokenizer), model file first."""
+    from edgeprof.backends.registry import for_format
+
+    return for_format(artifact.format).shipped_files(artifact)
 
 
 def make_shipment(artifact: Artifact) -> Shipment:

@@ -176,7 +176,7 @@ def llama_effective_rates(threads: int, quants: tuple[str, ...] = LLAMA_QUANTS, 
 def _llama_has_gpu() -> bool:
     """Whether this llama-cpp-python build can offload to a GPU (a CPU-only wheel cannot fit the GPU terms)."""
     try:
-        from edgeprof.backends.llamacpp_lib import build_info
+        from edgeprof.backends.llamacpp.lib import build_info
 
         return build_info()["gpu_offload"]
     except Exception:  # noqa: BLE001 - no usable llama.cpp: no GPU fit, said by its absence

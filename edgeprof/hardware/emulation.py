@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from edgeprof.backends import registry
 from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import Hyperparameters
 from edgeprof.hardware.devices import DeviceProfile, HostFacts
@@ -83,7 +84,8 @@ def kv_cache_bytes(config: BenchConfig, hp: Hyperparameters, tokens: int | None 
         return None
     kv_type = hp.kv_type or ("f16" if config.quant == "fp16" else "f32")  # ONNX: the cache in the model's dtype
     # llama.cpp keeps a window-sized cache for sliding-window layers; optimum's ONNX graph concatenates all
-    cells = arch.swa_cache_cells(hp.n_ubatch or 512) if config.format == "gguf" else arch.max_position_embeddings
+    windowed = registry.get(config.backend).windowed_kv_cache
+    cells = arch.swa_cache_cells(hp.n_ubatch or 512) if windowed else arch.max_position_embeddings
     return arch.kv_cache_bytes(tokens, kv_bytes_per_element(kv_type), cells) * hp.batch
 
 

@@ -53,7 +53,7 @@ class ModelSource:
         """(Architecture, GGUF quantization) the roofline predicts with: a preset's or folder's architecture
         at `quant_name`, or a GGUF file's own family and quantization; a one-line ModelSpecError says
         "prediction unavailable: <why>" for a family or a quantization the roofline does not model."""
-        from edgeprof.export.gguf_export import gguf_quant
+        from edgeprof.quant.gguf import gguf_quant
 
         if not self.is_gguf:
             if self.architecture is None:

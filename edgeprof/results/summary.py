@@ -7,6 +7,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from edgeprof.backends.op_profile import OpProfile
 from edgeprof.results.stats import mean_std
 
 # (summary column, label, higher is better) for the side-by-side figures and their ratios.
@@ -80,16 +81,15 @@ def _once_per_config(metrics: dict) -> dict:
     flat = {k: v for k, v in metrics.items() if k.startswith(("fidelity_", "sustain_", "kv_cache_bytes"))}
     if isinstance(flat.get("sustain_limits"), list):
         flat["sustain_limits"] = ",".join(flat["sustain_limits"])
-    profile = metrics.get("op_profile") or {}
-    for phase in ("prefill", "decode"):
-        measured = profile.get(phase) or {}
-        for category, share in measured.get("share", {}).items():
-            flat[f"ops_{phase}_share_{category}"] = share
-        for figure in ("coverage", "dilation"):  # llama.cpp's profile: what the shares account for, and its cost
-            if measured.get(figure) is not None:
-                flat[f"ops_{phase}_{figure}"] = measured[figure]
-    if profile:
-        flat["ops_method"] = profile.get("method", "ONNX Runtime profiler")
+    if metrics.get("op_profile"):  # any backend's, older records' included, read as one typed shape
+        profile = OpProfile.from_dict(metrics["op_profile"])
+        for phase, measured in (("prefill", profile.prefill), ("decode", profile.decode)):
+            for category, share in measured.share.items():
+                flat[f"ops_{phase}_share_{category}"] = share
+            for figure in ("coverage", "dilation"):  # where measured (llama.cpp): what the shares account for, and its cost
+                if getattr(measured, figure) is not None:
+                    flat[f"ops_{phase}_{figure}"] = getattr(measured, figure)
+        flat["ops_method"] = profile.method
     return flat
 
 

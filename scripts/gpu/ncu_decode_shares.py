@@ -33,7 +33,7 @@ def run_plain_steps(model: str, batch: int, prompt: int, threads: int, steps: in
     plain decode steps inside it (cuProfilerStart/Stop, with ncu's --profile-from-start off)."""
     import llama_cpp  # noqa: F401  - before numpy
 
-    from edgeprof.backends.llamacpp import LlamaCppSession
+    from edgeprof.backends.llamacpp.session import LlamaCppSession
     from edgeprof.bench.measure import make_prompts
     from edgeprof.config import Hyperparameters
 
@@ -90,7 +90,7 @@ def main() -> None:
         return
     import llama_cpp  # noqa: F401
 
-    from edgeprof.backends.cuda_kernels import categorise_by_alignment
+    from edgeprof.backends.llamacpp.cuda_kernels import categorise_by_alignment
     from edgeprof.backends.op_categories import OP_CATEGORIES
     from edgeprof.export.gguf_export import export_gguf
     from edgeprof.models.source import resolve

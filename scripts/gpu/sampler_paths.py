@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp_lib.load_llama_cpp
+import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp.lib.load_llama_cpp
 
-from edgeprof.backends.llamacpp import LlamaCppModel, LlamaCppSession
+from edgeprof.backends.llamacpp.session import LlamaCppModel, LlamaCppSession
 from edgeprof.bench.measure import make_prompts, run_repetition
 from edgeprof.config import Hyperparameters
 from edgeprof.export.gguf_export import export_gguf

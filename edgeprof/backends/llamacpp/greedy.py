@@ -25,7 +25,7 @@ import ctypes
 
 import numpy as np
 
-from edgeprof.backends.llamacpp_nodes import TensorHead
+from edgeprof.backends.llamacpp.nodes import TensorHead
 
 
 class BatchedArgmax:

@@ -1,4 +1,4 @@
-"""Quantization types: their names, their storage, and llama.cpp's per-tensor mix rules.
+"""GGUF quantization types: their names, their storage, and llama.cpp's per-tensor mix rules.
 
 Storage figures are the ggml block layouts (block size in weights, bytes per block) from
 ggml-common.h, so weight bytes derived here match real GGUF files closely.
@@ -7,6 +7,9 @@ ggml-common.h, so weight bytes derived here match real GGUF files closely.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from edgeprof.errors import QuantError
+from edgeprof.quant.table import QuantTable
 
 # ggml type -> (weights per block, bytes per block)
 GGML_BLOCKS: dict[str, tuple[int, int]] = {
@@ -118,6 +121,20 @@ GGUF_QUANTS: dict[str, GgufQuant] = {
        if q.needs_quantizer and q.base_type.startswith(("q", "iq4"))},
     **IQ_QUANTS,
 }
+
+
+
+def gguf_quant(name: str) -> GgufQuant:
+    """Look up a GGUF quantization by name or raise a `QuantError` listing the valid ones."""
+    quant = GGUF_QUANTS.get(name.lower())
+    if quant is None:
+        raise QuantError(f"unknown GGUF quantization {name!r} (offered: {', '.join(GGUF_QUANTS)})")
+    return quant
+
+
+GGUF_TABLE = QuantTable("gguf", gguf_quant, ("q4_k_m",))
+"""The GGUF format's quantizations as the llama.cpp backend registers them (`edgeprof export --to gguf`
+makes q4_k_m when none is named)."""
 
 KV_CACHE_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7}
 """KV-cache element types llama.cpp accepts, by name -> ggml_type id."""

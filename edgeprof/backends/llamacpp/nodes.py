@@ -145,5 +145,5 @@ def tensor_head(tensor: int, get_name) -> TensorHead:
     `ggml_get_name` (`get_name`, restype c_char_p) on it: a different ggml.h is a RuntimeError, not garbage."""
     head = TensorHead.from_address(tensor)
     if head.name != get_name(tensor):
-        raise RuntimeError("ggml_tensor layout differs from llamacpp_nodes.TensorHead (another ggml version)")
+        raise RuntimeError("ggml_tensor layout differs from llamacpp.nodes.TensorHead (another ggml version)")
     return head

@@ -4,7 +4,7 @@ What llama.cpp's quantizer wants for each weight W (ggml: ne0 columns = input fe
 calibration tokens of x_j², the squared input activation of column j, so that rounding error is weighted
 where inputs are large. llama-imatrix collects it by asking the scheduler for every MUL_MAT whose src[0]
 is a `blk.*` weight (and every MUL_MAT_ID, routed experts), then summing src[1]²; this module does the same
-through the callback edgeprof's operator profiler already uses (`llamacpp_nodes`' tensor layout, checked
+through the callback edgeprof's operator profiler already uses (`nodes`' tensor layout, checked
 against ggml's accessors), on the same chunking: chunks of C tokens from an empty cache, the first token
 replaced by BOS where the vocabulary adds one, every position's logits requested (so the last layer's FFN
 sees every row, not only the output rows).
@@ -13,7 +13,7 @@ Its file is the GGUF imatrix `llama-imatrix` writes (tensors `<weight>.in_sum2` 
 `<weight>.counts` [n_mat], general.type = "imatrix", imatrix.datasets / chunk_count / chunk_size), which
 `llama-quantize --imatrix` and this llama.cpp's `common_imatrix_load` read (sums / counts = the mean).
 
-Run as a child (`python -m edgeprof.backends.llamacpp_imatrix MODEL TEXT OUT CTX THREADS`), so a native
+Run as a child (`python -m edgeprof.backends.llamacpp.imatrix MODEL TEXT OUT CTX THREADS`), so a native
 crash ends one export, not edgeprof.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeprof.backends.llamacpp_nodes import tensor_head
+from edgeprof.backends.llamacpp.nodes import tensor_head
 
 GGML_TYPE_F32 = 0
 MIN_ROWS = 16  # llama-imatrix ignores matmuls of fewer than 16 tokens (single-token decode steps)
@@ -168,8 +168,8 @@ def collect_chunks(model_path: str, chunks_of, chunk_tokens: int, threads: int =
                    kv_type: str = "f16") -> ImatrixResult:
     """The collector over the token chunks `chunks_of(session)` returns, each fed from an empty cache with
     every position's logits requested. `kv_type`: f16 as llama-imatrix (f32 for exact comparisons)."""
-    from edgeprof.backends.llamacpp import LlamaCppSession
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.session import LlamaCppSession
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
     from edgeprof.config import Hyperparameters
 
     llama_cpp = load_llama_cpp()

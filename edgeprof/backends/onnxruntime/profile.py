@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprof.backends.op_profile import ORT_METHOD, OpProfile, PhaseOps
 from edgeprof.config import Hyperparameters
 
 # First match wins; patterns are applied to the lower-cased node name.
@@ -41,7 +42,7 @@ def categorize(node_name: str) -> str:
     return "other"
 
 
-def summarize_trace(events: list[dict], steps: int) -> dict:
+def summarize_trace(events: list[dict], steps: int) -> OpProfile:
     """Per-category milliseconds for the second round's prefill and mean decode step, and shares."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
     expected = 2 * (1 + steps)
@@ -62,19 +63,15 @@ def summarize_trace(events: list[dict], steps: int) -> dict:
         per_call = {k: v / len(spans) for k, v in totals.items()}
         node_ms = sum(per_call.values())
         run_ms = sum(t1 - t0 for t0, t1 in spans) / len(spans) / 1e3
-        summary[phase] = {
-            "ms": per_call,
-            "share": {k: v / node_ms if node_ms else 0.0 for k, v in per_call.items()},
-            "node_ms": node_ms,
-            "run_ms": run_ms,  # the difference is ORT's own per-call work outside kernels
-        }
-    summary["decode_steps_profiled"] = steps
-    return summary
+        # run_ms - node_ms is ORT's own per-call work outside kernels
+        summary[phase] = PhaseOps(per_call, {k: v / node_ms if node_ms else 0.0 for k, v in per_call.items()},
+                                  node_ms, run_ms)
+    return OpProfile("onnxruntime", ORT_METHOD, summary["prefill"], summary["decode"], steps)
 
 
-def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray) -> dict:
+def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray) -> OpProfile:
     """Run the profiled pass and return `summarize_trace`'s breakdown."""
-    from edgeprof.backends.onnxruntime import OnnxRuntimeSession
+    from edgeprof.backends.onnxruntime.session import OnnxRuntimeSession
 
     steps = max(1, min(hp.gen_tokens, MAX_PROFILED_STEPS))
     with tempfile.TemporaryDirectory(prefix="edgeprof-ortprof-") as folder:

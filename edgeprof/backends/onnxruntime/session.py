@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprof.backends.onnxruntime.options import OnnxRuntimeOptions
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgeprof.export.artifacts import KV_CACHE_METADATA
@@ -86,6 +87,7 @@ class OnnxRuntimeSession:
         edgeprof's last-token LM head undone (`onnx_export.all_positions_graph`); decode is unchanged."""
         import onnxruntime as ort
 
+        hp = hp.for_backend(OnnxRuntimeOptions)  # ORT's own settings, its defaults where none was given
         self.hp = hp
         self.model_path = model_path
         self.providers = ort_providers(hp.provider)

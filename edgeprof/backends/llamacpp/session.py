@@ -6,7 +6,7 @@ choice happens where the logits are. Where the build has llama.cpp's backend sam
 chain per sequence runs the argmax inside the graph (on the GPU when the model is offloaded), so only
 token ids come back instead of batch x vocab logits; otherwise (or when a caller needs the logits
 themselves: fidelity, parity) it is one numpy `argmax` over a zero-copy view of the logits llama.cpp
-already produced. On the device, one argmax covers every sequence (`llamacpp_greedy.BatchedArgmax`), not
+already produced. On the device, one argmax covers every sequence (`greedy.BatchedArgmax`), not
 one sampler chain per sequence. `info()["sampling"]` says which ran.
 """
 
@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeprof.backends.llamacpp_greedy import BatchedArgmax
-from edgeprof.backends.llamacpp_lib import LogCapture, build_info, load_llama_cpp, repack_weights
+from edgeprof.backends.llamacpp.greedy import BatchedArgmax
+from edgeprof.backends.llamacpp.options import LlamaCppOptions
+from edgeprof.backends.llamacpp.lib import LogCapture, build_info, load_llama_cpp, repack_weights
 from edgeprof.config import Hyperparameters
 from edgeprof.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgeprof.quant import KV_CACHE_TYPES
@@ -35,7 +36,8 @@ def device_sampling_wins(hp: Hyperparameters) -> bool:
     """Greedy on the device wherever the model is on a GPU and a step's outputs fit one micro-batch: there one
     argmax kernel replaces copying batch x vocab logits to the host and scanning them (docs/benchmarks.md §14:
     H200, batch 1 to 128). On a CPU the logits are already in host memory."""
-    return hp.gpu_layers != 0 and BatchedArgmax.fits(hp.batch, hp.n_ubatch)
+    options = LlamaCppOptions.of(hp)
+    return options.gpu_layers != 0 and BatchedArgmax.fits(hp.batch, options.n_ubatch)
 
 
 class _Batch:
@@ -103,6 +105,7 @@ class LlamaCppSession:
         `sampling` (greedy only): "auto" (`device_sampling_wins`), "device" or "host".
         `model`: weights already loaded (borrowed: `close` leaves them loaded); `eval_callback`: a
         `ggml_backend_sched_eval_callback` for the context (the operator profiler's observer)."""
+        hp = hp.for_backend(LlamaCppOptions)  # llama.cpp's own settings, its defaults where none was given
         llama_cpp = load_llama_cpp()
         self._llama_cpp = llama_cpp
         self._owns_model = model is None

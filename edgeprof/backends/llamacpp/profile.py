@@ -5,7 +5,7 @@ node; it computes every run of unwanted nodes together with the next wanted one 
 the backend, and calls back. Observing every node (936 for a SmolLM2-135M decode step) makes each its own
 computation, dilates the step and inflates small operators (docs/benchmarks.md §15). Here a first pass
 lists the nodes; each node gets its category
-(`llamacpp_nodes`), and only the last node of each run of one category is observed, so consecutive nodes
+(`nodes`), and only the last node of each run of one category is observed, so consecutive nodes
 of a category still compute as one graph: a Llama layer is six windows (norm, projections, attention,
 projections, residual, norm, ffn...), not sixty nodes. Each window is timed from the moment the callback
 lets the computation start to the moment it reports the end, which excludes the callback's own per-node
@@ -37,8 +37,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edgeprof.backends.llamacpp_nodes import EMPTY_OPS, Node, NodeReader, categorize, categorize_sequence
+from edgeprof.backends.llamacpp.nodes import EMPTY_OPS, Node, NodeReader, categorize, categorize_sequence
+from edgeprof.backends.llamacpp.options import LlamaCppOptions
 from edgeprof.backends.op_categories import OP_CATEGORIES
+from edgeprof.backends.op_profile import OpProfile, PhaseOps
 from edgeprof.config import Hyperparameters
 
 MAX_PROFILED_STEPS = 16
@@ -242,14 +244,15 @@ def _phase_summary(per_call: list[dict[str, float]], outside_ms: list[float], pl
 
 
 def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray, kernel_timer=None,
-                planner: Callable[..., CallPlan] = plan_categories) -> dict:
+                planner: Callable[..., CallPlan] = plan_categories) -> OpProfile:
     """Profile prefill and up to MAX_PROFILED_STEPS decode steps of `hp`; see the module docstring.
     `kernel_timer`: a `cuda_kernels.KernelTimer` (GPU time per window) or None (wall time, corrected).
     `planner`: which nodes to observe (`plan_every_node` shows what the grouping saves)."""
-    from edgeprof.backends.llamacpp import LlamaCppModel, LlamaCppSession
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.session import LlamaCppModel, LlamaCppSession
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     llama_cpp = load_llama_cpp()
+    hp = hp.for_backend(LlamaCppOptions)
     steps = max(1, min(hp.gen_tokens, MAX_PROFILED_STEPS))
     # sampler none: the graph's work does not depend on which tokens are fed, and no host argmax is timed
     profiled_hp = replace(hp, gen_tokens=2 * steps, sampler="none", context=0)
@@ -276,15 +279,14 @@ def profile_ops(model_path: str, hp: Hyperparameters, prompts: np.ndarray, kerne
     unmatched = sorted({node.name for node in decode_nodes + [n for call in prefill_calls for n in call]
                         if not categorize(node).matched})
     result.update({
-        "backend": "llama.cpp",
         "method": METHOD_CUPTI if kernel_timer is not None else METHOD_WALL + (
             " (GPU without cupti-python: windows are launch-bound, shares approximate)" if hp.gpu_layers else ""),
         "nodes": {"prefill": sum(len(c) for c in prefill_calls), "decode": len(decode_nodes)},
         "unmatched_nodes": unmatched[:20],
-        "decode_steps_profiled": steps,
         "rounds": ROUNDS,
     })
-    return result
+    return OpProfile("llama.cpp", result.pop("method"), PhaseOps.from_dict(result.pop("prefill")),
+                     PhaseOps.from_dict(result.pop("decode")), steps, result.pop("decode_by_layer"), result)
 
 
 def _list_calls(observed, observer: Observer, prompts: np.ndarray) -> tuple[list[list[Node]], list[Node]]:
@@ -306,8 +308,8 @@ def _list_calls(observed, observer: Observer, prompts: np.ndarray) -> tuple[list
 
 def list_graph_nodes(model_path: str, hp: Hyperparameters, prompts: np.ndarray) -> tuple[list[list[Node]], list[Node]]:
     """The nodes llama.cpp computes for `hp`: per prefill call, and for one decode step (nothing timed)."""
-    from edgeprof.backends.llamacpp import LlamaCppSession
-    from edgeprof.backends.llamacpp_lib import load_llama_cpp
+    from edgeprof.backends.llamacpp.session import LlamaCppSession
+    from edgeprof.backends.llamacpp.lib import load_llama_cpp
 
     llama_cpp = load_llama_cpp()
     observer = Observer(NodeReader(llama_cpp.llama_cpp._lib))
@@ -442,7 +444,7 @@ def _plain_traced_decode(plain, prompts, timer, labelled: list, plain_ms: list[f
     only label kernels; the times come from CUPTI over unobserved steps, each kernel taking the category
     of its partner in the labelled sequence (matched by function name). Plain kernels without a partner
     (the logits copy, fusions the windows prevent) are `unmatched_ms`, part of the reconstructed step."""
-    from edgeprof.backends.cuda_kernels import categorise_by_alignment
+    from edgeprof.backends.llamacpp.cuda_kernels import categorise_by_alignment
 
     plain.reset()
     plain.prefill(prompts)
