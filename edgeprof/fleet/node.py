@@ -7,6 +7,10 @@ other devices run theirs in parallel. Dask's own periodic work is slowed to what
 statistical profiler, no memory manager, 1 s ticks): on an idle node that cut the worker's CPU from
 about 5 % of a core to a fraction of one percent (docs/benchmarks.md, results/fleet/).
 
+`fleet join` gives up in one line when no head answers within its timeout or the head's certificate is
+not of this fleet; once joined, a node whose head goes away waits and joins the restarted head as a fresh
+worker (Dask workers do not reconnect on their own).
+
 The tasks (`describe_node`, the shipping steps, `measure_configuration`) are plain functions of this
 module; the device's settings reach them through the worker's `DeviceNode` plugin, not a global.
 """
@@ -79,20 +83,20 @@ def serve_node(address: str, security, settings: NodeSettings, timeout_s: float 
     reconnect, and a restarted head has forgotten them anyway."""
     import asyncio
 
-    from edgeprof.fleet.serving import quiet_engine_logs, stop_on_signals
+    from edgeprof.fleet.serving import quiet_engine_logs
 
     quiet_engine_logs()
-    asyncio.run(_serve_node(address, security, settings, timeout_s, say, stop_on_signals))
+    asyncio.run(_serve_node(address, security, settings, timeout_s, say))
 
 
-async def _serve_node(address: str, security, settings: NodeSettings, timeout_s: float, say, stop_on_signals) -> None:
+async def _serve_node(address: str, security, settings: NodeSettings, timeout_s: float, say) -> None:
     import asyncio
 
     import dask
     from distributed import Worker
     from distributed.utils import get_ip
 
-    from edgeprof.fleet.serving import NO_HTTP_ADDRESS, NO_HTTP_CONFIG
+    from edgeprof.fleet.serving import NO_HTTP_ADDRESS, NO_HTTP_CONFIG, stop_on_signals
 
     # Listen only on the interface that reaches the head (TLS, the head's certificate only), not on every one.
     host = get_ip(check_address(address)[0])
@@ -112,6 +116,8 @@ async def _serve_node(address: str, security, settings: NodeSettings, timeout_s:
             try:
                 await worker
             except Exception as exc:  # noqa: BLE001 - classified into one line below
+                if stop.is_set():  # Ctrl-C while joining
+                    return
                 if "name taken" in _causes(exc) and not joined_before:
                     raise ConfigError(f"a device named {settings.name!r} is already in the fleet at {address}: give "
                                       "this one another --name") from None
