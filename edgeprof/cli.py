@@ -547,7 +547,7 @@ def fleet_init(
                                             "(default ~/.config/edgeprof/fleet)."),
     force: bool = typer.Option(False, "--force", help="Replace credentials already there."),
 ) -> None:
-    """Create a fleet's TLS credentials (a private CA and one certificate each for head, devices, clients)."""
+    """Create a fleet's TLS credentials: one private CA and one bundle per role (head/, device/, client/)."""
     from edgeprof.fleet.credentials import default_credentials_dir, init_credentials
 
     creds = init_credentials(credentials or default_credentials_dir(), overwrite=force)
