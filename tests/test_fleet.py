@@ -428,3 +428,36 @@ def test_resuming_a_finished_fleet_sweep_shows_no_empty_bar(cluster, tmp_path):
                                       str(cluster.credentials.folder)])
     assert result.exit_code == 0, result.output
     assert "pi: nothing left to run" in result.output and "0/0" not in result.output
+
+
+def test_a_device_cannot_hand_a_client_code_as_a_result(cluster, tmp_path):
+    """A stolen device bundle joins as a device; what it returns reaches clients only as plain data."""
+    from edgeprof.fleet.node import resource_name
+
+    rogue = cluster.join("rogue", "raspberry-pi-5")
+    _wait_for(cluster.credentials, cluster.address, {"rogue"})
+    marker = tmp_path / "ran-on-the-client"
+
+    def crafted_result(path: str):  # what a rogue node could send back: a pickle that runs code when loaded
+        from pathlib import Path
+
+        class Payload:
+            def __reduce__(self):
+                return (Path.touch, (Path(path),))
+
+        return {"records": [Payload()]}
+
+    client = connect(cluster.address, cluster.credentials)
+    try:
+        plain = client.submit(lambda: {"records": [{"decode_tps": 1.5, "status": "ok"}]}, pure=False,
+                              resources={resource_name("rogue"): 1})
+        assert plain.result(timeout=60) == {"records": [{"decode_tps": 1.5, "status": "ok"}]}
+        crafted = client.submit(crafted_result, str(marker), pure=False, resources={resource_name("rogue"): 1})
+        with pytest.raises(Exception):  # noqa: B017 - whatever Dask makes of a result the head would not pass
+            crafted.result(timeout=30)
+    finally:
+        client.close()
+        rogue.send_signal(signal.SIGTERM)
+        rogue.wait(timeout=30)
+    assert not marker.exists()
+    assert "a pickle from a device names" in (cluster.root / "head.log").read_text()

@@ -7,9 +7,10 @@ Devices and clients both connect to the head, and Dask trusts every peer it acce
 ask the scheduler to run code on the devices (`Client.run`), and a message may carry a pickle, which
 Dask unpickles while reading it. So the head sorts each connection by the CA that signed its
 certificate (`credentials.peer_role`): a client's is served as Dask serves any; a device's may carry
-only the messages a Dask worker sends its scheduler, and the head unpickles nothing that a device sends
-(not on the device's connection, not in a device's reply to the head): whatever arrives from a device
-certificate is data, never code.
+only the messages a Dask worker sends its scheduler, the head unpickles nothing that a device sends
+(not on the device's connection, not in a device's reply to the head), and it forwards a device's
+results and errors to clients only as pickles that build plain values (`untrusted.py`): whatever arrives
+from a device certificate is data, never code, on the head and on the clients.
 """
 
 from __future__ import annotations
@@ -24,17 +25,11 @@ from urllib.parse import urlsplit
 from edgeprof.errors import ConfigError
 from edgeprof.fleet.credentials import FleetCredentials, peer_role
 from edgeprof.fleet.serving import NO_HTTP_ADDRESS, serve
+from edgeprof.fleet.untrusted import DEVICE_OPS, check_payloads
 
 DEFAULT_ADDRESS = "tls://127.0.0.1:8786"
 CONNECT_TIMEOUT_S = 15
 
-# What a Dask worker sends its scheduler: the requests of its own connections (registering, heartbeats,
-# asking where data is, closing a pooled connection) and the messages of its registered stream.
-DEVICE_OPS = frozenset({
-    "register-worker", "heartbeat_worker", "who_has", "close",
-    "task-finished", "task-erred", "release-worker-data", "add-keys", "long-running", "reschedule", "keep-alive",
-    "log-event", "worker-status-change", "request-refresh-who-has",
-})
 RUNNING_OP = "edgeprof_running"  # the head's own request: what each device executes now
 
 logger = logging.getLogger(__name__)
@@ -163,9 +158,14 @@ def _read_as_device(comm, ops: frozenset | None = None, closed_error=None) -> No
         else:
             items = msg if isinstance(msg, (list, tuple)) else [msg]
             extra = {item.get("op") for item in items if isinstance(item, dict)} - (ops or set())
-            if ops is None or not extra:
-                return msg
-            refused = f"a device certificate may not send {sorted(map(str, extra))}"
+            if ops is not None and extra:
+                refused = f"a device certificate may not send {sorted(map(str, extra))}"
+            else:
+                try:
+                    check_payloads(msg)  # a result or an error a client would unpickle
+                    return msg
+                except PermissionError as exc:
+                    refused = str(exc)
         finally:
             _UNPICKLING_ALLOWED.reset(token)
         logger.warning("closed the connection with %s: %s", comm.peer_address, refused)
