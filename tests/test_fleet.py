@@ -345,6 +345,8 @@ def test_a_device_rejoins_a_head_that_restarts_at_the_same_address(tmp_path):
 def test_join_gives_up_in_one_line_without_a_head_or_with_a_wrong_certificate(cluster, tmp_path):
     stranger = init_credentials(tmp_path / "other-fleet")
     nowhere = f"tls://127.0.0.1:{_free_port()}"
+    head_log = cluster.root / "head.log"
+    handshakes_before = head_log.read_text().count("TLS handshake failed")
     for address, credentials, why in ((nowhere, cluster.credentials.folder, "no fleet head answered"),
                                       (cluster.address, stranger.folder, "do not trust")):
         result = subprocess.run([sys.executable, "-m", "edgeprof", "fleet", "join", address, "--device",
@@ -354,6 +356,8 @@ def test_join_gives_up_in_one_line_without_a_head_or_with_a_wrong_certificate(cl
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert why in result.stderr.strip().splitlines()[-1], result.stderr
         assert len([line for line in result.stderr.splitlines() if "error" in line.lower()]) == 1, result.stderr
+    # The foreign certificate cost the head one failed handshake (an upper bound: a late log line only lowers it).
+    assert head_log.read_text().count("TLS handshake failed") - handshakes_before <= 1
 
 
 def test_a_taken_name_and_a_port_in_use_are_one_line(cluster, tmp_path):
