@@ -515,6 +515,8 @@ def _execute_fleet(spec, address: str, devices: list[str], credentials: Path | N
             elif event == "ship":
                 progress.console.print(f"shipping {info['file']} ({info['bytes'] / 2**20:.1f} MiB) to {info['device']}",
                                        highlight=False)
+            elif event == "device_started" and not info["configurations"]:  # a resumed device with nothing left
+                progress.console.print(f"{info['device']}: nothing left to run", highlight=False)
             elif event == "device_started":
                 bars[info["device"]] = progress.add_task(info["device"], total=info["configurations"])
             elif event == "config_finished":
@@ -547,12 +549,12 @@ def fleet_init(
                                             "(default ~/.config/edgeprof/fleet)."),
     force: bool = typer.Option(False, "--force", help="Replace credentials already there."),
 ) -> None:
-    """Create a fleet's TLS credentials (a private CA and one certificate each for head, devices, clients)."""
+    """Create a fleet's TLS credentials: one private CA and one bundle per role (head/, device/, client/)."""
     from edgeprof.fleet.credentials import default_credentials_dir, init_credentials
 
     creds = init_credentials(credentials or default_credentials_dir(), overwrite=force)
-    console.print(f"fleet credentials in {creds.folder}; copy this folder to each device and to each machine that "
-                  "submits sweeps (same place, or pass --credentials)", soft_wrap=True, highlight=False)
+    console.print(f"fleet credentials in {creds.folder}: ship each machine only its role's folder (head/, device/, "
+                  "client/) into the same place, or pass --credentials", soft_wrap=True, highlight=False)
 
 
 @fleet_app.command("head")
@@ -583,6 +585,8 @@ def fleet_join(
     store: Path | None = typer.Option(None, "--store", help="Where shipped models and scratch runs live "
                                       "(default <cache>/fleet)."),
     credentials: Path | None = typer.Option(None, "--credentials", help="The fleet's credentials folder."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to look for the head before giving up (0: "
+                                  "forever); once joined, a device waits for a restarted head on its own."),
 ) -> None:
     """Join this machine to a fleet as one device, and measure what the head sends until Ctrl-C."""
     from edgeprof.hardware.devices import host_facts, resolve_device
@@ -599,7 +603,7 @@ def fleet_join(
     security = FleetCredentials(credentials or default_credentials_dir()).security("worker")
     err_console.print(f"joining {address} as {settings.name} ({profile.name}{', emulated' if emulate else ''}); "
                       "Ctrl-C leaves", highlight=False)
-    serve_node(address, security, settings)
+    serve_node(address, security, settings, timeout, say=lambda text: err_console.print(text, highlight=False))
 
 
 @fleet_app.command("status")
@@ -620,10 +624,10 @@ def fleet_status(
     finally:
         client.close()
     table = Table(title=f"fleet at {address}: {len(devices)} device(s)")
-    for column in ("device", "host", "running", "last heartbeat"):
+    for column in ("device", "host", "running", "queued", "last heartbeat"):
         table.add_column(column)
     for d in devices:
-        table.add_row(d.name, d.host, ", ".join(d.running) or "idle", f"{d.last_heartbeat_s:.1f} s ago")
+        table.add_row(d.name, d.host, ", ".join(d.running) or "idle", str(d.queued), f"{d.last_heartbeat_s:.1f} s ago")
     console.print(table)
 
 

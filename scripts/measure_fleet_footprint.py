@@ -204,9 +204,12 @@ def measure_edgeprof(window_s: float) -> dict:
                                 "--energy-window", "0", "--sample-hz", "0", "-o", str(home / "runs")],
                                capture_output=True, text=True, timeout=300, env={**os.environ, "EDGEPROF_CACHE": str(home / "cache")})
         after = _window(_tree(node.pid), window_s)
+        # What the records themselves say: the node's RSS at the end of the measured configuration's span.
+        during = [json.loads(line)["metrics"].get("fleet_node_rss_mb") for path in (home / "runs").glob("*/*/records.jsonl")
+                  for line in path.read_text().splitlines() if line.strip()]
         return {"engine": "edgeprof fleet (dask distributed, mutual TLS)", "variant": "`edgeprof fleet join`, no nanny",
                 "version": _version(sys.executable, "distributed"), "idle": idle, "after_one_task": after,
-                "task_ok": sweep.returncode == 0}
+                "records_fleet_node_rss_mb": during, "task_ok": sweep.returncode == 0}
     finally:
         _stop(node)
         _stop(head)

@@ -199,7 +199,7 @@ def test_clients_without_the_fleets_credentials_are_refused(cluster, tmp_path):
         raw.sendall(b"\x00" * 64)
         assert _closed(raw)
     # TLS that trusts the head but presents no certificate: refused in the handshake.
-    context = ssl.create_default_context(cafile=str(cluster.credentials.ca_file))
+    context = ssl.create_default_context(cafile=str(cluster.credentials.ca_file("client")))
     context.check_hostname = False
     with socket.create_connection((host, port), timeout=10) as raw:
         with pytest.raises((ssl.SSLError, ConnectionError)):
@@ -249,3 +249,219 @@ def test_fleet_commands_refuse_bad_input_in_one_line(tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+# -- faults a fleet must survive, and what each role's certificate may do (issue 22, part A) -------------
+
+
+def test_each_role_gets_a_bundle_with_only_its_own_key(tmp_path):
+    credentials = init_credentials(tmp_path / "creds")
+    for role in ("head", "device", "client"):
+        bundle = credentials.folder / role
+        assert sorted(p.name for p in bundle.iterdir()) == sorted(["ca.pem", f"{role}.pem", f"{role}.key"])
+        assert (bundle / f"{role}.key").stat().st_mode & 0o077 == 0
+    device_only = FleetCredentials(credentials.folder / "device")  # all a device is shipped
+    device_only.security("worker")
+    for role in ("client", "scheduler"):
+        with pytest.raises(ConfigError, match="no fleet credentials"):
+            device_only.security(role)
+
+
+def test_a_device_certificate_cannot_run_code_anywhere(cluster, tmp_path):
+    import asyncio
+
+    from distributed import Client
+    from distributed.comm import connect as engine_connect
+    from distributed.protocol.serialize import ToPickle
+    from distributed.security import Security
+
+    from edgeprof.fleet.credentials import ca_name
+
+    trusted = Client(cluster.address, security=cluster.credentials.security("client"), timeout=15, set_as_default=False)
+    try:
+        assert len(trusted.run(os.getpid)) >= len(DEVICES)  # a client's certificate runs code on devices: its role
+        device_addresses = [d.address for d in list_devices(trusted)]
+    finally:
+        trusted.close()
+
+    bundle = cluster.credentials.bundle("device")
+    as_client = Security(require_encryption=True, tls_ca_file=str(bundle / "ca.pem"),
+                         tls_client_cert=str(bundle / "device.pem"), tls_client_key=str(bundle / "device.key"))
+    with pytest.raises((OSError, TimeoutError)):  # the head closes a device certificate's client registration
+        Client(cluster.address, security=as_client, timeout=10, set_as_default=False).run(os.getpid)
+
+    marker = tmp_path / "unpickled"
+
+    class Payload:  # whoever unpickles this creates `marker`
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    import ssl
+
+    attacker = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # presents the device certificate, trusts anyone
+    attacker.check_hostname = False
+    attacker.verify_mode = ssl.CERT_NONE
+    attacker.load_cert_chain(bundle / "device.pem", bundle / "device.key")
+
+    async def send(address: str, message: dict):
+        comm = await engine_connect(address, timeout=5, ssl_context=attacker, require_encryption=True)
+        try:
+            await comm.write(message)
+            return await comm.read()
+        finally:
+            await comm.close()
+
+    # The head unpickles nothing from a device certificate, on an operation a worker may send or not.
+    for message in ({"op": "heartbeat_worker", "payload": ToPickle(Payload()), "reply": True},
+                    {"op": "run_function", "function": ToPickle(Payload()), "reply": True},
+                    {"op": "broadcast", "msg": {"op": "run", "function": ToPickle(Payload())}, "reply": True}):
+        with pytest.raises(OSError):
+            asyncio.run(send(cluster.address, message))
+    assert not marker.exists()
+    # A device accepts no one but the head: another device's certificate fails its TLS handshake.
+    with pytest.raises(OSError):
+        asyncio.run(send(device_addresses[0], {"op": "run", "function": ToPickle(Payload()), "reply": True}))
+    assert not marker.exists()
+    assert ca_name("device") != ca_name("client")
+
+
+def test_a_device_rejoins_a_head_that_restarts_at_the_same_address(tmp_path):
+    small = Cluster(tmp_path)
+    small.start_head()
+    device = small.join("pi", "raspberry-pi-5")
+    try:
+        _wait_for(small.credentials, small.address, {"pi"})
+        small.processes["head"].kill()  # kill -9: no goodbye to the device
+        small.processes["head"].wait()
+        small.start_head()
+        _wait_for(small.credentials, small.address, {"pi"})  # on its own: nobody touched the device
+        assert device.poll() is None
+    finally:
+        small.stop()
+    log = (tmp_path / "pi.log").read_text()
+    assert "lost the head" in log and "rejoined" in log and "Traceback" not in log
+
+
+def test_join_gives_up_in_one_line_without_a_head_or_with_a_wrong_certificate(cluster, tmp_path):
+    stranger = init_credentials(tmp_path / "other-fleet")
+    nowhere = f"tls://127.0.0.1:{_free_port()}"
+    head_log = cluster.root / "head.log"
+    handshakes_before = head_log.read_text().count("TLS handshake failed")
+    for address, credentials, why in ((nowhere, cluster.credentials.folder, "no fleet head answered"),
+                                      (cluster.address, stranger.folder, "do not trust")):
+        result = subprocess.run([sys.executable, "-m", "edgeprof", "fleet", "join", address, "--device",
+                                 "raspberry-pi-5", "--emulate", "--name", "lonely", "--store", str(tmp_path / "store"),
+                                 "--credentials", str(credentials), "--timeout", "3"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert why in result.stderr.strip().splitlines()[-1], result.stderr
+        assert len([line for line in result.stderr.splitlines() if "error" in line.lower()]) == 1, result.stderr
+    # The foreign certificate cost the head one failed handshake (an upper bound: a late log line only lowers it).
+    assert head_log.read_text().count("TLS handshake failed") - handshakes_before <= 1
+
+
+def test_a_taken_name_and_a_port_in_use_are_one_line(cluster, tmp_path):
+    taken = subprocess.run([sys.executable, "-m", "edgeprof", "fleet", "join", cluster.address, "--device",
+                            "raspberry-pi-5", "--emulate", "--name", "pi", "--store", str(tmp_path / "store"),
+                            "--credentials", str(cluster.credentials.folder)], capture_output=True, text=True, timeout=120)
+    assert taken.returncode == 2 and "Traceback" not in taken.stderr, taken.stderr
+    assert "already in the fleet" in taken.stderr.strip().splitlines()[-1], taken.stderr
+    busy = subprocess.run([sys.executable, "-m", "edgeprof", "fleet", "head", "--address", cluster.address,
+                           "--credentials", str(cluster.credentials.folder)], capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 2 and "Traceback" not in busy.stderr, busy.stderr
+    assert "in use" in busy.stderr.strip().splitlines()[-1], busy.stderr
+
+
+def test_status_tells_running_from_queued_work(cluster, tmp_path):
+    from edgeprof.fleet.node import resource_name
+
+    release = tmp_path / "release"
+
+    def hold(path: str) -> int:  # a stand-in measurement that runs until the test releases it
+        import os
+        import time
+
+        while not os.path.exists(path):
+            time.sleep(0.05)
+        return os.getpid()
+
+    client = connect(cluster.address, cluster.credentials)
+    try:
+        futures = [client.submit(hold, str(release), pure=False, resources={resource_name("xavier"): 1},
+                                 priority=2 - index, key=f"edgeprof-measure|xavier|{label}|{index}")
+                   for index, label in enumerate(("first", "second"))]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # until a heartbeat has reported the first one executing
+            xavier = next(d for d in list_devices(client) if d.name == "xavier")
+            if xavier.running:
+                break
+            time.sleep(0.2)
+        assert xavier.running == ("first",) and xavier.queued == 1, xavier
+        release.touch()
+        assert len({f.result(timeout=60) for f in futures}) == 1
+    finally:
+        client.close()
+
+
+def test_the_head_prints_no_dashboard_link_and_shipping_raises_no_large_graph_warning(cluster):
+    import warnings
+
+    from edgeprof.fleet.node import resource_name
+    from edgeprof.fleet.shipping import CHUNK_BYTES
+
+    assert "http://" not in (cluster.root / "head.log").read_text()  # its HTTP server serves nothing
+    client = connect(cluster.address, cluster.credentials)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            chunk = client.submit(len, bytes(CHUNK_BYTES), pure=False, resources={resource_name("orin"): 1})
+            assert chunk.result(timeout=60) == CHUNK_BYTES
+    finally:
+        client.close()
+    assert not [w for w in caught if "large graph" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_resuming_a_finished_fleet_sweep_shows_no_empty_bar(cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeprof.cli import app
+
+    first = run_fleet(_spec(quants=("q8_0",)), cluster.address, cluster.credentials, ["pi"], tmp_path)
+    assert first.exit_code == 0
+    result = CliRunner().invoke(app, ["sweep", "--resume", str(first.folder), "--credentials",
+                                      str(cluster.credentials.folder)])
+    assert result.exit_code == 0, result.output
+    assert "pi: nothing left to run" in result.output and "0/0" not in result.output
+
+
+def test_a_device_cannot_hand_a_client_code_as_a_result(cluster, tmp_path):
+    """A stolen device bundle joins as a device; what it returns reaches clients only as plain data."""
+    from edgeprof.fleet.node import resource_name
+
+    rogue = cluster.join("rogue", "raspberry-pi-5")
+    _wait_for(cluster.credentials, cluster.address, {"rogue"})
+    marker = tmp_path / "ran-on-the-client"
+
+    def crafted_result(path: str):  # what a rogue node could send back: a pickle that runs code when loaded
+        from pathlib import Path
+
+        class Payload:
+            def __reduce__(self):
+                return (Path.touch, (Path(path),))
+
+        return {"records": [Payload()]}
+
+    client = connect(cluster.address, cluster.credentials)
+    try:
+        plain = client.submit(lambda: {"records": [{"decode_tps": 1.5, "status": "ok"}]}, pure=False,
+                              resources={resource_name("rogue"): 1})
+        assert plain.result(timeout=60) == {"records": [{"decode_tps": 1.5, "status": "ok"}]}
+        crafted = client.submit(crafted_result, str(marker), pure=False, resources={resource_name("rogue"): 1})
+        with pytest.raises(Exception):  # noqa: B017 - whatever Dask makes of a result the head would not pass
+            crafted.result(timeout=30)
+    finally:
+        client.close()
+        rogue.send_signal(signal.SIGTERM)
+        rogue.wait(timeout=30)
+    assert not marker.exists()
+    assert "a pickle from a device names" in (cluster.root / "head.log").read_text()

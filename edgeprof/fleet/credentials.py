@@ -1,11 +1,19 @@
-"""A fleet's credentials: a private certificate authority and the certificates of its head, devices and clients.
+"""A fleet's credentials: one certificate authority per role, and one bundle per role to ship.
 
-The engine executes code that a connected client sends it, so a fleet never listens without mutual TLS:
-every connection presents a certificate signed by the fleet's own CA, and the other side checks it
-(Dask's TLS comm requires a peer certificate both ways). `edgeprof fleet init` makes the CA, signs one
-certificate per role, and then deletes the CA's private key: no one can mint another credential for
-this fleet, and `init` again (into a new folder) is how to rotate them. The folder is copied to every
-device and to every machine that submits sweeps; its keys are readable by their owner only.
+The engine executes code that a connected client sends it, so a fleet never listens without mutual TLS,
+and a certificate is good for its own role only. `edgeprof fleet init` makes three CAs (head, devices,
+clients), signs one certificate with each, deletes the CAs' private keys (no one can mint another
+credential; `init` into a new folder rotates them) and writes one bundle per role:
+
+    head/    head.pem, head.key,     ca.pem = the devices' and the clients' CAs (whom the head accepts)
+    device/  device.pem, device.key, ca.pem = the head's CA (the only peer a device accepts)
+    client/  client.pem, client.key, ca.pem = the head's CA
+
+What each trust store holds is the first fence: a device accepts only the head (another device or a
+client is refused in the TLS handshake), and a client or device talks only to a genuine head. The head
+must accept both devices and clients; it tells them apart by the CA that signed the peer's certificate
+and lets a device's connections carry only what a device sends (`head.py`). So a stolen device bundle
+joins as a device and nothing more. Each machine gets only its role's folder.
 """
 
 from __future__ import annotations
@@ -18,8 +26,16 @@ from pathlib import Path
 
 from edgeprof.errors import ConfigError
 
-ROLES = ("scheduler", "worker", "client")  # Dask's names: the head, a device, whoever submits sweeps
+BUNDLES = ("head", "device", "client")
+# Dask's name for each role (the scheduler, a worker, whoever submits) -> the bundle that holds it.
+DASK_ROLES = {"scheduler": "head", "worker": "device", "client": "client"}
+TRUSTS = {"head": ("device", "client"), "device": ("head",), "client": ("head",)}  # whose CA each bundle holds
 _VALID_DAYS = 825  # the longest validity common TLS stacks accept for a leaf certificate
+
+
+def ca_name(bundle: str) -> str:
+    """The common name of the CA that signs `bundle`'s certificate: how the head tells a peer's role."""
+    return f"edgeprof fleet {bundle} CA"
 
 
 def default_credentials_dir() -> Path:
@@ -31,55 +47,87 @@ def default_credentials_dir() -> Path:
 
 @dataclass(frozen=True)
 class FleetCredentials:
-    """Where one fleet's certificate files are; `security(role)` turns them into the engine's settings."""
+    """Where one fleet's certificate files are: the folder `fleet init` wrote (holding `head/`, `device/`,
+    `client/`), or one role's bundle folder itself; `security(role)` turns them into the engine's settings."""
 
     folder: Path
 
-    @property
-    def ca_file(self) -> Path:
-        return self.folder / "ca.pem"
+    def bundle(self, role: str) -> Path:
+        """The folder holding `role`'s files (`role` is a bundle name or Dask's name for it)."""
+        name = DASK_ROLES.get(role, role)
+        return self.folder if (self.folder / f"{name}.pem").exists() else self.folder / name
+
+    def ca_file(self, role: str) -> Path:
+        return self.bundle(role) / "ca.pem"
 
     def cert_file(self, role: str) -> Path:
-        return self.folder / f"{role}.pem"
+        return self.bundle(role) / f"{DASK_ROLES.get(role, role)}.pem"
 
     def key_file(self, role: str) -> Path:
-        return self.folder / f"{role}.key"
+        return self.bundle(role) / f"{DASK_ROLES.get(role, role)}.key"
 
     def check(self, role: str) -> None:
         """One line saying what is missing, before the engine fails somewhere deeper."""
-        for path in (self.ca_file, self.cert_file(role), self.key_file(role)):
+        name = DASK_ROLES.get(role, role)
+        if (self.folder / "worker.pem").exists() or (self.folder / "scheduler.key").exists():
+            raise ConfigError(f"{self.folder} holds fleet credentials of an older edgeprof, in which any device "
+                              "could act as a client: run `edgeprof fleet init --credentials NEW_FOLDER` and ship "
+                              "each machine its role's folder")
+        for path in (self.ca_file(role), self.cert_file(role), self.key_file(role)):
             if not path.is_file():
-                raise ConfigError(f"no fleet credentials at {self.folder} ({path.name} missing): run `edgeprof "
-                                  "fleet init` on the head and copy its folder to every device and client")
+                raise ConfigError(f"no fleet credentials at {self.folder} for the {name} ({path.name} missing): run "
+                                  f"`edgeprof fleet init` on the head and copy its {name}/ folder here (or pass --credentials)")
 
     def security(self, role: str):
-        """Dask `Security` for `role` with encryption required: a plain-TCP peer or one without a certificate
-        signed by this fleet's CA is refused."""
+        """Dask `Security` for `role` (Dask's name) with encryption required: a plain-TCP peer, or one without a
+        certificate of a CA this role trusts, is refused."""
         from distributed.security import Security
 
         self.check(role)
-        files = {f"tls_{role}_cert": str(self.cert_file(role)), f"tls_{role}_key": str(self.key_file(role))}
-        return Security(require_encryption=True, tls_ca_file=str(self.ca_file), tls_min_version=ssl.TLSVersion.TLSv1_2,
-                        **files)
+        dask_role = {bundle: dask for dask, bundle in DASK_ROLES.items()}.get(role, role)
+        files = {f"tls_{dask_role}_cert": str(self.cert_file(role)), f"tls_{dask_role}_key": str(self.key_file(role))}
+        return Security(require_encryption=True, tls_ca_file=str(self.ca_file(role)),
+                        tls_min_version=ssl.TLSVersion.TLSv1_2, **files)
 
 
 def init_credentials(folder: Path, overwrite: bool = False) -> FleetCredentials:
-    """Make a CA and one certificate per role in `folder`, then forget the CA's key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    """Make a CA per role, sign one certificate with each, forget the CAs' keys, and write the three bundles."""
+    from cryptography.hazmat.primitives import serialization
 
     credentials = FleetCredentials(folder)
-    if credentials.ca_file.exists() and not overwrite:
+    if any((folder / name).exists() for name in (*BUNDLES, "ca.pem")) and not overwrite:
         raise ConfigError(f"{folder} already holds fleet credentials; give another folder, or --force to replace "
-                          "them (every device must then get the new folder)")
+                          "them (every device must then get the new device/ folder)")
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
+    for stale in ("ca.pem", *(f"{r}.{e}" for r in ("scheduler", "worker", "client") for e in ("pem", "key"))):
+        (folder / stale).unlink(missing_ok=True)  # an older edgeprof's single-CA files
+    cas = {}
+    for name in BUNDLES:
+        ca_cert, cert, key = _issue(name)
+        cas[name] = ca_cert.public_bytes(serialization.Encoding.PEM)
+        bundle = folder / name
+        bundle.mkdir(exist_ok=True)
+        os.chmod(bundle, 0o700)
+        _write(bundle / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(bundle / f"{name}.key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()), 0o600)
+    for name in BUNDLES:
+        _write(folder / name / "ca.pem", b"".join(cas[trusted] for trusted in TRUSTS[name]), 0o644)
+    return credentials
+
+
+def _issue(role: str):
+    """A fresh CA for `role` and the one certificate it signs (its key is dropped when this returns)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgeprof fleet CA")])
-    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name(role))])
+    ca_cert = (x509.CertificateBuilder().subject_name(issuer).issuer_name(issuer)
                .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5))
                .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
@@ -89,23 +137,30 @@ def init_credentials(folder: Path, overwrite: bool = False) -> FleetCredentials:
                                             key_agreement=False, encipher_only=False, decipher_only=False),
                               critical=True)
                .sign(ca_key, hashes.SHA256()))
-    _write(credentials.ca_file, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    for role in ROLES:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"edgeprof fleet {role}")]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        _write(credentials.cert_file(role), cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        _write(credentials.key_file(role), key.private_bytes(serialization.Encoding.PEM,
-                                                             serialization.PrivateFormat.PKCS8,
-                                                             serialization.NoEncryption()), 0o600)
-    return credentials
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, f"edgeprof fleet {role}")]))
+            .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return ca_cert, cert, key
+
+
+def peer_role(peercert: dict | None) -> str | None:
+    """The bundle whose CA signed a verified peer certificate (`ssl.SSLSocket.getpeercert()`), or None.
+
+    Sound because the listener's trust store holds only this fleet's CAs, each with its own name: a
+    certificate naming one of them as issuer verified only if that CA's key signed it."""
+    for rdn in (peercert or {}).get("issuer", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return next((name for name in BUNDLES if value == ca_name(name)), None)
+    return None
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

@@ -7,6 +7,10 @@ other devices run theirs in parallel. Dask's own periodic work is slowed to what
 statistical profiler, no memory manager, 1 s ticks): on an idle node that cut the worker's CPU from
 about 5 % of a core to a fraction of one percent (docs/benchmarks.md, results/fleet/).
 
+`fleet join` gives up in one line when no head answers within its timeout or the head's certificate is
+not of this fleet; once joined, a node whose head goes away waits and joins the restarted head as a fresh
+worker (Dask workers do not reconnect on their own).
+
 The tasks (`describe_node`, the shipping steps, `measure_configuration`) are plain functions of this
 module; the device's settings reach them through the worker's `DeviceNode` plugin, not a global.
 """
@@ -21,6 +25,8 @@ from pathlib import Path
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from edgeprof.errors import ConfigError
+from edgeprof.fleet.head import check_address, resource_name
 from edgeprof.fleet.shipping import Shipment
 
 PLUGIN_NAME = "edgeprof-device"
@@ -34,11 +40,6 @@ LEAN_WORKER_CONFIG = {
     "distributed.admin.system-monitor.gil.enabled": False,
     "distributed.worker.memory.monitor-interval": "1s",
 }
-
-
-def resource_name(device: str) -> str:
-    """The resource a device advertises and every measurement on it claims (one unit)."""
-    return f"edgeprof:{device}"
 
 
 @dataclass(frozen=True)
@@ -67,21 +68,115 @@ class DeviceNode(WorkerPlugin):
         return None
 
 
-def serve_node(address: str, security, settings: NodeSettings) -> None:
-    """Join the fleet at `address` and serve until SIGINT/SIGTERM or the head goes away."""
+JOIN_TIMEOUT_S = 60.0  # how long `fleet join` looks for its head before giving up
+REJOIN_MAX_WAIT_S = 10.0  # longest pause between attempts to reach a head that went away
+
+
+def serve_node(address: str, security, settings: NodeSettings, timeout_s: float = JOIN_TIMEOUT_S,
+               say=print) -> None:
+    """Join the fleet at `address` and serve until SIGINT/SIGTERM, rejoining a head that restarts.
+
+    The first join gives up after `timeout_s` (0: never) with one line; a head whose certificate this
+    device does not trust, or that refuses this device's, ends it at once, so a wrong bundle costs the
+    head one failed handshake, not hundreds. Once joined, a device whose head goes away waits for it
+    (attempts spaced up to `REJOIN_MAX_WAIT_S`) and joins again as a fresh worker: Dask workers do not
+    reconnect, and a restarted head has forgotten them anyway."""
+    import asyncio
+
+    from edgeprof.fleet.serving import quiet_engine_logs
+
+    quiet_engine_logs()
+    asyncio.run(_serve_node(address, security, settings, timeout_s, say))
+
+
+async def _serve_node(address: str, security, settings: NodeSettings, timeout_s: float, say) -> None:
+    import asyncio
+
+    import dask
     from distributed import Worker
     from distributed.utils import get_ip
 
-    from edgeprof.fleet.head import check_address
-    from edgeprof.fleet.serving import NO_HTTP_ADDRESS, serve
+    from edgeprof.fleet.serving import NO_HTTP_ADDRESS, NO_HTTP_CONFIG, stop_on_signals
 
-    # Listen only on the interface that reaches the head (TLS, client certificates), not on every one.
+    # Listen only on the interface that reaches the head (TLS, the head's certificate only), not on every one.
     host = get_ip(check_address(address)[0])
-    serve(lambda: Worker(address, nthreads=1, name=settings.name, resources={resource_name(settings.name): 1},
-                         host=host, security=security, plugins=[DeviceNode(settings)], memory_limit=0,
-                         dashboard=False, dashboard_address=NO_HTTP_ADDRESS,
-                         local_directory=str(settings.store / "engine"), death_timeout=60),
-          LEAN_WORKER_CONFIG)
+    stop = asyncio.Event()
+    current: list = []
+    stop_on_signals(stop, lambda: [asyncio.ensure_future(w.close()) for w in current])
+    joined_before = False
+    with dask.config.set({**NO_HTTP_CONFIG, **LEAN_WORKER_CONFIG}):
+        while not stop.is_set():
+            if not await _reach_head(address, security, None if joined_before else timeout_s, stop):
+                return
+            worker = Worker(address, nthreads=1, name=settings.name, resources={resource_name(settings.name): 1},
+                            host=host, security=security, plugins=[DeviceNode(settings)], memory_limit=0,
+                            dashboard=False, dashboard_address=NO_HTTP_ADDRESS,
+                            local_directory=str(settings.store / "engine"), death_timeout=timeout_s or None)
+            current[:] = [worker]
+            try:
+                await worker
+            except Exception as exc:  # noqa: BLE001 - classified into one line below
+                if stop.is_set():  # Ctrl-C while joining
+                    return
+                if "name taken" in _causes(exc) and not joined_before:
+                    raise ConfigError(f"a device named {settings.name!r} is already in the fleet at {address}: give "
+                                      "this one another --name") from None
+                if not joined_before:
+                    raise ConfigError(f"could not join the fleet at {address}: {_causes(exc)}") from None
+                await _pause(stop, REJOIN_MAX_WAIT_S)  # e.g. the old registration is not yet gone
+                continue
+            say(f"{'rejoined' if joined_before else 'joined'} {address} as {settings.name}")
+            joined_before = True
+            await worker.finished()
+            if not stop.is_set():
+                say(f"lost the head at {address}; waiting for it to come back (Ctrl-C leaves)")
+
+
+async def _reach_head(address: str, security, timeout_s: float | None, stop) -> bool:
+    """Wait until the head answers a TLS connection (True), or `stop` is set (False); one line on giving up."""
+    from distributed.comm import connect
+    from distributed.comm.core import FatalCommClosedError
+
+    args = security.get_connection_args("worker")
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    pause = 0.5
+    while not stop.is_set():
+        attempt_s = 5.0 if deadline is None else max(min(5.0, deadline - time.monotonic()), 0.1)
+        try:
+            comm = await connect(address, timeout=attempt_s, **args)
+        except FatalCommClosedError:
+            raise ConfigError(f"the head at {address} presented a certificate this device's credentials do not "
+                              "trust: copy the device/ folder of the fleet that head serves") from None
+        except OSError as exc:
+            if "certificate" in _causes(exc).lower() or "alert" in _causes(exc).lower():
+                raise ConfigError(f"the head at {address} refused this device's certificate: copy the device/ folder "
+                                  "of the fleet that head serves") from None
+        else:
+            await comm.close()
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ConfigError(f"no fleet head answered at {address} within {timeout_s:g} s: is `edgeprof fleet head` "
+                              "running there and reachable? (--timeout waits longer, 0 forever)")
+        await _pause(stop, pause)
+        pause = min(pause * 2, REJOIN_MAX_WAIT_S)
+    return False
+
+
+async def _pause(stop, seconds: float) -> None:
+    import asyncio
+    import contextlib
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _causes(exc: BaseException | None) -> str:
+    """An exception and its causes in one line (Dask wraps the reason a worker could not start)."""
+    texts = []
+    while exc is not None and len(texts) < 8:
+        texts.append(str(exc) or exc.__class__.__name__)
+        exc = exc.__cause__ or exc.__context__
+    return "; ".join(dict.fromkeys(texts))
 
 
 def _settings() -> NodeSettings:

@@ -24,9 +24,29 @@ def serve(make_server: Callable[[], object], config: dict) -> None:
         with dask.config.set({**NO_HTTP_CONFIG, **config}):
             server = make_server()
             await server
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))
+            stop_on_signals(asyncio.Event(), lambda: asyncio.ensure_future(server.close()))
             await server.finished()
 
     asyncio.run(main())
+
+
+def stop_on_signals(stop: asyncio.Event, on_stop: Callable[[], object]) -> None:
+    """On SIGINT, SIGTERM or SIGHUP: set `stop` and call `on_stop` (in the running event loop)."""
+    loop = asyncio.get_running_loop()
+
+    def handle() -> None:
+        stop.set()
+        on_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, handle)
+
+
+def quiet_engine_logs() -> None:
+    """A device node says itself when it joins, loses and rejoins its head; Dask's own start-up chatter
+    (a dozen lines per join) and the registration error it reports in its own words are left out."""
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed.worker").addFilter(
+        lambda record: not record.getMessage().startswith("Unable to connect to scheduler"))

@@ -15,7 +15,9 @@ from pathlib import Path
 from edgeprof.errors import ArtifactError
 from edgeprof.export.artifacts import Artifact, sha256_of
 
-CHUNK_BYTES = 16 << 20  # per engine message: small enough for an 8 GB board's worker, large enough for a LAN
+# Per engine message: small enough for an 8 GB board's worker, large enough for a LAN, and below Dask's
+# large-graph warning (10 MB by default), which a chunk sent as a task's argument would otherwise print.
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
