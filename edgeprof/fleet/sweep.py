@@ -297,7 +297,7 @@ class DaskLauncher:
                 self.ended = self.ended or "the fleet's head stopped answering (its connection closed)"
             return Lost(f"the fleet task ended {future.status} on {device}")
         try:  # the result still lives on the device: one that dies now takes it along
-            outcome = future.result(timeout=RESULT_TIMEOUT_S)
+            outcome = outcome_of(future.result(timeout=RESULT_TIMEOUT_S))
         except Exception as exc:  # noqa: BLE001 - whatever the engine raises, the configuration is lost
             return Lost(f"device {device} finished it but its result could not be fetched ({_why(exc)})")
         if outcome.device is not None:  # the head's view of where the device is in the fleet
@@ -319,13 +319,20 @@ class DaskLauncher:
             self.client.cancel(list(self.pending))
 
 
-def measure_on_device(job: node.MeasureJob) -> ConfigOutcome:
-    """The task a device runs: `node.measure_configuration`, its result as the session's `ConfigOutcome`. An
-    error raised here is the device's own account (a `failed` configuration); only the engine can lose one."""
+def measure_on_device(job: node.MeasureJob) -> dict:
+    """The task a device runs: `node.measure_configuration`'s plain dict (the head forwards a device's result
+    only if its pickle builds plain values: fleet/untrusted.py), or `{"error": why}`. An error raised here is the
+    device's own account (a `failed` configuration); only the engine can lose one."""
     try:
-        result = node.measure_configuration(job)
+        return node.measure_configuration(job)
     except Exception as exc:  # noqa: BLE001 - the device confirms it could not measure, and why
-        return ConfigOutcome([], error=f"the device could not measure it: {type(exc).__name__}: {exc}")
+        return {"error": f"the device could not measure it: {type(exc).__name__}: {exc}"}
+
+
+def outcome_of(result: dict) -> ConfigOutcome:
+    """A device's plain result as the session's `ConfigOutcome`."""
+    if result.get("error"):
+        return ConfigOutcome([], error=result["error"])
     return ConfigOutcome([Record(**data) for data in result["records"]], result["artifacts"],
                          samples_csv=result["samples_csv"], jobs=result["jobs"], device=result["device_info"],
                          sensors=result["sensors"])
