@@ -66,7 +66,7 @@ def run_job(job: dict, events) -> int:
         if job.get("sustain"):
             _sustain(job, session, prompts, hp, depth_tokens, events)
         if uses_gpu(job["backend"], hp):
-            from edgeprof.sensors.nvml import process_gpu_memory_mb
+            from edgeprof.hardware.gpus import process_gpu_memory_mb
 
             own = process_gpu_memory_mb(os.getpid())
             emit_event(events, {"event": "extras", "metrics": {"gpu_mem_mb": own} if own is not None else

@@ -98,7 +98,7 @@ def describe_node() -> dict:
     from edgeprof import __version__
     from edgeprof.bench.execute import gpu_build, jetson_facts
     from edgeprof.hardware.devices import host_facts, load_calibration, offload_gpus, resolve_device
-    from edgeprof.sensors.nvml import nvml_gpu_names
+    from edgeprof.hardware.gpus import gpu_names as nvml_gpu_names
 
     settings = _settings()
     facts = host_facts()
@@ -156,7 +156,7 @@ def measure_configuration(job: MeasureJob) -> dict:
     from edgeprof.bench.sweep import SweepSpec
     from edgeprof.hardware.devices import host_facts, resolve_device
     from edgeprof.results.rundir import create_run_dir
-    from edgeprof.sensors.nvml import nvml_gpu_names
+    from edgeprof.hardware.gpus import gpu_names as nvml_gpu_names
 
     settings = _settings()
     spec = replace(SweepSpec.from_dict(job.spec), device=settings.profile, emulate=settings.emulate)
