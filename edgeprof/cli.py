@@ -899,49 +899,21 @@ def predict(
                                            "factors, else the datasheet; datasheet: the datasheet peaks alone."),
 ) -> None:
     """Predict TTFT, decode speed, each operator's share and bound, and whether the model fits."""
-    from edgeprof.analysis.ceilings import device_ceilings
-    from edgeprof.analysis.roofline import compute_bound_batch
-    from edgeprof.analysis.roofline import predict as roofline_predict
-    from edgeprof.bench.plan import BenchConfig
-    from edgeprof.hardware.devices import load_calibration
-    from edgeprof.config import Hyperparameters
+    from edgeprof.analysis.prediction import predict_workloads
     from edgeprof.hardware.devices import get_profile, host_facts, resolve_device
-    from edgeprof.hardware.emulation import memory_needed
-    from edgeprof.quant import kv_bytes_per_element
-    from edgeprof.results.tables import prediction_tables
     from edgeprof.models.source import resolve
+    from edgeprof.results.tables import prediction_tables
 
-    source = resolve(_pinned([model], revision)[0])
-    architecture, q = source.roofline_inputs(quant)  # a GGUF file predicts at its own quantization
     profile = get_profile(device) if device else resolve_device("", host_facts())
-    on_gpu = bool(profile.data.get("accelerator")) and not cpu
-    from edgeprof.analysis.ceilings import CEILING_MODES
-    from edgeprof.analysis.device_classes import factors_for, interval_text
-    from edgeprof.errors import ConfigError
-
-    if ceilings_mode not in CEILING_MODES:
-        raise ConfigError(f"--ceilings must be one of {', '.join(CEILING_MODES)}, not {ceilings_mode!r}")
-    ceilings = device_ceilings(profile, q, on_gpu, load_calibration(profile.name), mode=ceilings_mode)
-    if ceilings.note:
-        err_console.print(f"warning: {ceilings.note}", highlight=False, soft_wrap=True)
-    predictions, fits = [], []
-    for b in _ints(batch, "batch"):
-        hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type, sampler=sampler).validate()
-        predictions.append(roofline_predict(architecture, q, ceilings, b, prompt, gen, kv_bytes_per_element(kv_type),
-                                            sampler, hp.n_ubatch))
-        fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
-    knee = compute_bound_batch(architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
-    roofs = (("costs fitted from real runs" if ceilings.source.startswith("calibrated") else
-              "datasheet roofs times the class factors") if ceilings.by_category else
-             f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s")
-    title = f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: {roofs})"
-    for table in prediction_tables(predictions, fits, profile.memory_gb, title):
+    found = predict_workloads(resolve(_pinned([model], revision)[0]), profile, quant, _ints(batch, "batch"), prompt,
+                              gen, kv_type, sampler, cpu, ceilings_mode)
+    if found.chain.ceilings.note:
+        err_console.print(f"warning: {found.chain.ceilings.note}", highlight=False, soft_wrap=True)
+    for table in prediction_tables(found.predictions, found.memory, profile.memory_gb, found.title):
         console.print(table)
-    factors = factors_for(profile, on_gpu) if "class factors" in ceilings.source else None
-    for p in predictions if factors else []:
-        console.print(f"batch {p.batch}: decode ≈ {p.decode_tps:,.1f} t/s, "
-                      f"{interval_text(factors, 'decode', p.decode_tps, batch=p.batch)}; TTFT ≈ {p.ttft_s * 1e3:,.1f} "
-                      f"ms, {interval_text(factors, 'prefill', p.ttft_s * 1e3, 'ms', True, p.batch)}", highlight=False)
+    for line in filter(None, found.intervals):
+        console.print(line, highlight=False)
+    knee = found.compute_bound_batch
     console.print(f"decode's weight matmuls turn compute-bound at batch {knee}; attention over the KV cache stays "
                   "memory-bound at any batch" if knee else "decode's weight matmuls stay memory-bound up to batch 4096")
 

@@ -50,7 +50,7 @@ def sha(path: Path) -> str:
 
 def main(out: Path) -> None:
     from edgeprof.backends.llamacpp_imatrix import collect, read_imatrix, write_imatrix_gguf
-    from edgeprof.corpus import default_fidelity_text
+    from edgeprof.texts import default_fidelity_text
     from edgeprof.export.gguf_export import export_gguf, quantize_gguf
     from edgeprof.quant import GGUF_QUANTS
     from edgeprof.models.source import resolve

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from edgeprof.analysis.prediction import predictor
+from edgeprof.errors import PredictionUnavailable
 from edgeprof.models.source import ModelSource
+from edgeprof.quant import GGUF_QUANTS
 
 SURVEY_QUANTS = ("f16", "q8_0", "q4_k_m")
 _ACTIVATIONS = {"silu": "SwiGLU", "gelu_pytorch_tanh": "GeGLU", "gelu": "GeGLU"}
@@ -63,8 +66,6 @@ def survey_row(source: ModelSource, context: int) -> SurveyRow:
             tied_embeddings=facts.tied_embeddings, parameters=facts.parameters, active_parameters=active,
             kv_bytes_per_token=kv, kv_bytes_at_context=facts.kv_cache_bytes(context),
             weight_bytes={facts.file_type or "file": facts.file_bytes})
-    from edgeprof.quant import GGUF_QUANTS
-
     arch = source.architecture
     kv = arch.kv_cache_bytes_per_token()
     return SurveyRow(
@@ -115,14 +116,9 @@ def _pattern(swa_layers) -> str | None:
 def predicted_decode(source: ModelSource, context: int, profile, calibration: dict | None,
                      quant: str = "q4_k_m") -> float | str:
     """Batch-1 decode tokens/s at `context` on `profile` (GPU where it has one), or "unavailable: <why>"."""
-    from edgeprof.analysis.ceilings import device_ceilings
-    from edgeprof.analysis.roofline import predict
-    from edgeprof.errors import PredictionUnavailable
-
     try:
-        architecture, q = source.roofline_inputs(quant)
+        chain = predictor(source, quant, profile, bool(profile.data.get("accelerator")), calibration)
     except PredictionUnavailable as exc:
         return f"unavailable: {exc.reason}"
-    ceilings = device_ceilings(profile, q, bool(profile.data.get("accelerator")), calibration)
     gen = 2
-    return predict(architecture, q, ceilings, 1, max(1, context - gen), gen).decode_tps
+    return chain.predict(1, max(1, context - gen), gen, sampler="greedy").decode_tps

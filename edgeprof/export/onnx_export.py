@@ -106,7 +106,7 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
     folder = source.hf_folder()
     calibration = None
     if quant.algorithm == "gptq":
-        from edgeprof.corpus import read_fidelity_text
+        from edgeprof.texts import read_fidelity_text
 
         calibration = read_fidelity_text(calibration_text)
     key = source_key(source, folder) + (f":{calibration.sha256}" if calibration else "")  # one file per text
