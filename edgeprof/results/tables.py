@@ -327,8 +327,10 @@ def compare_table(joined: list, runs: list, loose: bool) -> Table:
             cells = [_num(v) for v in values] + [
                 "-" if math.isnan(r := ratio(v, values[0])) else f"{r:.2f}x" for v in values[1:]]
             table.add_row(*(head if index == 0 else [""] * 4), label, *cells)
-        if any(item.predicted):
-            cells = [f"{p['decode_tps']:.3g} ({p['decode_bound']})" if p else "-" for p in item.predicted]
+        why = getattr(item, "unavailable", None) or [None] * len(item.predicted)
+        if any(item.predicted) or any(why):
+            cells = [f"{p['decode_tps']:.3g} ({p['decode_bound']})" if p else (f"unavailable: {w}" if w else "-")
+                     for p, w in zip(item.predicted, why)]
             table.add_row("", "", "", "", "predicted decode t/s", *cells, *[""] * (len(runs) - 1))
         table.add_row("", "", "", "", "run with", *_settings_cells(item), *[""] * (len(runs) - 1), style="dim")
         table.add_section()
