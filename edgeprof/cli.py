@@ -855,8 +855,8 @@ def calibrate_command(
 ) -> None:
     """Measure this host's memory bandwidth and matmul rates; the predictor then uses them."""
     from edgeprof.analysis.fit import describe
-    from edgeprof.hardware.calibrate import LLAMA_QUANTS as LLAMA_FIT_QUANTS
-    from edgeprof.hardware.calibrate import calibrate
+    from edgeprof.analysis.calibration import LLAMA_QUANTS as LLAMA_FIT_QUANTS
+    from edgeprof.analysis.calibration import calibrate
     from edgeprof.hardware.devices import detect_profile, host_facts
 
     facts = host_facts()

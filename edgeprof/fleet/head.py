@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from edgeprof.errors import ConfigError
 from edgeprof.fleet.credentials import FleetCredentials
-from edgeprof.fleet.node import resource_name
+from edgeprof.fleet import resource_name
 from edgeprof.fleet.serving import NO_HTTP_ADDRESS, serve
 
 DEFAULT_ADDRESS = "tls://127.0.0.1:8786"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from edgeprof.fleet import resource_name
 from edgeprof.fleet.shipping import Shipment
 
 PLUGIN_NAME = "edgeprof-device"
@@ -34,11 +35,6 @@ LEAN_WORKER_CONFIG = {
     "distributed.admin.system-monitor.gil.enabled": False,
     "distributed.worker.memory.monitor-interval": "1s",
 }
-
-
-def resource_name(device: str) -> str:
-    """The resource a device advertises and every measurement on it claims (one unit)."""
-    return f"edgeprof:{device}"
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import Hyperparameters
 from edgeprof.hardware.devices import DeviceProfile, HostFacts
 from edgeprof.errors import ConfigError
 from edgeprof.quant import GGUF_QUANTS, kv_bytes_per_element
+
+if TYPE_CHECKING:  # a configuration is only read here; the plan that makes them imports this module's users
+    from edgeprof.bench.plan import BenchConfig
 
 RUNTIME_OVERHEAD_BYTES = 150e6  # llama.cpp's own allocations besides weights, KV and compute buffers (estimate)
 
