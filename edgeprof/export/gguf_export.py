@@ -20,6 +20,7 @@ from edgeprof.export.gguf_convert import convert_hf_to_gguf
 from edgeprof.lifetime import child_env
 from edgeprof.quant import GGUF_QUANTS, GgufQuant
 from edgeprof.models.source import ModelSource
+from edgeprof.export.imatrix import ensure_imatrix
 
 Progress = Callable[[str, int, int], None]  # (step description, done, total)
 
@@ -70,8 +71,6 @@ def export_gguf(source: ModelSource, quant_name: str, threads: int | None = None
     parent = export_gguf(source, gguf_parent_quant(source, quant.name), threads, progress)
     imatrix = None
     if quant.imatrix:
-        from edgeprof.export.imatrix import ensure_imatrix
-
         if progress:
             progress("importance matrix", 0, 1)
         imatrix = ensure_imatrix(Path(parent.path), parent.sha256, calibration_text, threads)

@@ -29,6 +29,7 @@ from edgeprof.config import Hyperparameters
 from edgeprof.errors import ConfigError
 from edgeprof.fidelity.stats import compare, kl_figures, log_softmax, perplexity_figures, token_nll
 from edgeprof.texts import read_fidelity_text
+from edgeprof.backends.base import open_session
 
 DEFAULT_CTX = 512  # llama-perplexity's default -c
 DEFAULT_CHUNKS = 20  # llama-perplexity scores every chunk of its text; 0 does that here
@@ -132,8 +133,6 @@ def measure_fidelity(backend: str, model_path: str, parent_path: str | None, par
                      hp: Hyperparameters, settings: FidelitySettings, cached: Path | None = None,
                      progress: Progress | None = None) -> Fidelity:
     """Score the text with the parent (if any), then with the model, one loaded at a time."""
-    from edgeprof.backends.base import open_session
-
     if cached is not None and cached.exists():
         return Fidelity(**json.loads(cached.read_text()))
     text = read_fidelity_text(settings.text, min_bytes=settings.ctx)
