@@ -26,6 +26,7 @@ from edgeprof.config import Hyperparameters, execution_settings, workload_id
 from edgeprof.errors import ConfigError, EdgeprofError
 from edgeprof.hardware.devices import DeviceProfile, get_profile, load_calibration
 from edgeprof.results.records import read_records
+from edgeprof.results.rundir import read_manifest
 from edgeprof.results.stats import mean_std
 from edgeprof.results.summary import COMPARED, ratio, summarize
 
@@ -346,3 +347,58 @@ def flat_rows(joined: list[Joined], runs: list[Run], loose: bool) -> list[dict]:
             row[f"{run.label}:prediction_unavailable"] = why
         flat.append(row)
     return flat
+
+
+@dataclass
+class Comparison:
+    """`edgeprof compare`: the runs (labelled apart), their joined configurations with predictions where
+    asked, and the notes a reader needs beside the table (emulated sides, older runs, which ceilings)."""
+
+    runs: list[Run]
+    joined: list[Joined]
+    loose: bool
+    notes: list[str] = field(default_factory=list)
+
+    def flat_rows(self) -> list[dict]:
+        return flat_rows(self.joined, self.runs, self.loose)
+
+
+def compare_runs(paths: list[Path], loose: bool = False, predicted: bool = True) -> Comparison:
+    """Load, label and join run directories (two at least); `predicted` adds each device's roofline
+    prediction from the runs and this host's caches only. Nothing in common is a one-line ConfigError."""
+    if len(paths) < 2:
+        raise ConfigError("compare needs at least two run directories")
+    runs = [load_run(path) for path in paths]
+    disambiguate(runs)
+    notes = []
+    if len({r.emulated for r in runs}) > 1:
+        notes.append("note: emulated and real runs are compared; emulated columns are labelled (emulated) — "
+                     "emulation matches cores and memory, not bandwidth, clocks or power")
+    joined = join(runs, loose)
+    if not joined:
+        hint = "" if loose else "; --loose joins on model, quant, backend, batch, prompt and gen only"
+        raise ConfigError(f"the runs have no configuration in common{hint}")
+    if predicted:
+        add_predictions(joined, runs)
+        older = [run.label for run in runs if run.prediction_basis != "manifest"]
+        if older:
+            notes.append(f"note: {', '.join(older)} predate stored device profiles; their predictions use "
+                         "today's catalog and this host's calibration")
+        for index, run in enumerate(runs):  # which ceilings each run's predictions used
+            bases = sorted({p["ceilings"] for item in joined if len(item.predicted) > index and
+                            (p := item.predicted[index])})
+            if bases:
+                notes.append(f"predictions for {run.label}: {'; '.join(bases)}")
+    return Comparison(runs, joined, loose, notes)
+
+
+def run_rows(run_dir: Path) -> tuple[dict, list[dict], list[dict]]:
+    """(manifest, records, summary rows) of one run directory for `edgeprof results`: every configuration's
+    row (failed ones too), each with its device and its share of the device's roofs."""
+    manifest = read_manifest(run_dir)
+    records = read_records(run_dir / "records.jsonl")
+    rows = summarize(records)
+    for row in rows:
+        row["device"] = manifest.get("device", {}).get("profile")
+    add_roof_shares(Run(run_dir, manifest, rows))
+    return manifest, records, rows

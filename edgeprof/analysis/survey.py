@@ -7,11 +7,14 @@ Fields a source does not state are None (shown as "-"), never guessed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from edgeprof.analysis.prediction import predictor
 from edgeprof.errors import PredictionUnavailable
-from edgeprof.models.source import ModelSource
+from edgeprof.hardware.devices import get_profile, load_calibration
+from edgeprof.models.hub import pin_revisions
+from edgeprof.models.source import SYNTH_PREFIX, ModelSource, resolve
 from edgeprof.quant import GGUF_QUANTS
 
 SURVEY_QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -122,3 +125,18 @@ def predicted_decode(source: ModelSource, context: int, profile, calibration: di
         return f"unavailable: {exc.reason}"
     gen = 2
     return chain.predict(1, max(1, context - gen), gen, sampler="greedy").decode_tps
+
+
+def survey(models: list[str], context: int, device: str = "", revision: str = "") -> list[SurveyRow]:
+    """`models compare`: one row per model (a bare preset name means synth:NAME; HF folders, GGUF files and Hub
+    ids as given, Hub ids pinned to `revision`), with predicted batch-1 decode on `device` where one is named."""
+    specs = [m if m.startswith(SYNTH_PREFIX) or "/" in m or m.endswith(".gguf") or Path(m).exists()
+             else SYNTH_PREFIX + m for m in models]
+    sources = [resolve(spec) for spec in pin_revisions(specs, revision)]
+    rows = [survey_row(source, context) for source in sources]
+    if not device:
+        return rows
+    profile = get_profile(device)
+    calibration = load_calibration(profile.name)
+    return [replace(row, predicted_decode_tps=predicted_decode(source, context, profile, calibration))
+            for row, source in zip(rows, sources)]

@@ -68,6 +68,16 @@ def with_revision(spec: str, revision: str) -> str:
     return f"{ref.repo}@{revision}" + (f":{ref.selector}" if ref.selector else "")
 
 
+def pin_revisions(specs: list[str], revision: str) -> list[str]:
+    """`--revision` applied to the Hub ids among `specs` (presets, folders and files pass unchanged); a
+    revision with no Hub id to pin is a one-line ModelSpecError."""
+    if not revision:
+        return specs
+    if all(parse_hub_spec(spec) is None for spec in specs):
+        raise ModelSpecError(f"--revision applies to Hugging Face Hub ids (org/repo); none among {', '.join(specs)}")
+    return [spec if parse_hub_spec(spec) is None else with_revision(spec, revision) for spec in specs]
+
+
 def fetch(ref: HubRef) -> HubModel:
     """Download (or find in the cache) what `ref` names; errors are one-line ModelSpecErrors."""
     import huggingface_hub
