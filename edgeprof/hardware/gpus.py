@@ -25,7 +25,7 @@ def load_pynvml():
     return pynvml
 
 
-def text(value) -> str:
+def nvml_text(value) -> str:
     """An NVML string (bytes in older nvidia-ml-py releases) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -63,7 +63,7 @@ def nvml_session(load_module: Callable = load_pynvml) -> Iterator:
 def gpu_uuid(nvml, handle) -> str:
     """A GPU's UUID, or "" from a driver that will not say (such a GPU can only be chosen by index)."""
     try:
-        return text(nvml.nvmlDeviceGetUUID(handle))
+        return nvml_text(nvml.nvmlDeviceGetUUID(handle))
     except Exception:  # noqa: BLE001
         return ""
 
@@ -90,7 +90,7 @@ def list_gpus(load_module: Callable = load_pynvml) -> list[Gpu]:
             return []
         try:
             handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-            return [Gpu(index, gpu_uuid(nvml, handle), text(nvml.nvmlDeviceGetName(handle)),
+            return [Gpu(index, gpu_uuid(nvml, handle), nvml_text(nvml.nvmlDeviceGetName(handle)),
                         _memory_mb(nvml, handle), _compute_capability(nvml, handle))
                     for index, handle in enumerate(handles)]
         except Exception:  # noqa: BLE001

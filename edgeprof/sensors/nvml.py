@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from edgeprof.hardware.gpus import gpu_uuid, load_pynvml, text
+from edgeprof.hardware.gpus import gpu_uuid, load_pynvml, nvml_text
 from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s
 
 THROTTLE_REASONS = {
@@ -174,7 +174,7 @@ class NvmlSensor:
     def _names(nvml, count: int) -> list[str]:
         names = []
         for index in range(count):
-            names.append(text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(index))))
+            names.append(nvml_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(index))))
         return names
 
     def gpu_names(self) -> list[str]:
