@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeprof.errors import EdgeprofError
+from edgeprof.errors import ArtifactError, EdgeprofError
 from edgeprof.export.artifacts import Artifact
 from edgeprof.lifetime import EventTail, child_env
 
@@ -39,8 +39,6 @@ def export_artifact(spec: str, fmt: str, quant: str, seed: int = 0, with_parent:
 def check_model_file(path: Path, kind: str) -> dict:
     """`check_gguf`/`check_onnx` of a user's file in a child process: its metadata (GGUF), or the error.
     A reader that crashes on the file is the file's fault too: one line, not a traceback."""
-    from edgeprof.errors import ArtifactError
-
     try:
         return _run({"action": "check", "path": str(path), "kind": kind}, None)["metadata"]
     except ExportFailed as exc:
