@@ -19,6 +19,8 @@ from platformdirs import user_config_dir
 from edgeprof.errors import CatalogError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = _PACKAGE_DIR / "_data"
+"""What edgeprof ships besides catalogs (`edgeprof/_data/`, its README names each file): texts, a trained model."""
 
 
 def user_config_root() -> Path:

@@ -7,7 +7,6 @@ traceback for bug reports.
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 import traceback
 from collections.abc import Callable
@@ -78,15 +77,9 @@ def _progress() -> Progress:
 
 
 def _pinned(specs: list[str], revision: str) -> list[str]:
-    """`--revision` applied to the Hub ids among `specs` (presets, folders and files pass unchanged); a
-    revision with no Hub id to pin is a one-line error."""
-    from edgeprof.models.hub import parse_hub_spec, with_revision
+    from edgeprof.models.hub import pin_revisions
 
-    if not revision:
-        return specs
-    if all(parse_hub_spec(spec) is None for spec in specs):
-        raise ConfigError(f"--revision applies to Hugging Face Hub ids (org/repo); none among {', '.join(specs)}")
-    return [spec if parse_hub_spec(spec) is None else with_revision(spec, revision) for spec in specs]
+    return pin_revisions(specs, revision)
 
 
 _FIDELITY_TEXT_HELP = "UTF-8 text perplexity and KL are measured over (default: edgeprof's held-out Python text)."
@@ -316,39 +309,20 @@ def compare(
     predicted: bool = typer.Option(True, "--predicted/--no-predicted", help="Add the roofline prediction per device."),
 ) -> None:
     """Set runs side by side, joined on identical configurations, with ratios to the first run."""
-    from edgeprof.analysis.compare import add_predictions, disambiguate, flat_rows, join, load_run
+    from edgeprof.analysis.compare import compare_runs
     from edgeprof.results.formats import to_csv, to_json, to_markdown
     from edgeprof.results.tables import compare_table
 
-    if len(runs) < 2:
-        raise ConfigError("compare needs at least two run directories")
     if fmt not in ("table", "md", "csv", "json"):
         raise ConfigError(f"unknown format {fmt!r} for compare (table, md, csv, json)")
-    loaded = [load_run(path) for path in runs]
-    disambiguate(loaded)
-    if len({r.emulated for r in loaded}) > 1:
-        err_console.print("note: emulated and real runs are compared; emulated columns are labelled (emulated) — "
-                          "emulation matches cores and memory, not bandwidth, clocks or power")
-    joined = join(loaded, loose)
-    if not joined:
-        hint = "" if loose else "; --loose joins on model, quant, backend, batch, prompt and gen only"
-        raise ConfigError(f"the runs have no configuration in common{hint}")
-    if predicted:
-        add_predictions(joined, loaded)
-        older = [run.label for run in loaded if run.prediction_basis != "manifest"]
-        if older:
-            err_console.print(f"note: {', '.join(older)} predate stored device profiles; their predictions use "
-                              "today's catalog and this host's calibration", highlight=False, soft_wrap=True)
-        for index, run in enumerate(loaded):  # which ceilings each run's predictions used
-            bases = sorted({p["ceilings"] for item in joined if len(item.predicted) > index and
-                            (p := item.predicted[index])})
-            if bases:
-                err_console.print(f"predictions for {run.label}: {'; '.join(bases)}", highlight=False, soft_wrap=True)
+    found = compare_runs(runs, loose, predicted)
+    for note in found.notes:
+        err_console.print(note, highlight=False, soft_wrap=True)
     if fmt == "table":
-        console.print(compare_table(joined, loaded, loose))
+        console.print(compare_table(found.joined, found.runs, loose))
         _print_op_shares(runs, predicted)
         return
-    flat = flat_rows(joined, loaded, loose)
+    flat = found.flat_rows()
     text = {"md": lambda: to_markdown(flat, tuple(flat[0])), "csv": lambda: to_csv(flat),
             "json": lambda: to_json(flat)}[fmt]()
     sys.stdout.write(text)
@@ -364,22 +338,13 @@ def results(
                                   "(decode ms by category), where the run used --profile-ops."),
 ) -> None:
     """Print a run's summary in another format (llama-bench JSON for llama.cpp records)."""
+    from edgeprof.analysis.compare import run_rows
     from edgeprof.results.formats import FORMATS, to_csv, to_json, to_jsonl, to_llama_bench, to_markdown
-    from edgeprof.results.records import read_records
-    from edgeprof.results.rundir import read_manifest
-    from edgeprof.results.summary import summarize
     from edgeprof.results.tables import layer_shares_table, summary_table
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r} (available: {', '.join(FORMATS)})")
-    manifest = read_manifest(run_dir)
-    records = read_records(run_dir / "records.jsonl")
-    rows = summarize(records)
-    for row in rows:
-        row["device"] = manifest.get("device", {}).get("profile")
-    from edgeprof.analysis.compare import Run, add_roof_shares
-
-    add_roof_shares(Run(run_dir, manifest, rows))
+    manifest, records, rows = run_rows(run_dir)
     if fmt == "table":
         console.print(summary_table(rows, title=f"run {manifest.get('run_id')} on {manifest['device']['profile']}"))
         _print_op_shares([run_dir])
@@ -699,6 +664,7 @@ def export(
 ) -> None:
     """Export (and quantize) a model into the artifact cache, optionally copying it out."""
     from edgeprof.backends import registry
+    from edgeprof.export.artifacts import copy_artifact_out
     from edgeprof.paths import ensure_writable_dir
     from edgeprof.models.source import resolve
 
@@ -720,24 +686,8 @@ def export(
 
         artifacts = [exporter(source, q, progress=on_step, calibration_text=_abs(calibration_text)) for q in quants]
     for artifact in artifacts:
-        path = Path(artifact.path)
-        if out is not None:
-            path = _copy_artifact(path, out, artifact.format, artifact.quant)
+        path = Path(artifact.path) if out is None else copy_artifact_out(artifact, out)
         console.print(f"{artifact.quant:8} {artifact.bytes / 1e6:10.1f} MB  sha256 {artifact.sha256[:16]}  {path}")
-
-
-def _copy_artifact(path: Path, out: Path, fmt: str, quant: str) -> Path:
-    """Copy an artifact and its sidecar out of the cache; an ONNX variant keeps its folder (graph, data,
-    config) under out/<quant>/ so optimum and edgeprof can both load it from there."""
-    from edgeprof.export.artifacts import SIDECAR_SUFFIX
-
-    if fmt == "onnx":
-        target = out / quant
-        shutil.copytree(path.parent, target, dirs_exist_ok=True)
-        return target / path.name
-    shutil.copy2(path, out / path.name)
-    shutil.copy2(str(path) + SIDECAR_SUFFIX, out / (path.name + SIDECAR_SUFFIX))
-    return out / path.name
 
 
 @models_app.callback()
@@ -783,26 +733,13 @@ def models_compare(
 ) -> None:
     """The converged-architecture table: shape, attention, FFN, positions, windows, experts, parameters,
     KV-cache and weight bytes, side by side."""
-    from edgeprof.analysis.survey import predicted_decode, survey_row
+    from edgeprof.analysis.survey import survey
     from edgeprof.results.formats import to_csv, to_json, to_markdown
     from edgeprof.results.tables import survey_table
-    from edgeprof.models.source import SYNTH_PREFIX, resolve
 
     if fmt not in ("table", "md", "csv", "json"):
         raise ConfigError(f"unknown format {fmt!r} for models compare (table, md, csv, json)")
-    specs = [m if m.startswith(SYNTH_PREFIX) or "/" in m or m.endswith(".gguf") or Path(m).exists()
-             else SYNTH_PREFIX + m for m in models]
-    sources = [resolve(spec) for spec in _pinned(specs, revision)]
-    rows = [survey_row(source, context) for source in sources]
-    if device:
-        from dataclasses import replace
-
-        from edgeprof.hardware.devices import get_profile, load_calibration
-
-        profile = get_profile(device)
-        calibration = load_calibration(profile.name)
-        rows = [replace(row, predicted_decode_tps=predicted_decode(source, context, profile, calibration))
-                for row, source in zip(rows, sources)]
+    rows = survey(models, context, device, revision)
     if fmt == "table":
         console.print(survey_table(rows, context, device))
         return
@@ -859,8 +796,8 @@ def calibrate_command(
 ) -> None:
     """Measure this host's memory bandwidth and matmul rates; the predictor then uses them."""
     from edgeprof.analysis.fit import describe
-    from edgeprof.hardware.calibrate import LLAMA_QUANTS as LLAMA_FIT_QUANTS
-    from edgeprof.hardware.calibrate import calibrate
+    from edgeprof.analysis.calibration import LLAMA_QUANTS as LLAMA_FIT_QUANTS
+    from edgeprof.analysis.calibration import calibrate
     from edgeprof.hardware.devices import detect_profile, host_facts
 
     facts = host_facts()
@@ -903,49 +840,21 @@ def predict(
                                            "factors, else the datasheet; datasheet: the datasheet peaks alone."),
 ) -> None:
     """Predict TTFT, decode speed, each operator's share and bound, and whether the model fits."""
-    from edgeprof.analysis.ceilings import device_ceilings
-    from edgeprof.analysis.roofline import compute_bound_batch
-    from edgeprof.analysis.roofline import predict as roofline_predict
-    from edgeprof.bench.plan import BenchConfig
-    from edgeprof.hardware.devices import load_calibration
-    from edgeprof.config import Hyperparameters
+    from edgeprof.analysis.prediction import predict_workloads
     from edgeprof.hardware.devices import get_profile, host_facts, resolve_device
-    from edgeprof.hardware.emulation import memory_needed
-    from edgeprof.quant import kv_bytes_per_element
-    from edgeprof.results.tables import prediction_tables
     from edgeprof.models.source import resolve
+    from edgeprof.results.tables import prediction_tables
 
-    source = resolve(_pinned([model], revision)[0])
-    architecture, q = source.roofline_inputs(quant)  # a GGUF file predicts at its own quantization
     profile = get_profile(device) if device else resolve_device("", host_facts())
-    on_gpu = bool(profile.data.get("accelerator")) and not cpu
-    from edgeprof.analysis.ceilings import CEILING_MODES
-    from edgeprof.analysis.device_classes import factors_for, interval_text
-    from edgeprof.errors import ConfigError
-
-    if ceilings_mode not in CEILING_MODES:
-        raise ConfigError(f"--ceilings must be one of {', '.join(CEILING_MODES)}, not {ceilings_mode!r}")
-    ceilings = device_ceilings(profile, q, on_gpu, load_calibration(profile.name), mode=ceilings_mode)
-    if ceilings.note:
-        err_console.print(f"warning: {ceilings.note}", highlight=False, soft_wrap=True)
-    predictions, fits = [], []
-    for b in _ints(batch, "batch"):
-        hp = Hyperparameters(batch=b, prompt_tokens=prompt, gen_tokens=gen, kv_type=kv_type, sampler=sampler).validate()
-        predictions.append(roofline_predict(architecture, q, ceilings, b, prompt, gen, kv_bytes_per_element(kv_type),
-                                            sampler, hp.n_ubatch))
-        fits.append(memory_needed(BenchConfig(source, q.name, "llama.cpp", hp), hp))
-    knee = compute_bound_batch(architecture, q, ceilings, prompt + gen // 2, kv_bytes_per_element(kv_type))
-    roofs = (("costs fitted from real runs" if ceilings.source.startswith("calibrated") else
-              "datasheet roofs times the class factors") if ceilings.by_category else
-             f"{ceilings.flops_per_s / 1e12:g} TFLOP/s, {ceilings.bytes_per_s / 1e9:g} GB/s")
-    title = f"{source.name} {q.name} on {profile.name} ({'GPU' if on_gpu else 'CPU'}, {ceilings.source} ceilings: {roofs})"
-    for table in prediction_tables(predictions, fits, profile.memory_gb, title):
+    found = predict_workloads(resolve(_pinned([model], revision)[0]), profile, quant, _ints(batch, "batch"), prompt,
+                              gen, kv_type, sampler, cpu, ceilings_mode)
+    if found.chain.ceilings.note:
+        err_console.print(f"warning: {found.chain.ceilings.note}", highlight=False, soft_wrap=True)
+    for table in prediction_tables(found.predictions, found.memory, profile.memory_gb, found.title):
         console.print(table)
-    factors = factors_for(profile, on_gpu) if "class factors" in ceilings.source else None
-    for p in predictions if factors else []:
-        console.print(f"batch {p.batch}: decode ≈ {p.decode_tps:,.1f} t/s, "
-                      f"{interval_text(factors, 'decode', p.decode_tps, batch=p.batch)}; TTFT ≈ {p.ttft_s * 1e3:,.1f} "
-                      f"ms, {interval_text(factors, 'prefill', p.ttft_s * 1e3, 'ms', True, p.batch)}", highlight=False)
+    for line in filter(None, found.intervals):
+        console.print(line, highlight=False)
+    knee = found.compute_bound_batch
     console.print(f"decode's weight matmuls turn compute-bound at batch {knee}; attention over the KV cache stays "
                   "memory-bound at any batch" if knee else "decode's weight matmuls stay memory-bound up to batch 4096")
 

@@ -104,7 +104,7 @@ def main() -> int:
 
     load_llama_cpp()
     from edgeprof.config import Hyperparameters
-    from edgeprof.corpus import read_fidelity_text
+    from edgeprof.texts import read_fidelity_text
     from edgeprof.export.gguf_export import export_gguf, gguf_parent_quant
     from edgeprof.fidelity import FidelitySettings, measure_fidelity
     from edgeprof.models.source import resolve

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import llama_cpp  # noqa: F401  - before numpy; see edgeprof.backends.llamacpp.lib.load_llama_cpp
 
-from edgeprof.hardware.calibrate import CPU_PLAN, llama_effective_rates  # noqa: E402
+from edgeprof.analysis.calibration import CPU_PLAN, llama_effective_rates  # noqa: E402
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
    tensor, counts must be equal and Σ x² agree within float summation error (llama-imatrix sums in float32
    row by row, edgeprof in float64 per call: relative differences of order 1e-6..1e-5 are summation order).
 2. The quantizer: the same imatrix file through `llama-quantize --imatrix` and through edgeprof's ctypes
-   route (`export/quantize_worker`: the C API's imatrix array, llama-quantize's four metadata keys) must give
+   route (`backends/llamacpp/quantize`: the C API's imatrix array, llama-quantize's four metadata keys) must give
    byte-identical GGUF files, for each type in TYPES; and edgeprof's own matrix through both routes too.
 
 The tools are llama.cpp's, built from the sdist of the installed llama-cpp-python
@@ -51,7 +51,7 @@ def sha(path: Path) -> str:
 
 def main(out: Path) -> None:
     from edgeprof.backends.llamacpp.imatrix import collect, read_imatrix, write_imatrix_gguf
-    from edgeprof.corpus import default_fidelity_text
+    from edgeprof.texts import default_fidelity_text
     from edgeprof.export.gguf_export import export_gguf, quantize_gguf
     from edgeprof.quant import GGUF_QUANTS
     from edgeprof.models.source import resolve

@@ -161,7 +161,7 @@ def test_a_gpu_whose_sensors_answer_not_supported_still_runs_every_layer(tmp_pat
     sensor question, not whether layers can go to the GPU. `--gpu-layers auto` must mean all of them."""
     from edgeprof.bench.execute import resolve_auto_gpu_layers
     from edgeprof.hardware.devices import offload_gpus
-    from edgeprof.sensors.nvml import nvml_gpu_names
+    from edgeprof.hardware.gpus import gpu_names as nvml_gpu_names
     from fake_sensors import FakeNvml
 
     names = nvml_gpu_names(load_module=lambda: FakeNvml(supported=False))

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from edgeprof.config import Hyperparameters
-from edgeprof.corpus import default_fidelity_text, read_fidelity_text
+from edgeprof.texts import default_fidelity_text, read_fidelity_text
 from edgeprof.errors import ConfigError
 from edgeprof.export.gguf_export import export_gguf
 from edgeprof.fidelity import FidelitySettings, FidelityTextError, make_chunks, measure_fidelity
-from edgeprof.fidelity_stats import compare, kl_figures, log_softmax, percentile, perplexity_figures, token_nll
+from edgeprof.fidelity.stats import compare, kl_figures, log_softmax, percentile, perplexity_figures, token_nll
 from reference_forward import ReferenceModel
 
 F32 = dict(threads=2, kv_type="f32", flash_attn="off")  # f32 throughout, as test_parity's exact bound assumes

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from edgeprof.config import Hyperparameters
-from edgeprof.corpus import read_fidelity_text, trained_model_folder
+from edgeprof.models.trained import trained_model_folder
+from edgeprof.texts import read_fidelity_text
 from edgeprof.fidelity import FidelitySettings, measure_fidelity
 
 pytestmark = pytest.mark.skipif(not (trained_model_folder() / "model.safetensors").exists(),

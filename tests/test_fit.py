@@ -8,7 +8,7 @@ import pytest
 from edgeprof.analysis.fit import (TERMS, Shape, fit_costs, fitted_ceilings, op_terms, predicted_times,
                                    shape_terms)
 from edgeprof.analysis.roofline import Ceilings, phase_ops, predict
-from edgeprof.hardware.calibrate import GPU_PLAN
+from edgeprof.analysis.calibration import GPU_PLAN
 from edgeprof.models.presets import get_preset
 from edgeprof.quant import GGUF_QUANTS
 
@@ -87,7 +87,7 @@ def test_greedy_sampling_reads_each_sequences_logits_and_passes_relaunch_kernels
 
 
 def test_llama_fit_runs_real_llama_cpp_on_the_tiny_preset():
-    from edgeprof.hardware.calibrate import CalibrationPlan, llama_effective_rates
+    from edgeprof.analysis.calibration import CalibrationPlan, llama_effective_rates
 
     plan = CalibrationPlan("cpu", ("tiny",), (Shape(1, 64, 32), Shape(1, 256, 32), Shape(4, 64, 32)))
     rates = llama_effective_rates(threads=2, quants=("q4_0",), plan=plan, repetitions=1)

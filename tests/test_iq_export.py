@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeprof.corpus import default_fidelity_text
+from edgeprof.texts import default_fidelity_text
 from edgeprof.errors import QuantError
 from edgeprof.quant import GGUF_QUANTS, GGML_BLOCKS, bits_per_weight
 

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("optimum.exporters.onnx", reason="needs the export extra: pip install 'edgeprof[export]'")
 
-from edgeprof.corpus import default_fidelity_text  # noqa: E402
+from edgeprof.texts import default_fidelity_text  # noqa: E402
 from edgeprof.errors import QuantError  # noqa: E402
 from edgeprof.export.onnx_export import onnx_quant  # noqa: E402
 

@@ -193,7 +193,7 @@ def test_refusals_are_one_line(board, tmp_path):
 
 
 def test_cli_refuses_the_axis_on_this_host(tmp_path):
-    from edgeprof.sensors.jetson import jetson_model
+    from edgeprof.hardware.board import jetson_model
 
     if jetson_model("/"):
         pytest.skip("this host is a Jetson")

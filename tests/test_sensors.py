@@ -392,7 +392,7 @@ def test_rapl_psys_replaces_the_packages_instead_of_adding_to_them(tmp_path):
 def test_a_run_measures_only_its_own_gpus():
     """On an 8-GPU server a one-GPU run must not sum seven idle boards into its energy, nor read GPU 0's
     memory when it ran on GPU 3."""
-    from edgeprof.sensors.nvml import list_gpus, select_gpus
+    from edgeprof.hardware.gpus import list_gpus, select_gpus
 
     fake = FakeNvml(count=4)
     gpus = list_gpus(load_module=lambda: fake)

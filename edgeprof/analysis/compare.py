@@ -19,9 +19,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeprof.analysis.prediction import row_predictor, unavailable_reason
+from edgeprof.analysis.roof_share import roof_shares
+from edgeprof.backends.base import BACKEND_OPTIONS
 from edgeprof.config import Hyperparameters, execution_settings, workload_id
-from edgeprof.errors import ConfigError
+from edgeprof.errors import ConfigError, EdgeprofError
+from edgeprof.hardware.devices import DeviceProfile, get_profile, load_calibration
 from edgeprof.results.records import read_records
+from edgeprof.results.rundir import read_manifest
 from edgeprof.results.stats import mean_std
 from edgeprof.results.summary import COMPARED, ratio, summarize
 
@@ -91,6 +96,7 @@ class Joined:
     identity: dict  # model, quant, backend, batch, prompt, gen
     by_run: list[dict | None]  # one summary row per run (None where the run lacks it)
     predicted: list[dict | None] = field(default_factory=list)
+    unavailable: list[str | None] = field(default_factory=list)  # per run: why it has no prediction
     basis: str = ""  # why the rows are one workload: the same artifact bytes, or the same config id
     choices: list[int] = field(default_factory=list)  # per run: how many rows (execution settings) it had
 
@@ -123,6 +129,7 @@ def load_run(path: Path) -> Run:
     for row in rows:
         group = ok.get(row["run_key"], [])
         row["artifact_sha256"] = (group[0].get("model") or {}).get("sha256") if group else None
+        row["hub_commit"] = ((group[0].get("model") or {}).get("hub") or {}).get("commit") if group else None
         row["run_id"] = manifest.get("run_id", path.name)
         for name in sorted({k for r in group for k, v in r["metrics"].items() if _is_number(v)}):
             if f"{name}_mean" not in row and name not in row:
@@ -135,9 +142,6 @@ def load_run(path: Path) -> Run:
 def add_roof_shares(run: Run) -> None:
     """Each row's share of its device's bandwidth (decode) and compute (prefill) roof (`roof_share.FIELDS`),
     where the run's device and model can state them."""
-    from edgeprof.analysis.roof_share import roof_shares
-    from edgeprof.errors import EdgeprofError
-
     try:
         profile, calibration = run_device(run)
     except (EdgeprofError, KeyError):
@@ -171,8 +175,6 @@ def merge_by_device(runs: list[Run]) -> list[Run]:
 
 def settings_of(row: dict) -> str:
     """How a device ran a summary row (threads, GPU layers, ...), only the settings its backend reads."""
-    from edgeprof.backends.base import BACKEND_OPTIONS
-
     return execution_settings(row, BACKEND_OPTIONS.get(str(row["backend"])))
 
 
@@ -257,13 +259,9 @@ def join(runs: list[Run], loose: bool | tuple[str, ...] = False) -> list[Joined]
 def run_device(run: Run):
     """(profile, calibration) the run was made with, from its manifest; runs older than that fall back to
     today's catalog and this host's calibration (and `Run.prediction_basis` says so)."""
-    from edgeprof.hardware.devices import DeviceProfile
-
     stored = run.manifest.get("device_profile")
     if stored:
         return _with_todays_class(DeviceProfile(**stored)), run.manifest.get("calibration")
-    from edgeprof.hardware.devices import get_profile, load_calibration
-
     profile = get_profile(run.manifest["device"]["profile"])
     return profile, load_calibration(profile.name)
 
@@ -271,9 +269,6 @@ def run_device(run: Run):
 def _with_todays_class(profile):
     """A profile stored before profiles named their class takes the class today's catalog gives the same device
     (a class says what kind of kernels a device runs, which a run made earlier does not change)."""
-    from edgeprof.hardware.devices import DeviceProfile, get_profile
-    from edgeprof.errors import EdgeprofError
-
     if "class" in profile.data:
         return profile
     try:
@@ -296,39 +291,35 @@ def predict_row(run: Run, row: dict):
 
 def predict_row_with_basis(run: Run, row: dict):
     """(roofline `Prediction`, which ceilings it used: calibrated, class factors or datasheet) for one summary
-    row on its run's device, or None where there is none (not
-    llama.cpp, a model this host cannot describe, a family the roofline does not model, or a device without
-    figures or calibration). Presets and HF folders predict at the row's quantization; a GGUF file (or a Hub
-    GGUF in the local cache) from its own metadata, wherever it was run."""
-    from edgeprof.analysis.ceilings import device_ceilings
-    from edgeprof.analysis.roofline import predict
-    from edgeprof.errors import EdgeprofError
-    from edgeprof.quant import kv_bytes_per_element
-    from edgeprof.models.source import resolve
+    row on its run's device, or None where there is none (`row_prediction` says why)."""
+    found = row_prediction(run, row)
+    return None if isinstance(found, str) else found
 
-    synth = str(row["model"]).startswith("synth:")
-    spec = str(row["model"]).split("@")[0] if synth else row.get("model_spec")
-    if row["backend"] != "llama.cpp" or not spec:
-        return None
+
+def row_prediction(run: Run, row: dict):
+    """(Prediction, ceilings' source) for one summary row on its run's device, or the reason there is none
+    (not llama.cpp, a model this host cannot describe from the run and its caches — a Hub model outside
+    the local cache is never downloaded —, a family the roofline does not model, or a device without
+    figures or calibration). Presets and HF folders predict at the row's quantization; a GGUF file (or a
+    Hub GGUF in the local cache) from its own metadata, wherever it was run."""
     try:
-        architecture, quant = resolve(str(spec)).roofline_inputs(str(row["quant"]))
         profile, calibration = run_device(run)
-        on_gpu = bool(profile.data.get("accelerator")) and row["gpu_layers"] != 0
-        ceilings = device_ceilings(profile, quant, on_gpu, calibration)
-        return predict(architecture, quant, ceilings, row["batch"], row["prompt_tokens"], row["gen_tokens"],
-                       kv_bytes_per_element(row["kv_type"]), row.get("sampler") or "greedy",
-                       int(row.get("n_ubatch") or 512)), ceilings.source
-    except (EdgeprofError, KeyError):
-        return None
+        chain = row_predictor(row, profile, calibration)
+        return chain.predict(row["batch"], row["prompt_tokens"], row["gen_tokens"], row.get("kv_type") or "f16",
+                             row.get("sampler") or "greedy", int(row.get("n_ubatch") or 512)), chain.ceilings.source
+    except (EdgeprofError, KeyError) as exc:
+        return unavailable_reason(exc)
 
 
 def add_predictions(joined: list[Joined], runs: list[Run]) -> None:
-    """Roofline decode t/s and TTFT for each run's device, where the model is a preset and the quant GGUF."""
+    """Roofline decode t/s and TTFT for each run's device where the roofline can say, else why not
+    (`Joined.unavailable`)."""
     for item in joined:
-        item.predicted = []
+        item.predicted, item.unavailable = [], []
         for run, row in zip(runs, item.by_run):
-            found = predict_row_with_basis(run, row) if row is not None else None
-            p, basis = found or (None, None)
+            found = row_prediction(run, row) if row is not None else None
+            p, basis = found if isinstance(found, tuple) else (None, None)
+            item.unavailable.append(found if isinstance(found, str) else None)
             item.predicted.append(None if p is None else {
                 "decode_tps": p.decode_tps, "ttft_ms": p.ttft_s * 1e3, "decode_bound": p.bound("decode"),
                 "ceilings": basis})
@@ -349,8 +340,65 @@ def flat_rows(joined: list[Joined], runs: list[Run], loose: bool) -> list[dict]:
             for column, _, _ in COMPARED:
                 row[f"{run.label}/{runs[0].label}:{column}"] = ratio(
                     None if measured is None else measured.get(column), base.get(column) if base else None)
-        for run, pred in zip(runs, item.predicted or [None] * len(runs)):
+        for index, (run, pred) in enumerate(zip(runs, item.predicted or [None] * len(runs))):
             row[f"{run.label}:predicted_decode_tps"] = pred["decode_tps"] if pred else None
             row[f"{run.label}:predicted_ceilings"] = pred["ceilings"] if pred else None
+            why = item.unavailable[index] if index < len(item.unavailable) else None
+            row[f"{run.label}:prediction_unavailable"] = why
         flat.append(row)
     return flat
+
+
+@dataclass
+class Comparison:
+    """`edgeprof compare`: the runs (labelled apart), their joined configurations with predictions where
+    asked, and the notes a reader needs beside the table (emulated sides, older runs, which ceilings)."""
+
+    runs: list[Run]
+    joined: list[Joined]
+    loose: bool
+    notes: list[str] = field(default_factory=list)
+
+    def flat_rows(self) -> list[dict]:
+        return flat_rows(self.joined, self.runs, self.loose)
+
+
+def compare_runs(paths: list[Path], loose: bool = False, predicted: bool = True) -> Comparison:
+    """Load, label and join run directories (two at least); `predicted` adds each device's roofline
+    prediction from the runs and this host's caches only. Nothing in common is a one-line ConfigError."""
+    if len(paths) < 2:
+        raise ConfigError("compare needs at least two run directories")
+    runs = [load_run(path) for path in paths]
+    disambiguate(runs)
+    notes = []
+    if len({r.emulated for r in runs}) > 1:
+        notes.append("note: emulated and real runs are compared; emulated columns are labelled (emulated) — "
+                     "emulation matches cores and memory, not bandwidth, clocks or power")
+    joined = join(runs, loose)
+    if not joined:
+        hint = "" if loose else "; --loose joins on model, quant, backend, batch, prompt and gen only"
+        raise ConfigError(f"the runs have no configuration in common{hint}")
+    if predicted:
+        add_predictions(joined, runs)
+        older = [run.label for run in runs if run.prediction_basis != "manifest"]
+        if older:
+            notes.append(f"note: {', '.join(older)} predate stored device profiles; their predictions use "
+                         "today's catalog and this host's calibration")
+        for index, run in enumerate(runs):  # which ceilings each run's predictions used
+            bases = sorted({p["ceilings"] for item in joined if len(item.predicted) > index and
+                            (p := item.predicted[index])})
+            if bases:
+                notes.append(f"predictions for {run.label}: {'; '.join(bases)}")
+    return Comparison(runs, joined, loose, notes)
+
+
+def run_rows(run_dir: Path) -> tuple[dict, list[dict], list[dict]]:
+    """(manifest, records, summary rows) of one run directory for `edgeprof results`: every configuration's
+    row (failed ones too), each with its device and its share of the device's roofs."""
+    manifest = read_manifest(run_dir)
+    records = read_records(run_dir / "records.jsonl")
+    rows = summarize(records)
+    for row in rows:
+        row["device"] = manifest.get("device", {}).get("profile")
+    add_roof_shares(Run(run_dir, manifest, rows))
+    return manifest, records, rows

@@ -22,6 +22,7 @@ from edgeprof.models.architecture import Architecture
 from edgeprof.catalog import catalog_dirs
 from edgeprof.hardware.devices import DEVICE_CLASSES
 from edgeprof.errors import CatalogError, EdgeprofError
+from edgeprof.models.presets import get_preset
 from edgeprof.quant import GGUF_QUANTS
 
 CPU_CLASSES = ("arm-cpu", "apple-cpu", "x86-cpu")
@@ -105,8 +106,6 @@ class CorpusRow:
     @functools.cached_property
     def _architecture(self) -> Architecture:  # reading the preset catalog once per row, not per use
         if self.preset:
-            from edgeprof.models.presets import get_preset
-
             return get_preset(self.preset).architecture
         return shape_architecture(self.model_shape or {})
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprof.analysis.fit import LLAMA_CUDA_MATVEC_MAX_BATCH, op_terms
+from edgeprof.analysis.fit import LLAMA_CUDA_MATVEC_MAX_BATCH, fitted_ceilings, op_terms
 from edgeprof.analysis.roofline import Ceilings, phase_ops, prefill_calls, time_ops
 from edgeprof.models.architecture import Architecture
 from edgeprof.catalog import catalog_dirs
@@ -294,8 +294,6 @@ def costs_for(factors: ClassFactors, roofs: Roofs, quant: GgufQuant, cuda: bool)
 def class_ceilings(factors: ClassFactors, roofs: Roofs, quant: GgufQuant, cuda: bool, kernel_overhead_s: float
                    ) -> Ceilings | None:
     """Ceilings from a class's factors on a device's datasheet roofs (norms and the embedding keep the roofs)."""
-    from edgeprof.analysis.fit import fitted_ceilings
-
     costs = costs_for(factors, roofs, quant, cuda)
     if costs is None:
         return None

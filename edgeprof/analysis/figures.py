@@ -16,6 +16,7 @@ from pathlib import Path
 from edgeprof.analysis.compare import Run
 from edgeprof.analysis.headline import Headline
 from edgeprof.config import Hyperparameters
+from edgeprof.backends.op_categories import OP_CATEGORIES
 
 LOG_SPAN = 20.0  # max/min beyond which a linear axis would flatten the smaller device's bars to nothing
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#bab0ac")
@@ -303,8 +304,6 @@ def power_trace(side: Run):
 def op_shares(rows: list[dict]):
     """Decode time by operator category, one horizontal bar per device and configuration: measured
     (--profile-ops) and, hatched, the roofline's prediction for the same configuration and device."""
-    from edgeprof.backends.op_categories import OP_CATEGORIES
-
     rows = rows[:16]
     if not rows:
         return None

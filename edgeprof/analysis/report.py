@@ -28,6 +28,7 @@ from edgeprof.analysis.headline import (HEADLINE_COLUMNS, Headline, build_headli
 from edgeprof.analysis.pareto import pareto_figure, pareto_rows, points_from_rows
 from edgeprof.analysis.sustain_plot import sustained_figure
 from edgeprof.results.formats import to_csv
+from edgeprof.analysis.op_shares import share_rows
 
 _CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1150px;
 color:#222;line-height:1.4;padding:0 1rem}h1{font-size:1.6rem;margin-bottom:.2rem}.sub{color:#666;margin-top:0}
@@ -244,8 +245,6 @@ class _Page:
                         "the runs recorded no sensor samples (samples.csv), or sampling was off.")
 
     def op_shares(self) -> None:
-        from edgeprof.analysis.op_shares import share_rows
-
         rows = share_rows(self.sides)
         names = {side.label: side.device_name for side in self.sides}
         for row in rows:

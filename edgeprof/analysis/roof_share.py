@@ -12,10 +12,9 @@ near 1 means the run is at the roof; 0.1 means nine tenths of the time is spent 
 
 from __future__ import annotations
 
-from edgeprof.analysis.ceilings import device_ceilings
-from edgeprof.analysis.roofline import workload_ops
-from edgeprof.hardware.devices import DeviceProfile
+from edgeprof.analysis.prediction import row_predictor
 from edgeprof.errors import EdgeprofError
+from edgeprof.hardware.devices import DeviceProfile
 
 FIELDS = ("decode_roof_share", "prefill_roof_share", "decode_bandwidth_roof_tps", "prefill_compute_roof_tps",
           "roof_basis")
@@ -23,33 +22,22 @@ FIELDS = ("decode_roof_share", "prefill_roof_share", "decode_bandwidth_roof_tps"
 
 def roof_shares(row: dict, profile: DeviceProfile, calibration: dict | None) -> dict:
     """The roof fields (`FIELDS`) of one summary row on `profile`, or {} where they cannot be stated (not
-    llama.cpp, a model edgeprof cannot describe, a profile without figures)."""
-    from edgeprof.quant import kv_bytes_per_element
-    from edgeprof.models.source import resolve
-
-    synth = str(row.get("model", "")).startswith("synth:")
-    spec = str(row["model"]).split("@")[0] if synth else row.get("model_spec")
-    if row.get("backend") != "llama.cpp" or not spec:
-        return {}
+    llama.cpp, a model edgeprof cannot describe from the run and this host's caches, a profile without
+    figures)."""
     try:
-        architecture, quant = resolve(str(spec)).roofline_inputs(str(row["quant"]))
-        on_gpu = bool(profile.data.get("accelerator")) and row.get("gpu_layers") != 0
-        roofs = device_ceilings(profile, quant, on_gpu, calibration, mode="datasheet")
+        chain = row_predictor(row, profile, calibration, mode="datasheet")
         batch, prompt = int(row["batch"]), int(row["prompt_tokens"])
-        phases = workload_ops(architecture, quant, batch, prompt, int(row["gen_tokens"]),
-                              kv_bytes_per_element(row.get("kv_type") or "f16"), "none", int(row.get("n_ubatch") or 512))
+        decode_roof, prefill_roof = chain.roofs(batch, prompt, int(row["gen_tokens"]), row.get("kv_type") or "f16",
+                                                int(row.get("n_ubatch") or 512))
     except (EdgeprofError, KeyError, TypeError, ValueError):
         return {}
-    decode_bytes = sum(op.bytes for op in phases["decode"][0])
-    prefill_flops = sum(op.flops for op in phases["prefill"][0])
-    decode_roof = batch / (decode_bytes / roofs.bytes_per_s)
-    prefill_roof = batch * prompt / (prefill_flops / roofs.flops_per_s)
+    roofs = chain.ceilings
     decode, prefill = row.get("decode_tps_mean"), row.get("prefill_tps_mean")
     return {
         "decode_roof_share": decode / decode_roof if _number(decode) else None,
         "prefill_roof_share": prefill / prefill_roof if _number(prefill) else None,
         "decode_bandwidth_roof_tps": decode_roof, "prefill_compute_roof_tps": prefill_roof,
-        "roof_basis": f"{roofs.source} {'GPU' if on_gpu else 'CPU'}: {roofs.bytes_per_s / 1e9:g} GB/s, "
+        "roof_basis": f"{roofs.source} {'GPU' if chain.on_gpu else 'CPU'}: {roofs.bytes_per_s / 1e9:g} GB/s, "
                       f"{roofs.flops_per_s / 1e12:g} TFLOP/s",
     }
 

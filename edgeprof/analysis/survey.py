@@ -7,9 +7,15 @@ Fields a source does not state are None (shown as "-"), never guessed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
-from edgeprof.models.source import ModelSource
+from edgeprof.analysis.prediction import predictor
+from edgeprof.errors import PredictionUnavailable
+from edgeprof.hardware.devices import get_profile, load_calibration
+from edgeprof.models.hub import pin_revisions
+from edgeprof.models.source import SYNTH_PREFIX, ModelSource, resolve
+from edgeprof.quant import GGUF_QUANTS
 
 SURVEY_QUANTS = ("f16", "q8_0", "q4_k_m")
 _ACTIVATIONS = {"silu": "SwiGLU", "gelu_pytorch_tanh": "GeGLU", "gelu": "GeGLU"}
@@ -63,8 +69,6 @@ def survey_row(source: ModelSource, context: int) -> SurveyRow:
             tied_embeddings=facts.tied_embeddings, parameters=facts.parameters, active_parameters=active,
             kv_bytes_per_token=kv, kv_bytes_at_context=facts.kv_cache_bytes(context),
             weight_bytes={facts.file_type or "file": facts.file_bytes})
-    from edgeprof.quant import GGUF_QUANTS
-
     arch = source.architecture
     kv = arch.kv_cache_bytes_per_token()
     return SurveyRow(
@@ -115,14 +119,24 @@ def _pattern(swa_layers) -> str | None:
 def predicted_decode(source: ModelSource, context: int, profile, calibration: dict | None,
                      quant: str = "q4_k_m") -> float | str:
     """Batch-1 decode tokens/s at `context` on `profile` (GPU where it has one), or "unavailable: <why>"."""
-    from edgeprof.analysis.ceilings import device_ceilings
-    from edgeprof.analysis.roofline import predict
-    from edgeprof.errors import PredictionUnavailable
-
     try:
-        architecture, q = source.roofline_inputs(quant)
+        chain = predictor(source, quant, profile, bool(profile.data.get("accelerator")), calibration)
     except PredictionUnavailable as exc:
         return f"unavailable: {exc.reason}"
-    ceilings = device_ceilings(profile, q, bool(profile.data.get("accelerator")), calibration)
     gen = 2
-    return predict(architecture, q, ceilings, 1, max(1, context - gen), gen).decode_tps
+    return chain.predict(1, max(1, context - gen), gen, sampler="greedy").decode_tps
+
+
+def survey(models: list[str], context: int, device: str = "", revision: str = "") -> list[SurveyRow]:
+    """`models compare`: one row per model (a bare preset name means synth:NAME; HF folders, GGUF files and Hub
+    ids as given, Hub ids pinned to `revision`), with predicted batch-1 decode on `device` where one is named."""
+    specs = [m if m.startswith(SYNTH_PREFIX) or "/" in m or m.endswith(".gguf") or Path(m).exists()
+             else SYNTH_PREFIX + m for m in models]
+    sources = [resolve(spec) for spec in pin_revisions(specs, revision)]
+    rows = [survey_row(source, context) for source in sources]
+    if not device:
+        return rows
+    profile = get_profile(device)
+    calibration = load_calibration(profile.name)
+    return [replace(row, predicted_decode_tps=predicted_decode(source, context, profile, calibration))
+            for row, source in zip(rows, sources)]

@@ -46,7 +46,7 @@ def execute(spec: SweepSpec, out: Path, resume_dir: Path | None = None, on_event
     if spec.sample_hz < 0:
         raise ConfigError(f"--sample-hz must be >= 0, got {spec.sample_hz:g}")
     profile = resolve_device(spec.device, facts, emulate=spec.emulate)
-    from edgeprof.sensors.nvml import nvml_gpu_names
+    from edgeprof.hardware.gpus import gpu_names as nvml_gpu_names
 
     gpu_names = nvml_gpu_names()
     grid = resolve_auto_gpu_layers(spec.grid, gpu_offload(gpu_names, spec.emulate))
@@ -178,7 +178,7 @@ def gpu_build() -> bool:
 
 def _run_gpus(spec: SweepSpec, configs) -> list:
     """The NVIDIA GPUs this run uses (and whose energy and memory it measures): none for a CPU-only run."""
-    from edgeprof.sensors.nvml import list_gpus, select_gpus
+    from edgeprof.hardware.gpus import list_gpus, select_gpus
 
     gpus = list_gpus()
     if spec.gpus and not gpus:

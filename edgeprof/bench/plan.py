@@ -33,6 +33,11 @@ class BenchConfig:
         return registry.get(self.backend).format
 
     @property
+    def windowed_kv_cache(self) -> bool:
+        """Whether the backend keeps a window-sized cache on sliding-window layers (the memory fit reads it)."""
+        return registry.get(self.backend).windowed_kv_cache
+
+    @property
     def label(self) -> str:
         hp = self.hp
         return (f"{self.source.name} {self.quant} {self.backend} b{hp.batch} p{hp.prompt_tokens} "

@@ -65,7 +65,7 @@ def run_job(job: WorkerJob, events) -> int:
         if job.sustain:
             _sustain(job, session, prompts, hp, depth_tokens, events)
         if uses_gpu(job.backend, hp):
-            from edgeprof.sensors.nvml import process_gpu_memory_mb
+            from edgeprof.hardware.gpus import process_gpu_memory_mb
 
             own = process_gpu_memory_mb(os.getpid())
             Extras({"gpu_mem_mb": own} if own is not None else

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -122,3 +123,16 @@ def user_file_artifact(files: list[Path], source_name: str, fmt: str, quant_of: 
                         exporter="user-supplied", created="")
     memo.write_text(json.dumps(asdict(artifact)))
     return artifact
+
+
+def copy_artifact_out(artifact: Artifact, out: Path) -> Path:
+    """Copy an artifact and its sidecar out of the cache into `out`; an ONNX variant keeps its folder (graph,
+    data, config) under out/<quant>/ so optimum and edgeprof can both load it from there."""
+    path = Path(artifact.path)
+    if artifact.format == "onnx":
+        target = out / artifact.quant
+        shutil.copytree(path.parent, target, dirs_exist_ok=True)
+        return target / path.name
+    shutil.copy2(path, out / path.name)
+    shutil.copy2(str(path) + SIDECAR_SUFFIX, out / (path.name + SIDECAR_SUFFIX))
+    return out / path.name

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import gguf
+
 from edgeprof import __version__
 from edgeprof.errors import QuantError
 from edgeprof.export.artifacts import Artifact, artifact_path, describe, partial_path, user_file_artifact
@@ -18,6 +20,7 @@ from edgeprof.export.gguf_convert import convert_hf_to_gguf
 from edgeprof.lifetime import child_env
 from edgeprof.quant.gguf import GGUF_QUANTS, GgufQuant, gguf_quant  # noqa: F401 - gguf_quant: callers' old path
 from edgeprof.models.source import ModelSource
+from edgeprof.export.imatrix import ensure_imatrix
 
 Progress = Callable[[str, int, int], None]  # (step description, done, total)
 
@@ -60,8 +63,6 @@ def export_gguf(source: ModelSource, quant_name: str, threads: int | None = None
     parent = export_gguf(source, gguf_parent_quant(source, quant.name), threads, progress)
     imatrix = None
     if quant.imatrix:
-        from edgeprof.export.imatrix import ensure_imatrix
-
         if progress:
             progress("importance matrix", 0, 1)
         imatrix = ensure_imatrix(Path(parent.path), parent.sha256, calibration_text, threads)
@@ -98,7 +99,7 @@ def quantize_gguf(src: Path, dst: Path, quant: GgufQuant, threads: int | None = 
                          f"checkpoint or synth preset (edgeprof makes the matrix; --calibration-text FILE picks the "
                          f"text), or choose a type without one (q4_k_m, q2_k, iq4_xs)")
     tmp = partial_path(dst)
-    command = [sys.executable, "-m", "edgeprof.export.quantize_worker", str(src), str(tmp), quant.name,
+    command = [sys.executable, "-m", "edgeprof.backends.llamacpp.quantize", str(src), str(tmp), quant.name,
                str(threads or os.cpu_count() or 1), *([str(imatrix)] if imatrix else [])]
     try:
         result = subprocess.run(command, capture_output=True, text=True, env=child_env())
@@ -119,12 +120,11 @@ def _existing_gguf(source: ModelSource) -> Artifact:
 
 
 def _file_type_name(file_type: int | None) -> str:
-    """The quantization name of a GGUF's `general.file_type` (a llama_ftype value)."""
+    """The quantization name of a GGUF's `general.file_type` (a llama_ftype value, as the gguf package's
+    `LlamaFileType` mirrors llama.h: no native library is loaded to name a file)."""
     if file_type is None:
         return "unknown"
-    from edgeprof.backends.llamacpp.lib import load_llama_cpp
-
-    llama_cpp = load_llama_cpp()
-    names = {getattr(llama_cpp, q.ftype_constant): q.name for q in GGUF_QUANTS.values()
+    names = {gguf.LlamaFileType[q.ftype_constant.removeprefix("LLAMA_FTYPE_")].value: q.name
+             for q in GGUF_QUANTS.values()
              if q.imatrix_required or not q.imatrix}  # the file type, not whether an imatrix made it
     return names.get(int(file_type), f"ftype{file_type}")

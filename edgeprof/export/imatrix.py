@@ -2,7 +2,7 @@
 
 The matrix is collected by edgeprof's own llama.cpp eval callback (`backends/llamacpp/imatrix`, run in a
 child process so a native crash fails one export) over the calibration text: `--calibration-text FILE`, by
-default the text fidelity is measured over (`corpus.default_fidelity_text`; a sweep that judges
+default the text fidelity is measured over (`texts.default_fidelity_text`; a sweep that judges
 calibration should calibrate on other text, as scripts/calibrated_sweep.py does). It is cached under
 `$EDGEPROF_CACHE/imatrix/` by the parent GGUF's sha256, the text's sha256 and the chunk length; the
 quantized artifact's sidecar names the matrix's own sha256 and the text's, so calibrated files made from
@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeprof.corpus import read_fidelity_text
+from edgeprof.texts import read_fidelity_text
 from edgeprof.errors import QuantError
 from edgeprof.export.artifacts import partial_path, sha256_of
 from edgeprof.lifetime import child_env

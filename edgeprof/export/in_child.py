@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeprof.errors import EdgeprofError
+from edgeprof.errors import ArtifactError, EdgeprofError
 from edgeprof.export.artifacts import Artifact
 from edgeprof.lifetime import EventTail, child_env
 
@@ -39,8 +39,6 @@ def export_artifact(spec: str, fmt: str, quant: str, seed: int = 0, with_parent:
 def check_model_file(path: Path, kind: str) -> dict:
     """`check_gguf`/`check_onnx` of a user's file in a child process: its metadata (GGUF), or the error.
     A reader that crashes on the file is the file's fault too: one line, not a traceback."""
-    from edgeprof.errors import ArtifactError
-
     try:
         return _run({"action": "check", "path": str(path), "kind": kind}, None)["metadata"]
     except ExportFailed as exc:
@@ -54,7 +52,7 @@ def _run(job: dict, progress: Progress | None, poll_s: float = 0.2) -> dict:
         tail = EventTail(events_path)
         events: list[dict] = []
         with open(stderr_path, "w") as stderr:
-            child = subprocess.Popen([sys.executable, "-m", "edgeprof.export.export_worker", str(job_path),
+            child = subprocess.Popen([sys.executable, "-m", "edgeprof.backends.export_worker", str(job_path),
                                       str(events_path)], stdout=subprocess.DEVNULL, stderr=stderr, env=child_env())
             try:
                 while True:

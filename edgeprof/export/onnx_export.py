@@ -28,6 +28,8 @@ from edgeprof.export.artifacts import (KV_CACHE_METADATA, Artifact, artifact_pat
                                        user_file_artifact)
 from edgeprof.models.source import ModelSource
 from edgeprof.quant.onnx import OnnxQuant, onnx_quant  # noqa: F401 - onnx_quant: callers' old path
+from edgeprof.export.gguf_export import source_key
+from edgeprof.texts import read_fidelity_text
 
 Progress = Callable[[str, int, int], None]
 
@@ -52,16 +54,12 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
                 calibration_text: str | Path | None = None) -> Artifact:
     """Return a cached ONNX artifact of `source` at `quant_name`, making it (and its fp32 parent) if needed.
     `calibration_text`: what int4-gptq calibrates on (None: the default fidelity text)."""
-    from edgeprof.export.gguf_export import source_key
-
     quant = onnx_quant(quant_name)
     if source.kind == "onnx":
         return existing_onnx(source)
     folder = source.hf_folder()
     calibration = None
     if quant.algorithm == "gptq":
-        from edgeprof.corpus import read_fidelity_text
-
         calibration = read_fidelity_text(calibration_text)
     key = source_key(source, folder) + (f":{calibration.sha256}" if calibration else "")  # one file per text
     final = artifact_path(key, source.name, "onnx", quant.name, file_name=MODEL_FILE)

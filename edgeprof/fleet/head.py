@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from edgeprof.errors import ConfigError
+from edgeprof.fleet import resource_name
 from edgeprof.fleet.credentials import FleetCredentials, peer_role
 from edgeprof.fleet.serving import NO_HTTP_ADDRESS, serve
 from edgeprof.fleet.untrusted import DEVICE_OPS, check_payloads
@@ -35,10 +36,6 @@ RUNNING_OP = "edgeprof_running"  # the head's own request: what each device exec
 logger = logging.getLogger(__name__)
 _UNPICKLING_ALLOWED = contextvars.ContextVar("edgeprof_head_unpickling_allowed", default=False)
 
-
-def resource_name(device: str) -> str:
-    """The resource a device advertises and every measurement on it claims (one unit)."""
-    return f"edgeprof:{device}"
 
 
 def check_address(address: str) -> tuple[str, int]:

@@ -26,7 +26,8 @@ from pathlib import Path
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from edgeprof.errors import ConfigError
-from edgeprof.fleet.head import check_address, resource_name
+from edgeprof.fleet import resource_name
+from edgeprof.fleet.head import check_address
 from edgeprof.fleet.shipping import Shipment
 
 PLUGIN_NAME = "edgeprof-device"
@@ -193,7 +194,7 @@ def describe_node() -> dict:
     from edgeprof import __version__
     from edgeprof.bench.execute import gpu_offload, jetson_facts, profile_facts
     from edgeprof.hardware.devices import host_facts, resolve_device
-    from edgeprof.sensors.nvml import nvml_gpu_names
+    from edgeprof.hardware.gpus import gpu_names as nvml_gpu_names
 
     settings = _settings()
     facts = host_facts()
@@ -248,7 +249,7 @@ def measure_configuration(job: MeasureJob) -> dict:
     from edgeprof.bench.sweep import SweepSpec
     from edgeprof.hardware.devices import host_facts, resolve_device
     from edgeprof.results.rundir import create_run_dir
-    from edgeprof.sensors.nvml import nvml_gpu_names
+    from edgeprof.hardware.gpus import gpu_names as nvml_gpu_names
 
     settings = _settings()
     spec = replace(SweepSpec.from_dict(job.spec), device=settings.profile, emulate=settings.emulate)

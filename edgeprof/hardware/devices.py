@@ -7,6 +7,7 @@ so a figure is always tied to the hardware that made it.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import psutil
 
-from edgeprof.catalog import load_entries
+from edgeprof.catalog import load_entries, user_config_root
 from edgeprof.errors import CatalogError
+from edgeprof.hardware import gpus
+from edgeprof.hardware.board import device_tree_model
 
 
 @dataclass(frozen=True)
@@ -236,16 +239,14 @@ def detect_profile(facts: HostFacts | None = None, root: str | Path = "/",
     otherwise the generic CPU profile of this architecture."""
     facts = facts or host_facts()
     profiles = list_profiles()
-    model = _device_tree_model(Path(root))
+    model = device_tree_model(root)
     if model:
         for profile in profiles:
             rules = profile.data.get("detect") or {}
             if any(key in model for key in rules.get("device_tree", [])) and _memory_matches(rules, facts):
                 return profile
     if gpu_names is None:
-        from edgeprof.sensors.nvml import nvml_gpu_names
-
-        gpu_names = nvml_gpu_names()
+        gpu_names = gpus.gpu_names()
     for gpu in gpu_names:
         # the longest matching name wins: "RTX 4070 Ti SUPER" is not the "RTX 4070"
         matches = [(len(key), profile.name, profile) for profile in profiles
@@ -262,12 +263,10 @@ def offload_gpus(root: str | Path = "/", gpu_names: list[str] | None = None) -> 
     """GPUs that can run llama.cpp layers here: those NVML lists (whatever their sensors answer), else a
     Jetson's integrated GPU, known from the device tree where NVML is missing (L4T before JetPack 6)."""
     if gpu_names is None:
-        from edgeprof.sensors.nvml import nvml_gpu_names
-
-        gpu_names = nvml_gpu_names()
+        gpu_names = gpus.gpu_names()
     if gpu_names:
         return gpu_names
-    model = _device_tree_model(Path(root))
+    model = device_tree_model(root)
     return [f"{model} (integrated GPU)"] if model and "jetson" in model.lower() else []
 
 
@@ -293,13 +292,6 @@ def resolve_device(spec: str, facts: HostFacts | None = None, emulate: bool = Fa
     return profile
 
 
-def _device_tree_model(root: Path) -> str | None:
-    try:
-        return (root / "proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")
-    except OSError:
-        return None
-
-
 def _memory_matches(rules: dict, facts: HostFacts) -> bool:
     bounds = rules.get("memory_gb")
     return not bounds or bounds[0] <= facts.memory_gb <= bounds[1]
@@ -307,15 +299,11 @@ def _memory_matches(rules: dict, facts: HostFacts) -> bool:
 
 def calibration_path(profile_name: str) -> Path:
     """Where `edgeprof calibrate` stores a profile's measured ceilings and llama.cpp fits."""
-    from edgeprof.catalog import user_config_root
-
     return user_config_root() / "calibration" / f"{profile_name}.json"
 
 
 def load_calibration(profile_name: str) -> dict | None:
     """A profile's stored calibration, or None where this host has none."""
-    import json
-
     try:
         return json.loads(calibration_path(profile_name).read_text())
     except (OSError, ValueError):

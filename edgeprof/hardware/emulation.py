@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from edgeprof.backends import registry
-from edgeprof.bench.plan import BenchConfig
 from edgeprof.config import Hyperparameters
 from edgeprof.hardware.devices import DeviceProfile, HostFacts
 from edgeprof.errors import ConfigError
 from edgeprof.quant import GGUF_QUANTS, kv_bytes_per_element
+
+if TYPE_CHECKING:  # a configuration is only read here; the plan that makes them imports this module's users
+    from edgeprof.bench.plan import BenchConfig
 
 RUNTIME_OVERHEAD_BYTES = 150e6  # llama.cpp's own allocations besides weights, KV and compute buffers (estimate)
 
@@ -84,7 +86,7 @@ def kv_cache_bytes(config: BenchConfig, hp: Hyperparameters, tokens: int | None 
         return None
     kv_type = hp.kv_type or ("f16" if config.quant == "fp16" else "f32")  # ONNX: the cache in the model's dtype
     # llama.cpp keeps a window-sized cache for sliding-window layers; optimum's ONNX graph concatenates all
-    windowed = registry.get(config.backend).windowed_kv_cache
+    windowed = config.windowed_kv_cache
     cells = arch.swa_cache_cells(hp.n_ubatch or 512) if windowed else arch.max_position_embeddings
     return arch.kv_cache_bytes(tokens, kv_bytes_per_element(kv_type), cells) * hp.batch
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeprof.errors import ConfigError
-from edgeprof.sensors.base import run_command
+from edgeprof.hardware.board import jetson_model, run_command
 
 _MODEL = re.compile(r"<\s*POWER_MODEL\s+ID\s*=\s*(\d+)\s+NAME\s*=\s*([^\s>]+)\s*>")
 _QUERY = re.compile(r"NV Power Mode:\s*(\S+)\s*\n\s*(\d+)")
@@ -110,8 +110,6 @@ class PowerModes:
     def check(self, wanted: list[str], device: str, emulated: bool) -> None:
         """Refuse, in one line, what cannot run: an emulated or non-Jetson device, no nvpmodel, a mode the
         board does not list, no permission to switch."""
-        from edgeprof.sensors.jetson import jetson_model
-
         if emulated:
             raise PowerModeError(f"--power-mode cannot be emulated: it sets a real board's clocks and power caps "
                                  f"(drop --emulate and run on the {device} itself)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprof.errors import ModelSpecError, PredictionUnavailable
+from edgeprof.models.architecture import Architecture, llama_swa_cells, periodic_swa_layers, windowed_kv_bytes
 
 # GGUF architectures whose graph the roofline models, and the HF model_type that describes them
 # (llama.cpp writes Mistral checkpoints as "llama").
@@ -59,8 +60,6 @@ class GgufFacts:
     def kv_cache_bytes(self, context: int, bytes_per_element: float = 2.0, ubatch: int = 512) -> float:
         """K and V llama.cpp holds for `context` tokens of one sequence: a sliding-window layer keeps the window
         plus a micro-batch, padded to 256 (the native tools' default); other layers keep every token."""
-        from edgeprof.models.architecture import llama_swa_cells, windowed_kv_bytes
-
         per_layer = self.kv_heads * (self.key_length + self.value_length) * bytes_per_element
         local = sum(self.swa_layers or ()) if self.sliding_window else 0
         return windowed_kv_bytes(per_layer, self.layers, local, context,
@@ -100,8 +99,6 @@ class GgufFacts:
 
     def architecture(self):
         """An `Architecture` for the roofline, or a one-line ModelSpecError naming the unmodelled family."""
-        from edgeprof.models.architecture import Architecture
-
         return Architecture.from_hf_config(self.hf_config())
 
 
@@ -172,8 +169,6 @@ def read_gguf_facts(path: Path) -> GgufFacts:
 def _swa_layers(pattern, default_period: int | None, layers: int) -> tuple[bool, ...] | None:
     """The per-layer window flags: the GGUF's array, or llama.cpp's rule for a period
     (`periodic_swa_layers`), the family's default period where the key is absent."""
-    from edgeprof.models.architecture import periodic_swa_layers
-
     if isinstance(pattern, list):
         return tuple(bool(flag) for flag in pattern)
     period = int(pattern) if pattern is not None else default_period

@@ -68,6 +68,16 @@ def with_revision(spec: str, revision: str) -> str:
     return f"{ref.repo}@{revision}" + (f":{ref.selector}" if ref.selector else "")
 
 
+def pin_revisions(specs: list[str], revision: str) -> list[str]:
+    """`--revision` applied to the Hub ids among `specs` (presets, folders and files pass unchanged); a
+    revision with no Hub id to pin is a one-line ModelSpecError."""
+    if not revision:
+        return specs
+    if all(parse_hub_spec(spec) is None for spec in specs):
+        raise ModelSpecError(f"--revision applies to Hugging Face Hub ids (org/repo); none among {', '.join(specs)}")
+    return [spec if parse_hub_spec(spec) is None else with_revision(spec, revision) for spec in specs]
+
+
 def fetch(ref: HubRef) -> HubModel:
     """Download (or find in the cache) what `ref` names; errors are one-line ModelSpecErrors."""
     import huggingface_hub
@@ -87,6 +97,37 @@ def fetch(ref: HubRef) -> HubModel:
             raise ModelSpecError(f"{ref.repo} holds GGUF files; name one: {ref.repo}:{tags[0] if tags else ggufs[0]} "
                                  f"(offered: {', '.join(tags or ggufs)})")
         raise ModelSpecError(f"{ref.repo} has neither a safetensors checkpoint nor GGUF files")
+
+
+def find_cached(ref: HubRef, commit: str | None = None) -> HubModel:
+    """What `ref` names, from the local cache alone: never a network request, whatever the environment says.
+    Analysis resolves the models of recorded runs this way (at the commit the run recorded, where it did);
+    a file or snapshot the cache does not hold is a one-line ModelSpecError saying so."""
+    pinned = HubRef(ref.repo, commit, ref.selector) if commit else ref
+    try:
+        files, found = _cached_files(pinned)
+    except ModelSpecError:
+        raise ModelSpecError(f"{ref.repo}@{commit or ref.revision or 'main'} is not in the local Hugging Face "
+                             "cache (analysis reads caches only, it never downloads)") from None
+    snapshot = _snapshot_dir(ref.repo, found)
+    ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
+    if ref.selector:
+        chosen = _select_gguf(ref, ggufs)
+        return HubModel(snapshot / chosen[0], ref.repo, ref.revision, found, chosen[0])
+    if "config.json" in files:
+        return HubModel(snapshot, ref.repo, ref.revision, found, None)
+    raise ModelSpecError(f"{ref.repo}: the cached snapshot {found[:12]} holds no config.json")
+
+
+def _repo_dir(repo: str) -> Path:
+    """A repository's folder in the huggingface_hub cache (refs/, blobs/, snapshots/)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
+
+
+def _snapshot_dir(repo: str, commit: str) -> Path:
+    return _repo_dir(repo) / "snapshots" / commit
 
 
 def _list_files(ref: HubRef) -> tuple[list[str], str]:
@@ -122,11 +163,10 @@ def _cached_files(ref: HubRef) -> tuple[list[str], str]:
     """Files of the revision's snapshot in the local cache, laid out as huggingface_hub writes it."""
     from huggingface_hub import constants
 
-    folder = Path(constants.HF_HUB_CACHE) / ("models--" + ref.repo.replace("/", "--"))
     revision = ref.revision or "main"
-    ref_file = folder / "refs" / revision
+    ref_file = _repo_dir(ref.repo) / "refs" / revision
     commit = ref_file.read_text().strip() if ref_file.is_file() else revision
-    snapshot = folder / "snapshots" / commit
+    snapshot = _snapshot_dir(ref.repo, commit)
     if not snapshot.is_dir():
         raise ModelSpecError(f"{ref.repo}@{revision} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
                              "and the Hub cannot be reached (or HF_HUB_OFFLINE is set); download it once online")

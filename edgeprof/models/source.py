@@ -11,10 +11,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeprof.errors import ModelSpecError
+from edgeprof.models import hub
 from edgeprof.models.architecture import Architecture
-from edgeprof.corpus import TRAINED_PREFIX, trained_model_folder
-from edgeprof.errors import ModelSpecError, PredictionUnavailable
+from edgeprof.models.gguf_facts import read_gguf_facts
 from edgeprof.models.presets import Preset, get_preset
+from edgeprof.models.synth import ensure_synth
+from edgeprof.models.trained import TRAINED_PREFIX, trained_model_folder
 
 SYNTH_PREFIX = "synth:"
 
@@ -43,60 +46,37 @@ class ModelSource:
 
     def gguf_facts(self):
         """What a GGUF file's metadata says about its model (`gguf_facts.GgufFacts`); GGUF sources only."""
-        from edgeprof.models.gguf_facts import read_gguf_facts
-
         if not self.is_gguf:
             raise ModelSpecError(f"{self.spec} is not a GGUF file")
         return read_gguf_facts(self.path)
 
-    def roofline_inputs(self, quant_name: str):
-        """(Architecture, GGUF quantization) the roofline predicts with: a preset's or folder's architecture
-        at `quant_name`, or a GGUF file's own family and quantization; a one-line ModelSpecError says
-        "prediction unavailable: <why>" for a family or a quantization the roofline does not model."""
-        from edgeprof.quant.gguf import gguf_quant
-
-        if not self.is_gguf:
-            if self.architecture is None:
-                raise PredictionUnavailable(f"{self.spec} has no architecture",
-                                            "use a synth preset, an HF folder or a GGUF file")
-            return self.architecture, gguf_quant(quant_name)
-        facts = self.gguf_facts()
-        architecture = facts.architecture()
-        if facts.file_type is None:
-            raise PredictionUnavailable(f"{self.spec} does not record its quantization")
-        try:
-            return architecture, gguf_quant(facts.file_type)
-        except Exception:  # noqa: BLE001 - a storage type the predictor has no byte table for
-            raise PredictionUnavailable(f"quantization {facts.file_type}") from None
-
     def hf_folder(self) -> Path:
         """The HF checkpoint folder, writing the synth model into the cache first if needed."""
         if self.kind == "synth":
-            from edgeprof.models.synth import ensure_synth
-
             return ensure_synth(self.preset, self.seed)
         if self.kind == "hf":
             return self.path
         raise ModelSpecError(f"{self.spec} is already a {self.kind.upper()} file; there is no HF checkpoint to export")
 
 
-def resolve(spec: str, seed: int = 0) -> ModelSource:
-    """Resolve a spec string; anything unusable is a one-line `ModelSpecError`."""
+def resolve(spec: str, seed: int = 0, download: bool = True, hub_commit: str | None = None) -> ModelSource:
+    """Resolve a spec string; anything unusable is a one-line `ModelSpecError`.
+
+    `download=False` (analysis of recorded runs): a Hub id comes from the local cache alone, at `hub_commit`
+    where the run recorded one, and is a ModelSpecError where the cache does not hold it."""
     if spec.startswith(SYNTH_PREFIX):
         preset = get_preset(spec[len(SYNTH_PREFIX):])
         name = f"synth:{preset.name}" + (f"@seed{seed}" if seed else "")
         return ModelSource(spec, "synth", name, None, preset, preset.architecture, seed)
-    if spec.startswith(TRAINED_PREFIX):  # a model trained here and shipped with edgeprof (edgeprof.corpus)
+    if spec.startswith(TRAINED_PREFIX):  # a model trained here and shipped with edgeprof (models/trained.py)
         folder = trained_model_folder(spec[len(TRAINED_PREFIX):])
         config = read_json(folder / "config.json", "edgeprof's trained model; scripts/train_stdlib_model.py makes it")
         return ModelSource(spec, "hf", f"trained:{folder.name}", folder, None, Architecture.from_hf_config(config))
     path = Path(spec).expanduser()
     if not path.exists():
-        from edgeprof.models.hub import parse_hub_spec
-
-        ref = parse_hub_spec(spec)
+        ref = hub.parse_hub_spec(spec)
         if ref is not None:
-            return _from_hub(spec, ref)
+            return _from_hub(spec, hub.fetch(ref) if download else hub.find_cached(ref, hub_commit))
         raise ModelSpecError(f"no such file or folder: {spec} (for a synthetic model use synth:<preset>, for "
                              "the Hugging Face Hub org/repo or org/repo-GGUF:Q4_K_M; `edgeprof models` lists presets)")
     if path.is_dir():
@@ -110,17 +90,14 @@ def resolve(spec: str, seed: int = 0) -> ModelSource:
     raise ModelSpecError(f"{spec}: not a GGUF or ONNX file, nor a Hugging Face folder")
 
 
-def _from_hub(spec: str, ref) -> ModelSource:
-    """A Hub id, fetched into (or found in) the huggingface_hub cache: a GGUF file or a checkpoint folder.
+def _from_hub(spec: str, model: hub.HubModel) -> ModelSource:
+    """A Hub id's file or folder in the huggingface_hub cache: a GGUF file or a checkpoint folder.
     A GGUF is identified by its content like any file; a checkpoint by repository and commit, so the same
     files give the same config id on every device."""
-    from edgeprof.models.hub import fetch
-
-    model = fetch(ref)
     if model.filename is not None:
-        return ModelSource(spec, "gguf", f"hub:{ref.repo}/{model.filename}", model.path, hub=model.record())
+        return ModelSource(spec, "gguf", f"hub:{model.repo}/{model.filename}", model.path, hub=model.record())
     config = read_json(model.path / "config.json", "expected a Hugging Face checkpoint")
-    return ModelSource(spec, "hf", f"hub:{ref.repo}@{model.commit[:12]}", model.path, None,
+    return ModelSource(spec, "hf", f"hub:{model.repo}@{model.commit[:12]}", model.path, None,
                        Architecture.from_hf_config(config), hub=model.record())
 
 

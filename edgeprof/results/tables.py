@@ -6,8 +6,12 @@ import math
 
 from rich.table import Table
 
+from edgeprof.backends.base import BACKEND_OPTIONS
+from edgeprof.backends.op_categories import OP_CATEGORIES
+from edgeprof.config import execution_settings
 from edgeprof.models.presets import Preset
 from edgeprof.quant import GGUF_QUANTS
+from edgeprof.results.summary import COMPARED, ratio
 
 
 def _pm(mean: float, std: float) -> str:
@@ -100,8 +104,6 @@ def fidelity_table(rows: list[dict], title: str = "fidelity over text") -> Table
 def op_shares_table(rows: list[dict]) -> Table | None:
     """Operator time shares, prefill | decode, measured (`--profile-ops`) beside predicted (roofline), one
     line per device, configuration and source (rows from `analysis.op_shares.share_rows`), or None."""
-    from edgeprof.backends.op_categories import OP_CATEGORIES
-
     if not rows:
         return None
     table = Table(title="operator time shares, prefill | decode (measured by --profile-ops; predicted by the "
@@ -122,8 +124,6 @@ def op_shares_table(rows: list[dict]) -> Table | None:
 
 def layer_shares_table(records: list[dict]) -> Table | None:
     """Decode ms per layer and category from llama.cpp's operator profile, per profiled configuration."""
-    from edgeprof.backends.op_categories import OP_CATEGORIES
-
     table = Table(title="llama.cpp decode step by layer (ms, measured by --profile-ops)", header_style="bold")
     for column in ("model", "quant", "B/P", "layer", *OP_CATEGORIES, "total"):
         table.add_column(column, justify="left" if column in ("model", "quant") else "right")
@@ -296,9 +296,6 @@ def _num(value) -> str:
 
 def _settings_cells(item) -> list[str]:
     """How each side ran a joined workload (threads, GPU layers, ...), and how many settings it chose from."""
-    from edgeprof.backends.base import BACKEND_OPTIONS
-    from edgeprof.config import execution_settings
-
     cells = []
     for row, count in zip(item.by_run, item.choices or [1] * len(item.by_run)):
         more = f" (fastest of {count})" if count > 1 else ""
@@ -308,8 +305,6 @@ def _settings_cells(item) -> list[str]:
 
 def compare_table(joined: list, runs: list, loose: bool) -> Table:
     """Per joined configuration: each run's figures, then the ratio of each later run to the first."""
-    from edgeprof.results.summary import COMPARED, ratio
-
     letters = [chr(ord("A") + i) for i in range(len(runs))]
     title = "compare: " + ", ".join(f"{letter} = {r.label}" for letter, r in zip(letters, runs)) + (
         " (LOOSE join: workloads may differ)" if loose else "")
@@ -327,8 +322,10 @@ def compare_table(joined: list, runs: list, loose: bool) -> Table:
             cells = [_num(v) for v in values] + [
                 "-" if math.isnan(r := ratio(v, values[0])) else f"{r:.2f}x" for v in values[1:]]
             table.add_row(*(head if index == 0 else [""] * 4), label, *cells)
-        if any(item.predicted):
-            cells = [f"{p['decode_tps']:.3g} ({p['decode_bound']})" if p else "-" for p in item.predicted]
+        why = getattr(item, "unavailable", None) or [None] * len(item.predicted)
+        if any(item.predicted) or any(why):
+            cells = [f"{p['decode_tps']:.3g} ({p['decode_bound']})" if p else (f"unavailable: {w}" if w else "-")
+                     for p, w in zip(item.predicted, why)]
             table.add_row("", "", "", "", "predicted decode t/s", *cells, *[""] * (len(runs) - 1))
         table.add_row("", "", "", "", "run with", *_settings_cells(item), *[""] * (len(runs) - 1), style="dim")
         table.add_section()

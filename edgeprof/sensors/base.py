@@ -15,7 +15,6 @@ reported over windows several periods long (see `energy.RESOLVE_PERIODS`); a sho
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,18 +81,6 @@ def read_number(path, scale: float = 1.0) -> float:
 def read_text(path) -> str:
     with open(path) as f:
         return f.read().strip()
-
-
-def run_command(argv: list[str], stdin: str = "", timeout_s: float = 5.0) -> tuple[int, str]:
-    """(exit code, stdout + stderr) of a device tool run from an argv list, never a shell; a missing binary
-    is exit code 127, a timeout or OS error 1. `stdin` answers a tool's prompts."""
-    try:
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout_s)
-    except FileNotFoundError:
-        return 127, f"{argv[0]}: not found"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 1, str(exc)
-    return done.returncode, (done.stdout or "") + (done.stderr or "")
 
 
 def measure_change_interval_s(read: Callable[[], float], budget_s: float = 0.35,

@@ -18,23 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgeprof.hardware.board import jetson_model
 from edgeprof.lifetime import pdeathsig_preexec
 from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s, read_number, read_text
 from edgeprof.sensors.tegrastats import BOARD_INPUT_RAILS, TegrastatsSample, parse_tegrastats_line
-
-
-def jetson_model(root: str | Path = "/") -> str | None:
-    """The Jetson model name if this is a Jetson (device-tree model or nv_tegra_release), else None."""
-    root = Path(root)
-    try:
-        model = (root / "proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")
-        if "jetson" in model.lower() or "nvidia" in model.lower():
-            return model
-    except OSError:
-        pass
-    if (root / "etc/nv_tegra_release").exists():
-        return "NVIDIA Jetson (model unknown)"
-    return None
 
 
 def _rail_metric(rail: str, period_s: float | None = None, period_note: str = "") -> Metric:

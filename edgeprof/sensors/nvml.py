@@ -1,5 +1,6 @@
 """NVIDIA GPUs through NVML (nvidia-ml-py): power, total-energy counter, temperature, clocks, clock-event
-(throttle) reasons, memory and utilisation, per GPU.
+(throttle) reasons, memory and utilisation, per GPU. Which GPUs exist and which a run uses is
+`hardware/gpus.py`'s question: this module only samples them.
 
 Availability is decided by real reads, not by `nvmlInit`: on Jetson, NVML initialises and lists the GPU
 but answers NotSupported to power, energy and temperature queries. Each metric is probed on its own and
@@ -15,12 +16,12 @@ at probe time and recorded with the metric.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 
+from edgeprof.hardware.gpus import gpu_uuid, load_pynvml, nvml_text
 from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s
 
 THROTTLE_REASONS = {
@@ -31,12 +32,6 @@ THROTTLE_REASONS = {
 
 def throttle_names(mask: int) -> list[str]:
     return [name for bit, name in THROTTLE_REASONS.items() if int(mask) & bit]
-
-
-def _load_pynvml():
-    import pynvml
-
-    return pynvml
 
 
 SLOW_READ_S = 1e-3
@@ -73,7 +68,7 @@ class NvmlSensor:
 
     name = "nvml"
 
-    def __init__(self, load_module: Callable = _load_pynvml, sample_hz: float = 10.0, period_budget_s: float = 0.35,
+    def __init__(self, load_module: Callable = load_pynvml, sample_hz: float = 10.0, period_budget_s: float = 0.35,
                  gpu_uuids: list[str] | None = None):
         self._load_module = load_module
         self._gpu_uuids = gpu_uuids  # None: every GPU; else only these (the run's GPUs, see select_gpus)
@@ -146,7 +141,7 @@ class NvmlSensor:
         readers: dict[str, tuple[Callable[[], float], Metric]] = {}
         for index in range(count):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            if self._gpu_uuids is not None and (_uuid(nvml, handle) or str(index)) not in self._gpu_uuids:
+            if self._gpu_uuids is not None and (gpu_uuid(nvml, handle) or str(index)) not in self._gpu_uuids:
                 continue  # another GPU of this host: its power and memory are not this run's
             for metric, read in self._candidates(nvml, index, handle):
                 try:
@@ -179,8 +174,7 @@ class NvmlSensor:
     def _names(nvml, count: int) -> list[str]:
         names = []
         for index in range(count):
-            name = nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(index))
-            names.append(name.decode() if isinstance(name, bytes) else str(name))
+            names.append(nvml_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(index))))
         return names
 
     def gpu_names(self) -> list[str]:
@@ -212,109 +206,3 @@ class NvmlSensor:
                 pass
             self._nvml = None
         self._readers = {}
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """One NVIDIA GPU: NVML's index (PCI bus order, as nvidia-smi lists them), UUID and name."""
-
-    index: int
-    uuid: str
-    name: str
-
-
-@contextlib.contextmanager
-def _nvml_session(load_module: Callable) -> Iterator:
-    """NVML initialised for one query (None where it is absent), shut down afterwards."""
-    try:
-        nvml = load_module()
-        nvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver, no library
-        yield None
-        return
-    try:
-        yield nvml
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-def list_gpus(load_module: Callable = _load_pynvml) -> list[Gpu]:
-    """The GPUs NVML lists ([] where there is no NVML), whatever their sensors answer."""
-    with _nvml_session(load_module) as nvml:
-        if nvml is None:
-            return []
-        try:
-            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-            return [Gpu(index, _uuid(nvml, handle), _text(nvml.nvmlDeviceGetName(handle)))
-                    for index, handle in enumerate(handles)]
-        except Exception:  # noqa: BLE001
-            return []
-
-
-def _uuid(nvml, handle) -> str:
-    try:
-        return _text(nvml.nvmlDeviceGetUUID(handle))
-    except Exception:  # noqa: BLE001 - a driver that will not say: such a GPU can only be chosen by index
-        return ""
-
-
-def select_gpus(spec: str, gpus: list[Gpu], cuda_visible: str | None = None) -> list[Gpu]:
-    """The GPUs a run uses. `spec` is "" (one GPU: the first that CUDA_VISIBLE_DEVICES names, else NVML's
-    first), "all" (every visible GPU), or NVML indices / UUIDs, comma-separated. The run then pins its
-    workers to them by UUID, so CUDA's own device order (fastest first by default) cannot swap them."""
-    from edgeprof.errors import ConfigError
-
-    def lookup(token: str) -> Gpu:
-        token = token.strip()
-        for gpu in gpus:
-            if token == gpu.uuid or (token.isdigit() and int(token) == gpu.index):
-                return gpu
-        known = ", ".join(f"{g.index} ({g.uuid})" for g in gpus) or "none"
-        raise ConfigError(f"no GPU {token!r} here (NVML lists: {known})")
-
-    visible = gpus
-    if cuda_visible is not None and cuda_visible.strip():
-        visible = [lookup(token) for token in cuda_visible.split(",") if token.strip() and token.strip() != "-1"]
-    if spec in ("", None):
-        return visible[:1]
-    if spec == "all":
-        return visible
-    chosen = [lookup(token) for token in spec.split(",") if token.strip()]
-    outside = [g for g in chosen if g not in visible]
-    if outside:
-        raise ConfigError(f"GPU {outside[0].index} is outside CUDA_VISIBLE_DEVICES={cuda_visible}")
-    return chosen
-
-
-def nvml_gpu_names(load_module: Callable = _load_pynvml) -> list[str]:
-    """Names of the NVIDIA GPUs NVML lists here ([] where NVML is absent or does not initialise).
-
-    Whether a GPU exists is not whether its sensors answer: on a Jetson (and on vGPU and MIG guests) NVML
-    lists the GPU but answers NotSupported for power, and that GPU still runs every layer."""
-    return [gpu.name for gpu in list_gpus(load_module)]
-
-
-def process_gpu_memory_mb(pid: int, load_module: Callable = _load_pynvml) -> float | None:
-    """GPU memory (MB) that NVML attributes to process `pid` on all GPUs, or None where NVML cannot say
-    (no NVIDIA driver, a Jetson, or a PID namespace that hides the process from the driver)."""
-    with _nvml_session(load_module) as nvml:
-        if nvml is None:
-            return None
-        try:
-            total, seen = 0, False
-            for index in range(nvml.nvmlDeviceGetCount()):
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                    if process.pid == pid and process.usedGpuMemory is not None:
-                        total += process.usedGpuMemory
-                        seen = True
-            return total / 2**20 if seen else None
-        except Exception:  # noqa: BLE001 - NotSupported (Jetson) or a driver without per-process accounting
-            return None

@@ -29,7 +29,8 @@ import shutil
 import time
 from collections.abc import Callable
 
-from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s, run_command
+from edgeprof.hardware.board import run_command
+from edgeprof.sensors.base import Availability, Metric, measure_change_interval_s
 
 _PMIC_LINE = re.compile(r"^\s*(?P<label>[A-Za-z0-9_]+)_(?P<kind>[AV])\s+(?:current|volt)\(\d+\)\s*=\s*"
                         r"(?P<value>[-+0-9.eE]+)\s*[AV]?\s*$")

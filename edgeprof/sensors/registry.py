@@ -8,7 +8,8 @@ from pathlib import Path
 from edgeprof.sensors.base import Availability, Sensor, SensorState
 from edgeprof.sensors.battery import BatterySensor
 from edgeprof.sensors.hwmon import HwmonSensor
-from edgeprof.sensors.jetson import Ina3221Sensor, TegrastatsSensor, jetson_model
+from edgeprof.hardware.board import jetson_model
+from edgeprof.sensors.jetson import Ina3221Sensor, TegrastatsSensor
 from edgeprof.sensors.nvml import NvmlSensor
 from edgeprof.sensors.process import ProcessSensor
 from edgeprof.sensors.rapl import RaplSensor

@@ -1,14 +1,10 @@
-"""The data edgeprof ships for fidelity: a default text and a small model trained here on real text.
+"""The texts edgeprof reads: the one it ships and a user's own.
 
-Both come from Python's own standard library (PSF License Version 2, which permits redistribution; see
-edgeprof/_data/README.md), made by scripts/train_stdlib_model.py:
-- `default_fidelity_text()`: held-out modules (statistics, fractions, textwrap, heapq) the model never saw,
-  the text perplexity and KL are measured over unless `--fidelity-text` names another.
-- `trained_model_folder()`: an HF checkpoint (config.json, model.safetensors in float16, a byte-level BPE
-  tokenizer.json of 4096 tokens): a 3.4M-parameter Llama trained on the rest of the standard library.
-  As a model spec it is `trained:stdlib-llama` (or the folder's path).
-Random synth weights make perplexity meaningless; these weights are real, so quantization error shows as
-it does on real models (orderings, outliers), at a size every test can afford.
+`default_fidelity_text()` is held-out Python standard-library source (statistics, fractions, textwrap,
+heapq; PSF License Version 2, which permits redistribution; see edgeprof/_data/README.md) that the model
+trained here (`models/trained.py`) never saw: fidelity measures perplexity and KL over it unless
+`--fidelity-text` names another, and calibrated quantizations (an importance matrix, ONNX int4) take it as
+their default calibration text. It lives below both the exporters and fidelity, which both read it.
 """
 
 from __future__ import annotations
@@ -17,19 +13,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeprof.catalog import DATA_DIR
 from edgeprof.errors import ConfigError
 
-DATA_DIR = Path(__file__).resolve().parent / "_data"
-TRAINED_PREFIX = "trained:"
-_TRAINED = {"stdlib-llama": DATA_DIR / "stdlib-llama"}
 _DEFAULT_TEXT = DATA_DIR / "fidelity" / "python-stdlib-heldout.txt"
-
-
-def trained_model_folder(name: str = "stdlib-llama") -> Path:
-    """The HF folder of a model trained here (`trained:<name>`)."""
-    if name not in _TRAINED:
-        raise ConfigError(f"unknown trained model {name!r} (available: {', '.join(_TRAINED)})")
-    return _TRAINED[name]
 
 
 def default_fidelity_text() -> Path:

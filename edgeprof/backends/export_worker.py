@@ -1,5 +1,5 @@
-"""Child process for exports and for reading users' model files:
-`python -m edgeprof.export.export_worker JOB.json EVENTS.jsonl`.
+"""Child process for exports and for reading users' model files, by the backend that owns the format:
+`python -m edgeprof.backends.export_worker JOB.json EVENTS.jsonl`.
 
 Exports run torch and optimum, ONNX Runtime's quantizers and the HF → GGUF conversion; a user's GGUF or
 ONNX file is parsed by third-party readers. Any of them can crash natively, and the parent also samples

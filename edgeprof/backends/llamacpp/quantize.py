@@ -1,5 +1,7 @@
 """Child process for llama.cpp's quantizer:
-`python -m edgeprof.export.quantize_worker SRC DST QUANT THREADS [IMATRIX]`.
+`python -m edgeprof.backends.llamacpp.quantize SRC DST QUANT THREADS [IMATRIX]`.
+The GGUF exporter (`export/gguf_export.py`) runs it by module name: the exporter needs llama.cpp's
+quantizer, never an import of the backend.
 
 A native abort inside `llama_model_quantize` (a bad tensor shape, an allocation failure) then ends only
 this child; the parent reports it as one clear error with the tail of the native log.

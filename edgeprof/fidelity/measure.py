@@ -7,7 +7,7 @@ starts with BOS where the vocabulary adds one). Each chunk is one forward pass f
 its second half is scored (positions C/2 .. C-2 predicting the next token), so every scored token has at
 least C/2 tokens of context. Perplexity is exp(mean NLL) over the scored positions; against a parent,
 each position also gives KL(parent || model) over the whole vocabulary, Δp of the true token and whether
-both rank the same token first (statistics in `fidelity_stats`).
+both rank the same token first (statistics in `fidelity/stats.py`).
 
 The parent runs first and its scored logits go to a temporary file (positions x vocab x 4 bytes:
 20 chunks of a 32k vocabulary, 650 MB; of the trained model's 4096, 84 MB), so only one model is loaded
@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeprof.config import Hyperparameters
-from edgeprof.corpus import read_fidelity_text
 from edgeprof.errors import ConfigError
-from edgeprof.fidelity_stats import compare, kl_figures, log_softmax, perplexity_figures, token_nll
+from edgeprof.fidelity.stats import compare, kl_figures, log_softmax, perplexity_figures, token_nll
+from edgeprof.texts import read_fidelity_text
+from edgeprof.backends.base import open_session
 
 DEFAULT_CTX = 512  # llama-perplexity's default -c
 DEFAULT_CHUNKS = 20  # llama-perplexity scores every chunk of its text; 0 does that here
@@ -62,7 +63,7 @@ class FidelitySettings:
 @dataclass(frozen=True)
 class Fidelity:
     """One artifact's fidelity over a text; `figures` holds ppl (always) and, against a parent, the KL,
-    top-1, Δp and perplexity-ratio statistics of `fidelity_stats.kl_figures`."""
+    top-1, Δp and perplexity-ratio statistics of `stats.kl_figures`."""
 
     parent_quant: str | None
     text: str  # the text file's name
@@ -132,8 +133,6 @@ def measure_fidelity(backend: str, model_path: str, parent_path: str | None, par
                      hp: Hyperparameters, settings: FidelitySettings, cached: Path | None = None,
                      progress: Progress | None = None) -> Fidelity:
     """Score the text with the parent (if any), then with the model, one loaded at a time."""
-    from edgeprof.backends.base import open_session
-
     if cached is not None and cached.exists():
         return Fidelity(**json.loads(cached.read_text()))
     text = read_fidelity_text(settings.text, min_bytes=settings.ctx)
