@@ -139,6 +139,7 @@ def test_profiles_state_their_kernel_groups():
     from edgeprof.analysis.device_classes import kernel_groups
 
     assert kernel_groups(get_profile("h200"), True) == ("sm_90", "cuda:mma")
+    assert kernel_groups(get_profile("rtx-4090"), True) == ("sm_89", "cuda:mma")
     assert kernel_groups(get_profile("jetson-nano"), True) == ("sm_53", "cuda:no-dp4a")
     assert kernel_groups(get_profile("tesla-p40"), True) == ("sm_61", "cuda:dp4a")
     assert kernel_groups(get_profile("raspberry-pi-5"), False) == ("arm:dotprod",)
