@@ -185,3 +185,31 @@ def test_the_h200_takes_the_hopper_group_prefill_factor():
     profile = get_profile("h200")
     ceilings = device_ceilings(profile, Q4, True)
     assert "kernel group sm_90" in ceilings.source and "h100-sxm" in ceilings.source
+
+
+def test_calibrate_prints_an_unfittable_rate_as_such(monkeypatch):
+    """`edgeprof calibrate`'s own output (not only `describe`): a cost the fit dropped at zero reads as not
+    fittable, never "inf TFLOP/s"; the calibration itself is replaced by a fixed result (no measuring here)."""
+    from typer.testing import CliRunner
+
+    import edgeprof.hardware.calibrate as calibrate_module
+    import edgeprof.hardware.devices as devices_module
+    from edgeprof.cli import app
+
+    fit = {"decode": {"kernels": 3e-6, "weight_bytes": 2e-13, "attention_flops": 0.0},
+           "prefill": {"kernels": 2e-5, "weight_flops": 1e-14, "attention_flops": 0.0}, "matvec_max_batch": 8}
+    result = {"threads": 2, "memory_bandwidth_gbps": 10.0, "cpu_tflops_fp32": 0.1, "cpu_int8": "n/a", "gpu": "none",
+              "llama_cpp_gpu": {"presets": ["smollm2-135m"], "q4_k_m": fit}, "path": "/tmp/calibration.json"}
+    monkeypatch.setattr(calibrate_module, "calibrate", lambda *args, **kwargs: result)
+    monkeypatch.setattr(devices_module, "detect_profile", lambda facts: get_profile("h200"))
+    out = CliRunner().invoke(app, ["calibrate"])
+    assert out.exit_code == 0, out.output
+    assert "inf" not in out.output.replace("info", "")
+    assert f"attention: {UNFITTABLE}" in out.output and "matmul 100 TFLOP/s" in out.output
+
+
+def test_an_earlier_calibration_that_stored_an_infinite_rate_prints_not_fittable():
+    old = {"weight_gbps": 10.0, "matmul_tflops": 0.1, "decode_attention_tflops": float("inf"),
+           "prefill_attention_tflops": 0.0}
+    text = describe(old)
+    assert "inf" not in text and text.count(f"attention: {UNFITTABLE}") == 2

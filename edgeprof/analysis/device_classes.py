@@ -258,7 +258,9 @@ class ClassFactors:
         group = self.group_for(groups)
         fitted = f"{len(self.devices)} devices, {self.rows} rows"
         if group:
-            fitted += f"; matmuls from kernel group {group}: {', '.join(self.groups[group]['devices'])}"
+            members = self.groups[group]["devices"]
+            fitted += f"; matmuls from kernel group {group}: " + (", ".join(members) if len(members) <= 3 else
+                                                                  f"{len(members)} devices")
         return f"{self.device_class} class factors ({', '.join(parts)}; {fitted})"
 
 
