@@ -23,6 +23,11 @@ deterministic), with every device weighing the same however many rows it publish
 public corpus (`analysis.corpus`) and this project's own measured runs. A class's factors turned back into
 a device's costs (`costs_for`) are a `fit.fitted_ceilings` fit, so a prediction is the same additive sum the
 calibrated path uses. `edgeprof calibrate` on a host still overrides them (`analysis.ceilings`).
+
+Within a class, devices run different code paths: llama.cpp's CUDA matmuls by compute capability, ggml's CPU
+kernels by instruction set (NEON dot products, i8mm, AVX2, AVX-VNNI, AVX-512 VNNI). A profile states them (`isa`),
+`kernel_groups` names a device's groups, and a group with two devices or more in the data gets its own matmul factors
+(`fit_group`: prefill per quantization family, and on a CPU decode's mat-vec) with every other cost at its class's.
 """
 
 from __future__ import annotations
