@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 from edgeprof.analysis.corpus import load_corpus  # noqa: E402
 from edgeprof.analysis.device_classes import (MIN_DEVICES_FOR_INTERVAL, ClassFactors, Roofs,  # noqa: E402
                                               Sample, Workload, corpus_sample, datasheet_roofs, fit_class,
-                                              heldout_key, heldout_summary, leave_one_device_out, make_sample,
-                                              within)
+                                              heldout_key, heldout_summary, kernel_groups, leave_one_device_out,
+                                              make_sample, within)
 import functools  # noqa: E402
 
 from edgeprof.hardware.devices import get_profile as _get_profile  # noqa: E402
@@ -77,7 +77,8 @@ def corpus_samples(rows) -> tuple[list[Sample], list[str]]:
     return out, skipped
 
 
-def _run_pair(device_class, device, roofs, preset, quant, batch, prompt, gen, sampler, decode_tps, ttft_ms, origin):
+def _run_pair(device_class, device, roofs, preset, quant, batch, prompt, gen, sampler, decode_tps, ttft_ms, origin,
+              groups=()):
     """Two samples (decode, prefill) of one measured configuration of our own."""
     arch, q = get_preset(preset).architecture, GGUF_QUANTS[quant]
     pairs = []
@@ -85,7 +86,7 @@ def _run_pair(device_class, device, roofs, preset, quant, batch, prompt, gen, sa
     for workload, tps in ((Workload("decode", batch, prompt=prompt, gen=gen, depth=prompt, sampler=sampler),
                            decode_tps),
                           (Workload("prefill", batch, prompt=prompt, sampler=sampler), batch * prompt / (ttft_ms / 1e3))):
-        pairs.append(make_sample(device_class, device, arch, q, workload, roofs, tps, origin, label))
+        pairs.append(make_sample(device_class, device, arch, q, workload, roofs, tps, origin, label, groups))
     return pairs
 
 
@@ -95,13 +96,14 @@ def own_samples(h100_calibration: str = H100_CALIBRATION, h100_validation: tuple
     own triad and BLAS figures stand in, from the same calibration file)."""
     out = []
     h100 = get_profile("h100-sxm")
+    groups = kernel_groups(h100, True)
     calibration = json.loads((REPO / h100_calibration).read_text())["llama_cpp_gpu"]
     for quant in ("q4_k_m", "q8_0", "f16"):
         roofs = datasheet_roofs(h100, GGUF_QUANTS[quant], True)
         for key, run in sorted(calibration[quant]["measured"].items()):
             preset, batch, prompt, sampler = _parse_key(key)
             out += _run_pair("nvidia-gpu", "h100-sxm", roofs, preset, quant, batch, prompt, 64,
-                             sampler, run["decode_tps"], run["ttft_ms"], h100_calibration)
+                             sampler, run["decode_tps"], run["ttft_ms"], h100_calibration, groups)
     for path in h100_validation:
         data = json.loads((REPO / path).read_text())
         args = data["command"]
@@ -112,7 +114,7 @@ def own_samples(h100_calibration: str = H100_CALIBRATION, h100_validation: tuple
                 continue  # the calibration runs above already hold these presets
             out += _run_pair("nvidia-gpu", "h100-sxm", roofs, row["model"].removeprefix("synth:"),
                              "q4_k_m", row["batch"], prompt, gen, "greedy", row["decode_tps_measured"],
-                             row["ttft_ms_measured"], path)
+                             row["ttft_ms_measured"], path, groups)
     cpu = json.loads((REPO / cpu_calibration).read_text())
     roofs = Roofs(cpu["memory_bandwidth_gbps"] * 1e9, cpu["cpu_tflops_fp32"] * 1e12, cpu["cpu_tflops_fp32"] * 1e12)
     for key, run in sorted(cpu["llama_cpp_cpu"]["q4_k_m"]["measured"].items()):
@@ -133,18 +135,32 @@ def _parse_key(key: str) -> tuple[str, int, int, str]:
     return preset, int(batch[1:]), int(prompt[1:]), sampler
 
 
-def summarise(results: list[dict], corpus_only: bool) -> dict:
+def summarise(results: list[dict], corpus_only: bool, key: str = "ratio") -> dict:
+    """Per class and phase, the held-out ratios' summary (`key` "ratio_class": the class factors alone)."""
     summary = {}
     for device_class in sorted({r["class"] for r in results}):
         summary[device_class] = {}
         for phase in ("decode", "prefill"):
             for batched in (False, True):
-                chosen = [r for r in results if r["class"] == device_class and r["phase"] == phase and r["ratio"]
+                chosen = [r for r in results if r["class"] == device_class and r["phase"] == phase and r[key]
                           and (r["corpus"] or not corpus_only) and (r["batch"] > 1) == batched]
                 if chosen or not batched:
                     summary[device_class][heldout_key(phase, 2 if batched else 1)] = heldout_summary(
-                        [r["ratio"] for r in chosen], len({r["device"] for r in chosen}))
+                        [r[key] for r in chosen], len({r["device"] for r in chosen}))
     return summary
+
+
+def group_summary(results: list[dict]) -> list[str]:
+    """Corpus rows per kernel group the held-out prediction used: within 25 % with the group, and with the class."""
+    lines = ["| class | kernel group | phase | devices | rows | within 25 % (group) | within 25 % (class only) |",
+             "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["class"], r["group"], r["phase"]) for r in results if r["corpus"] and r["group"]})
+    for device_class, group, phase in keys:
+        chosen = [r for r in results if r["corpus"] and (r["class"], r["group"], r["phase"]) == (device_class, group, phase)]
+        hits = {k: sum(1 for r in chosen if r[k] and abs(r[k] - 1) <= 0.25) for k in ("ratio", "ratio_class")}
+        lines.append(f"| {device_class} | {group} | {phase} | {len({r['device'] for r in chosen})} | {len(chosen)} | "
+                     f"{hits['ratio']} | {hits['ratio_class']} |")
+    return lines
 
 
 def markdown(results: list[dict], summary: dict, skipped: list[str]) -> str:
@@ -156,24 +172,33 @@ def markdown(results: list[dict], summary: dict, skipped: list[str]) -> str:
              "(`data/device_classes.json`, `heldout`).", ""]
     for phase, target in (("decode", 0.75), ("prefill", 0.60)):
         good, total = within(results, phase)
+        alone, _ = within(results, phase, key="ratio_class")
         share = good / total if total else 0.0
-        lines.append(f"- **{phase}**: {good} of {total} corpus rows within 25 % ({share:.0%}; target {target:.0%})")
-    lines += ["", "| class | phase | devices | rows | within 25 % | median ratio | 80 % of rows within (ratio) |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(f"- **{phase}**: {good} of {total} corpus rows within 25 % ({share:.0%}; target {target:.0%}); "
+                     f"with the class factors alone (no kernel groups) {alone} of {total} ({alone / total:.0%})")
+    by_class = summarise(results, True, "ratio_class")
+    lines += ["", "Classes with fewer than 3 held-out devices are marked; their rows count in the totals.", "",
+              "| class | phase | devices | rows | within 25 % | class alone | median ratio | 80 % of rows within (ratio) |",
+              "|---|---|---|---|---|---|---|---|"]
     for device_class, phases in summary.items():
         for phase, s in phases.items():
             if not s.get("rows"):
                 continue
             note = "" if s["devices"] >= MIN_DEVICES_FOR_INTERVAL else " (too few devices for an interval)"
+            alone = by_class.get(device_class, {}).get(phase, {}).get("within_25pct", 0.0)
             lines.append(f"| {device_class} | {phase} | {s['devices']} | {s['rows']} | {s['within_25pct']:.0%} | "
-                         f"{s['median_ratio']:.2f} | {s['p10_ratio']:.2f}–{s['p90_ratio']:.2f}{note} |")
-    lines += ["", "## Every held-out prediction", "", "| class | device | phase | figure | measured t/s | predicted t/s | ratio | source |",
-              "|---|---|---|---|---|---|---|---|"]
+                         f"{alone:.0%} | {s['median_ratio']:.2f} | {s['p10_ratio']:.2f}–{s['p90_ratio']:.2f}{note} |")
+    lines += ["", "## By kernel group (the group whose matmul factors a held-out prediction used)", ""]
+    lines += group_summary(results)
+    lines += ["", "## Every held-out prediction", "",
+              "| class | device | group | phase | figure | measured t/s | predicted t/s | ratio | ratio, class alone | source |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         pred = "-" if r["predicted_tps"] is None else f"{r['predicted_tps']:.4g}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {r['class']} | {r['device']} | {r['phase']} | {r['label']} | {r['measured_tps']:.4g} | {pred} | "
-                     f"{ratio} | {r['origin']} |")
+        alone = "-" if r["ratio_class"] is None else f"{r['ratio_class']:.2f}"
+        lines.append(f"| {r['class']} | {r['device']} | {r['group'] or '-'} | {r['phase']} | {r['label']} | "
+                     f"{r['measured_tps']:.4g} | {pred} | {ratio} | {alone} | {r['origin']} |")
     lines += ["", f"## Rows left out of the fit ({len(skipped)})", ""] + [f"- {line}" for line in skipped]
     return "\n".join(lines) + "\n"
 
@@ -229,7 +254,7 @@ def main() -> None:
     for device_class in sorted({s.device_class for s in samples}):
         fitted = fit_class(device_class, samples)
         classes[device_class] = ClassFactors(device_class, fitted.decode, fitted.prefill, fitted.devices, fitted.rows,
-                                             heldout[device_class]).to_dict()
+                                             heldout[device_class], fitted.groups).to_dict()
     Path(args.factors).write_text(json.dumps({
         "generated_by": "scripts/fit_device_classes.py",
         "inputs": {"corpus_rows_used": len(corpus_pairs), "own_samples": len(own_pairs),
@@ -246,7 +271,8 @@ def main() -> None:
         (out / "h200_uncalibrated.md").write_text(h200_table(load_class_factors(Path(args.factors)), args.h200_set))
     for phase in ("decode", "prefill"):
         good, total = within(results, phase)
-        print(f"{phase}: {good}/{total} corpus rows within 25 % held out")
+        alone, _ = within(results, phase, key="ratio_class")
+        print(f"{phase}: {good}/{total} corpus rows within 25 % held out ({alone}/{total} with the class factors alone)")
 
 
 if __name__ == "__main__":

@@ -133,3 +133,83 @@ def test_predict_warns_for_a_profile_without_a_class(isolated_env):
 def test_the_committed_factors_file_is_the_scripts_output_format(path):
     data = json.loads((Path(__file__).resolve().parents[1] / path).read_text())
     assert data["generated_by"] == "scripts/fit_device_classes.py" and data["inputs"]["corpus_rows_used"] > 100
+
+
+def test_profiles_state_their_kernel_groups():
+    from edgeprof.analysis.device_classes import kernel_groups
+
+    assert kernel_groups(get_profile("h200"), True) == ("sm_90", "cuda:mma")
+    assert kernel_groups(get_profile("rtx-4090"), True) == ("sm_89", "cuda:mma")
+    assert kernel_groups(get_profile("jetson-nano"), True) == ("sm_53", "cuda:no-dp4a")
+    assert kernel_groups(get_profile("tesla-p40"), True) == ("sm_61", "cuda:dp4a")
+    assert kernel_groups(get_profile("raspberry-pi-5"), False) == ("arm:dotprod",)
+    assert kernel_groups(get_profile("aws-graviton3"), False) == ("arm:i8mm",)
+    assert kernel_groups(get_profile("amd-ryzen-9-7950x"), False) == ("x86:avx512-vnni",)
+    assert kernel_groups(get_profile("apple-m1-8c"), True) == ("apple7",)
+    assert kernel_groups(get_profile("generic-x86-64"), False) == ()
+
+
+def test_an_isa_field_must_name_known_features_and_a_source():
+    from edgeprof.errors import CatalogError
+    from edgeprof.hardware.devices import validate_profile
+
+    base = {"name": "b", "kind": "edge", "source": "https://example.org"}
+    validate_profile({**base, "isa": {"cpu": ["neon", "dotprod"], "source": "https://example.org/trm"}}, "b.yaml")
+    for isa, message in (({"cpu": ["avx9"], "source": "x"}, "isa.cpu"), ({"gpu": "cuda12", "source": "x"}, "isa.gpu"),
+                         ({"cpu": ["neon"]}, "isa.source")):
+        with pytest.raises(CatalogError, match=message):
+            validate_profile({**base, "isa": isa}, "b.yaml")
+
+
+def test_a_kernel_group_replaces_the_class_matmul_factor_only_with_two_devices():
+    samples = _slice()  # the M1 family is apple7, the M2 family apple8 (Metal GPU families)
+    groups = {s.device: s.groups for s in samples}
+    assert groups["apple-m1-8c"] == ("apple7",) and groups["apple-m2-8c"] == ("apple8",)
+    fitted = fit_class("apple-gpu", samples)
+    assert set(fitted.groups) == {"apple7", "apple8"}
+    assert fitted.groups["apple7"]["prefill"]["matmul:legacy"] > 0 and "stream" not in fitted.groups["apple7"]["decode"]
+    decode, prefill = fitted.phase_factors(("apple7",))
+    assert prefill["matmul:legacy"] == fitted.groups["apple7"]["prefill"]["matmul:legacy"]
+    assert decode["stream"] == fitted.decode["stream"]  # every other cost stays the class's
+    # one M2 left: too few for its own group, so an M2 takes the class's factors
+    lone = [s for s in samples if s.device in {"apple-m2-8c"} or "apple7" in s.groups]
+    assert "apple8" not in fit_class("apple-gpu", lone).groups
+    assert fit_class("apple-gpu", lone).phase_factors(("apple8",)) == (fit_class("apple-gpu", lone).decode,
+                                                                      fit_class("apple-gpu", lone).prefill)
+    # the held-out results carry both predictions: with the group and with the class alone
+    results = leave_one_device_out(samples)
+    assert all(r["ratio_class"] for r in results) and any(r["group"] == "apple7" for r in results)
+
+
+def test_the_h200_takes_the_hopper_group_prefill_factor():
+    profile = get_profile("h200")
+    ceilings = device_ceilings(profile, Q4, True)
+    assert "kernel group sm_90" in ceilings.source and "h100-sxm" in ceilings.source
+
+
+def test_calibrate_prints_an_unfittable_rate_as_such(monkeypatch):
+    """`edgeprof calibrate`'s own output (not only `describe`): a cost the fit dropped at zero reads as not
+    fittable, never "inf TFLOP/s"; the calibration itself is replaced by a fixed result (no measuring here)."""
+    from typer.testing import CliRunner
+
+    import edgeprof.hardware.calibrate as calibrate_module
+    import edgeprof.hardware.devices as devices_module
+    from edgeprof.cli import app
+
+    fit = {"decode": {"kernels": 3e-6, "weight_bytes": 2e-13, "attention_flops": 0.0},
+           "prefill": {"kernels": 2e-5, "weight_flops": 1e-14, "attention_flops": 0.0}, "matvec_max_batch": 8}
+    result = {"threads": 2, "memory_bandwidth_gbps": 10.0, "cpu_tflops_fp32": 0.1, "cpu_int8": "n/a", "gpu": "none",
+              "llama_cpp_gpu": {"presets": ["smollm2-135m"], "q4_k_m": fit}, "path": "/tmp/calibration.json"}
+    monkeypatch.setattr(calibrate_module, "calibrate", lambda *args, **kwargs: result)
+    monkeypatch.setattr(devices_module, "detect_profile", lambda facts: get_profile("h200"))
+    out = CliRunner().invoke(app, ["calibrate"])
+    assert out.exit_code == 0, out.output
+    assert "inf" not in out.output.replace("info", "")
+    assert f"attention: {UNFITTABLE}" in out.output and "matmul 100 TFLOP/s" in out.output
+
+
+def test_an_earlier_calibration_that_stored_an_infinite_rate_prints_not_fittable():
+    old = {"weight_gbps": 10.0, "matmul_tflops": 0.1, "decode_attention_tflops": float("inf"),
+           "prefill_attention_tflops": 0.0}
+    text = describe(old)
+    assert "inf" not in text and text.count(f"attention: {UNFITTABLE}") == 2

@@ -4,7 +4,7 @@ its datasheet (`analysis.device_classes`), else the bare datasheet (or calibrate
 from __future__ import annotations
 
 from edgeprof.analysis.device_classes import CUDA_CLASSES, ClassFactors, class_ceilings, datasheet_roofs, \
-    load_class_factors
+    kernel_groups, load_class_factors
 from edgeprof.analysis.fit import fitted_ceilings, legacy_cpu_fit
 from edgeprof.analysis.roofline import Ceilings
 from edgeprof.hardware.devices import DeviceProfile
@@ -69,8 +69,8 @@ def device_ceilings(profile: DeviceProfile, quant: GgufQuant, on_gpu: bool, cali
                                 "which llama.cpp's kernels do not reach")
     factors = (load_class_factors() if class_factors is None else class_factors).get(device_class)
     roofs = datasheet_roofs(profile, quant, on_gpu) if source == "datasheet" else None
-    ceilings = class_ceilings(factors, roofs, quant, device_class in CUDA_CLASSES, overhead) \
-        if factors and roofs else None
+    ceilings = class_ceilings(factors, roofs, quant, device_class in CUDA_CLASSES, overhead,
+                              kernel_groups(profile, on_gpu)) if factors and roofs else None
     if ceilings is None:
         return _with_note(base, f"no fitted factors for class {device_class}: datasheet roofs")
     return ceilings

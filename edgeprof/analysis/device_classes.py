@@ -23,6 +23,11 @@ deterministic), with every device weighing the same however many rows it publish
 public corpus (`analysis.corpus`) and this project's own measured runs. A class's factors turned back into
 a device's costs (`costs_for`) are a `fit.fitted_ceilings` fit, so a prediction is the same additive sum the
 calibrated path uses. `edgeprof calibrate` on a host still overrides them (`analysis.ceilings`).
+
+Within a class, devices run different code paths: llama.cpp's CUDA matmuls by compute capability, ggml's CPU
+kernels by instruction set (NEON dot products, i8mm, AVX2, AVX-VNNI, AVX-512 VNNI). A profile states them (`isa`),
+`kernel_groups` names a device's groups, and a group with two devices or more in the data gets its own matmul factors
+(`fit_group`: prefill per quantization family, and on a CPU decode's mat-vec) with every other cost at its class's.
 """
 
 from __future__ import annotations
@@ -59,6 +64,19 @@ PARENT_CLASS = {"jetson-gpu": "nvidia-gpu", "apple-cpu": "arm-cpu", "other-gpu":
 UBATCH = 512
 MIN_DEVICES_FOR_INTERVAL = 3
 FACTORS_FILE = "device_classes.json"
+# Classes whose devices run the same kernel code, so a kernel group (`kernel_groups`) pools their samples: a Jetson
+# runs the CUDA kernels a desktop card does, an Apple CPU the NEON / i8mm code of other Arm cores.
+KERNEL_FAMILY = {"jetson-gpu": "cuda", "nvidia-gpu": "cuda", "arm-cpu": "arm", "apple-cpu": "arm", "x86-cpu": "x86",
+                 "apple-gpu": "metal", "amd-gpu": "rocm", "other-gpu": "other"}
+# A kernel group replaces its class's matmul factors once this many devices of the group are in the fit (fewer:
+# the class's factors apply). Two, not three: a group fits one rate per quantization family with every other cost
+# held at the class's, so two devices already check each other; the interval a prediction states still needs three.
+MIN_GROUP_DEVICES = 2
+# A CPU group also fits decode's mat-vec compute (dequantise + NEON dot / i8mm / AVX2 / VNNI). A GPU group does not:
+# a GPU's one-sequence decode is bound by streaming and launches, so its mat-vec term is too small to be measured in
+# the corpus, and fitted per compute capability it soaked up the H100s' lower bandwidth share instead (then scaled
+# with the batch: an H200 at batch 8 predicted 1.5x too slow).
+GROUP_DECODE_TERMS = ("matvec",)
 
 
 def quant_family(quant: GgufQuant) -> str:
@@ -67,6 +85,29 @@ def quant_family(quant: GgufQuant) -> str:
     if quant.base_type in ("f32", "f16", "bf16"):
         return "float"
     return "k" if quant.base_type.endswith("_k") or quant.base_type.startswith(("iq4_xs", "tq")) else "legacy"
+
+
+def kernel_groups(profile: DeviceProfile, on_gpu: bool) -> tuple[str, ...]:
+    """The kernel groups of `profile`'s GPU (`on_gpu`) or CPU, most specific first, from its `isa` field: which of
+    llama.cpp's matmul and mat-vec code paths its quantized weights run through.
+
+    CUDA: the compute capability (`sm_90`), then the path llama.cpp takes by it: below 6.1 no dp4a (integer dot
+    products emulated), 6.1 to 7.2 dp4a without int8 tensor cores, from 7.5 int8 `mma.sync` (MMQ). AMD: the gfx
+    target; Apple GPUs: the Metal family. CPUs: the widest integer dot-product ggml uses, i8mm > dotprod > NEON on
+    Arm, AVX-512 VNNI > AVX-VNNI > AVX2 on x86. () where the profile states no `isa`."""
+    isa = profile.data.get("isa") or {}
+    if on_gpu:
+        gpu = isa.get("gpu") or ""
+        if gpu.startswith("sm_"):
+            cc = int(gpu[3:])
+            return gpu, "cuda:no-dp4a" if cc < 61 else "cuda:dp4a" if cc < 75 else "cuda:mma"
+        return (gpu,) if gpu else ()
+    features = set(isa.get("cpu") or ())
+    for feature, group in (("i8mm", "arm:i8mm"), ("dotprod", "arm:dotprod"), ("neon", "arm:neon"),
+                           ("avx512_vnni", "x86:avx512-vnni"), ("avx_vnni", "x86:avx-vnni"), ("avx2", "x86:avx2")):
+        if feature in features:
+            return (group,)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +187,7 @@ class Sample:
     workload: Workload | None = None
     roofs: Roofs | None = None
     tps: float = 0.0
+    groups: tuple[str, ...] = ()  # the device's kernel groups (`kernel_groups`)
 
 
 def sample_terms(arch: Architecture, quant: GgufQuant, workload: Workload, roofs: Roofs, cuda: bool,
@@ -168,10 +210,10 @@ def sample_terms(arch: Architecture, quant: GgufQuant, workload: Workload, roofs
 
 
 def make_sample(device_class: str, device: str, arch: Architecture, quant: GgufQuant, workload: Workload,
-                roofs: Roofs, tps: float, origin: str, label: str = "") -> Sample:
+                roofs: Roofs, tps: float, origin: str, label: str = "", groups: tuple[str, ...] = ()) -> Sample:
     terms = sample_terms(arch, quant, workload, roofs, device_class in CUDA_CLASSES, device_class in CPU_CLASSES)
     return Sample(device_class, device, workload.phase, quant.name, terms, workload.seconds(tps), origin, label,
-                  arch, workload, roofs, tps)
+                  arch, workload, roofs, tps, groups)
 
 
 @dataclass(frozen=True)
@@ -186,26 +228,45 @@ class ClassFactors:
     devices: tuple[str, ...]
     rows: int
     heldout: dict = field(default_factory=dict)
+    # per kernel group (`kernel_groups`): {"decode": {...}, "prefill": {...}, "devices": [...], "rows": n}, the
+    # matmul factors that replace the class's for a device of that group
+    groups: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"decode": self.decode, "prefill": self.prefill, "devices": list(self.devices), "rows": self.rows,
-                "heldout": self.heldout}
+                "heldout": self.heldout, "groups": self.groups}
 
     @classmethod
     def from_dict(cls, name: str, data: dict) -> "ClassFactors":
         return cls(name, dict(data["decode"]), dict(data["prefill"]), tuple(data["devices"]), int(data["rows"]),
-                   dict(data.get("heldout") or {}))
+                   dict(data.get("heldout") or {}), dict(data.get("groups") or {}))
 
-    def describe(self) -> str:
+    def group_for(self, groups: tuple[str, ...]) -> str | None:
+        """The first of a device's kernel groups these factors have a fit for (None: the class's factors apply)."""
+        return next((g for g in groups if g in self.groups), None)
+
+    def phase_factors(self, groups: tuple[str, ...] = ()) -> tuple[dict, dict]:
+        """(decode, prefill) factors for a device of `groups`: the class's, its group's matmul factors over them."""
+        group = self.groups.get(self.group_for(groups) or "", {})
+        return {**self.decode, **group.get("decode", {})}, {**self.prefill, **group.get("prefill", {})}
+
+    def describe(self, groups: tuple[str, ...] = ()) -> str:
         """One line: the bandwidth and matmul shares the factors stand for, and what they were fitted on."""
+        decode, prefill = self.phase_factors(groups)
         parts = []
-        if self.decode.get("stream"):
-            parts.append(f"decode streams at {1 / self.decode['stream']:.0%} of datasheet bandwidth")
+        if decode.get("stream"):
+            parts.append(f"decode streams at {1 / decode['stream']:.0%} of datasheet bandwidth")
         for family in FAMILIES:
-            value = self.prefill.get(f"matmul:{family}")
+            value = prefill.get(f"matmul:{family}")
             if value:
                 parts.append(f"{family} prefill matmuls at {1 / value:.1%} of peak")
-        return f"{self.device_class} class factors ({', '.join(parts)}; {len(self.devices)} devices, {self.rows} rows)"
+        group = self.group_for(groups)
+        fitted = f"{len(self.devices)} devices, {self.rows} rows"
+        if group:
+            members = self.groups[group]["devices"]
+            fitted += f"; matmuls from kernel group {group}: " + (", ".join(members) if len(members) <= 3 else
+                                                                  f"{len(members)} devices")
+        return f"{self.device_class} class factors ({', '.join(parts)}; {fitted})"
 
 
 def _weights(samples: list[Sample]) -> np.ndarray:
@@ -217,10 +278,12 @@ def _weights(samples: list[Sample]) -> np.ndarray:
     return np.array([1.0 / np.sqrt(counts[s.device]) for s in samples])
 
 
-def _fit_phase(samples: list[Sample], names: tuple[str, ...]) -> dict:
+def _fit_phase(samples: list[Sample], names: tuple[str, ...], fixed: dict | None = None) -> dict:
     """Non-negative costs per term, least squares relative to each sample's time, devices weighted alike.
     A term no sample varies is left out of the result (no data: not fittable); one whose best cost is
-    negative is dropped and the rest refitted (it is then 0: the data say it costs nothing measurable)."""
+    negative is dropped and the rest refitted (it is then 0: the data say it costs nothing measurable).
+    `fixed`: costs of other terms held as given (a kernel group's fit keeps its class's); the fit explains the
+    rest of each sample's time."""
     if not samples:
         return {}
     # a fixed order, so the same samples in any order give bit-identical costs
@@ -228,7 +291,8 @@ def _fit_phase(samples: list[Sample], names: tuple[str, ...]) -> dict:
     a = np.array([[s.terms.get(n, 0.0) for n in names] for s in samples], dtype=np.float64)
     t = np.array([s.seconds for s in samples], dtype=np.float64)
     w = _weights(samples)
-    a, target = a / t[:, None] * w[:, None], w
+    held = np.array([sum(c * s.terms.get(k, 0.0) for k, c in sorted((fixed or {}).items())) for s in samples])
+    a, target = a / t[:, None] * w[:, None], w * (1.0 - held / t)
     present = [i for i in range(len(names)) if a[:, i].any()]
     keep = list(present)
     solution = np.zeros(0)
@@ -258,7 +322,38 @@ def fit_class(device_class: str, samples: list[Sample]) -> ClassFactors:
                         ("kernels", "matmul", "attention", "logit_bytes"))
     if pooled.get("matmul"):
         prefill["matmul"] = pooled["matmul"]
-    return ClassFactors(device_class, decode, prefill, tuple(sorted({s.device for s in mine})), len(mine))
+    family = [s for s in samples if KERNEL_FAMILY.get(s.device_class) == KERNEL_FAMILY.get(device_class)]
+    groups = {}
+    for group in sorted({g for s in family for g in s.groups}):
+        fitted = fit_group([s for s in family if group in s.groups], decode, prefill, device_class in CPU_CLASSES)
+        if fitted:
+            groups[group] = fitted
+    return ClassFactors(device_class, decode, prefill, tuple(sorted({s.device for s in mine})), len(mine),
+                        groups=groups)
+
+
+def fit_group(members: list[Sample], decode: dict, prefill: dict, cpu: bool) -> dict | None:
+    """A kernel group's own matmul factors (prefill's per quantization family; on a CPU also decode's mat-vec) with
+    every other cost held at its class's (`decode`, `prefill`); None where fewer than `MIN_GROUP_DEVICES` devices
+    are in it. A phase or family the group has no rows of keeps the class's factor."""
+    devices = sorted({s.device for s in members})
+    if len(devices) < MIN_GROUP_DEVICES:
+        return None
+    out: dict = {"decode": {}, "prefill": {}, "devices": devices, "rows": len(members)}
+    for phase, costs, free in (("decode", decode, GROUP_DECODE_TERMS if cpu else ()),
+                               ("prefill", prefill, tuple(f"matmul:{f}" for f in FAMILIES))):
+        # decode's mat-vec rate from one-sequence steps: batched steps (this project's own runs only) already
+        # shape the class's tiled-kernel costs, and would bend the mat-vec rate towards them
+        chosen = [s for s in members if s.phase == phase and (phase == "prefill" or s.workload.batch == 1)]
+        if not free or len({s.device for s in chosen}) < MIN_GROUP_DEVICES:
+            continue
+        fixed = {k: v for k, v in costs.items() if k not in free and k != "matmul"}
+        fitted = _fit_phase(chosen, free, fixed)
+        # a family only some devices of the group ran: its factor needs two devices as well
+        for name, value in fitted.items():
+            if len({s.device for s in chosen if s.terms.get(name)}) >= MIN_GROUP_DEVICES and value > 0:
+                out[phase][name] = value
+    return out if out["decode"] or out["prefill"] else None
 
 
 def _pool(terms: dict) -> dict:
@@ -267,10 +362,12 @@ def _pool(terms: dict) -> dict:
     return pooled
 
 
-def costs_for(factors: ClassFactors, roofs: Roofs, quant: GgufQuant, cuda: bool) -> dict | None:
-    """The class's factors on one device's datasheet roofs, as a `fit.fitted_ceilings` fit (seconds per
-    kernel, per byte, per FLOP); None where the class has no decode or no matmul factor to give."""
-    d, p = factors.decode, factors.prefill
+def costs_for(factors: ClassFactors, roofs: Roofs, quant: GgufQuant, cuda: bool,
+              groups: tuple[str, ...] = ()) -> dict | None:
+    """The class's factors (its kernel group's matmul factors where it has them) on one device's datasheet roofs,
+    as a `fit.fitted_ceilings` fit (seconds per kernel, per byte, per FLOP); None where the class has no decode or
+    no matmul factor to give."""
+    d, p = factors.phase_factors(groups)
     matmul = p.get(f"matmul:{quant_family(quant)}") or p.get("matmul")
     if "stream" not in d or not matmul:
         return None
@@ -291,14 +388,14 @@ def costs_for(factors: ClassFactors, roofs: Roofs, quant: GgufQuant, cuda: bool)
     return {"decode": decode, "prefill": prefill, "matvec_max_batch": LLAMA_CUDA_MATVEC_MAX_BATCH if cuda else 0}
 
 
-def class_ceilings(factors: ClassFactors, roofs: Roofs, quant: GgufQuant, cuda: bool, kernel_overhead_s: float
-                   ) -> Ceilings | None:
+def class_ceilings(factors: ClassFactors, roofs: Roofs, quant: GgufQuant, cuda: bool, kernel_overhead_s: float,
+                   groups: tuple[str, ...] = ()) -> Ceilings | None:
     """Ceilings from a class's factors on a device's datasheet roofs (norms and the embedding keep the roofs)."""
-    costs = costs_for(factors, roofs, quant, cuda)
+    costs = costs_for(factors, roofs, quant, cuda, groups)
     if costs is None:
         return None
     base = Ceilings(roofs.matmul_peak, roofs.bandwidth, kernel_overhead_s, "datasheet")
-    return fitted_ceilings(costs, base, factors.describe())
+    return fitted_ceilings(costs, base, factors.describe(groups))
 
 
 def workload_seconds(ceilings: Ceilings, arch: Architecture, quant: GgufQuant, workload: Workload) -> float:
@@ -339,13 +436,15 @@ def corpus_sample(row, profile: DeviceProfile | None) -> tuple[Sample | None, st
                           f"{roofs.bandwidth / 1e9:.0f} GB/s (likely another device or model)")
     label = f"{row.model} {row.quant} {row.test_name}" + (f" t{row.threads}" if row.threads and not on_gpu else "")
     return make_sample(row.device_class, profile.name, arch, quant, workload, roofs, row.value_tps,
-                       f"data/published/{row.where}", label), ""
+                       f"data/published/{row.where}", label, kernel_groups(profile, on_gpu)), ""
 
 
-def predict_sample(factors: ClassFactors, sample: Sample) -> float | None:
-    """Tokens per second `factors` predict for `sample`'s workload on its device (None: the class has none)."""
+def predict_sample(factors: ClassFactors, sample: Sample, by_group: bool = True) -> float | None:
+    """Tokens per second `factors` predict for `sample`'s workload on its device (None: the class has none);
+    `by_group` False: the class's factors alone, ignoring the device's kernel group."""
     quant = GGUF_QUANTS[sample.quant]
-    ceilings = class_ceilings(factors, sample.roofs, quant, sample.device_class in CUDA_CLASSES, 0.0)
+    ceilings = class_ceilings(factors, sample.roofs, quant, sample.device_class in CUDA_CLASSES, 0.0,
+                              sample.groups if by_group else ())
     if ceilings is None:
         return None
     workload = sample.workload
@@ -361,19 +460,22 @@ def leave_one_device_out(samples: list[Sample]) -> list[dict]:
             factors = fit_class(device_class, [s for s in samples if s.device != device])
             for sample in (s for s in samples if s.device == device and s.device_class == device_class):
                 predicted = predict_sample(factors, sample)
+                by_class = predict_sample(factors, sample, by_group=False)
                 results.append({"class": device_class, "device": device, "phase": sample.phase,
-                                "batch": sample.workload.batch,
+                                "batch": sample.workload.batch, "group": factors.group_for(sample.groups),
                                 "origin": sample.origin, "label": sample.label, "measured_tps": round(sample.tps, 4),
                                 "predicted_tps": None if predicted is None else round(predicted, 4),
                                 "ratio": None if predicted is None else round(sample.tps / predicted, 4),
+                                "ratio_class": None if by_class is None else round(sample.tps / by_class, 4),
                                 "corpus": sample.origin.startswith("data/published")})
     return results
 
 
-def within(results: list[dict], phase: str, tolerance: float = 0.25) -> tuple[int, int]:
-    """(rows within `tolerance`, rows) of one phase's held-out corpus predictions (no prediction = a miss)."""
+def within(results: list[dict], phase: str, tolerance: float = 0.25, key: str = "ratio") -> tuple[int, int]:
+    """(rows within `tolerance`, rows) of one phase's held-out corpus predictions (no prediction = a miss);
+    `key` "ratio_class": the class factors alone, without kernel groups."""
     chosen = [r for r in results if r["phase"] == phase and r["corpus"]]
-    return sum(1 for r in chosen if r["ratio"] and abs(r["ratio"] - 1) <= tolerance), len(chosen)
+    return sum(1 for r in chosen if r[key] and abs(r[key] - 1) <= tolerance), len(chosen)
 
 
 # ---- the committed factors (data/device_classes.json, written by scripts/fit_device_classes.py)

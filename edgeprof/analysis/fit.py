@@ -21,6 +21,7 @@ is the same sum, op by op, with shares and bounds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,13 +137,19 @@ def predicted_times(arch: Architecture, quant: GgufQuant, ceilings: Ceilings, sh
     return p.ttft_s, p.decode_step_s
 
 
+def _cost(rate: float | None, unit: float) -> float:
+    """Seconds per unit from a stored rate; 0 (not fittable) for a rate an earlier edgeprof stored as infinite
+    (JSON `Infinity`), zero or missing."""
+    return 1.0 / (rate * unit) if rate and math.isfinite(rate) and rate > 0 else 0.0
+
+
 def legacy_cpu_fit(old: dict) -> dict:
     """A fit stored by an earlier edgeprof (named rates for the CPU's three costs) in today's cost form."""
-    return {"decode": {"weight_bytes": 1 / (old["weight_gbps"] * 1e9),
-                       "weight_flops": 1 / (old.get("decode_matmul_tflops", old["matmul_tflops"]) * 1e12),
-                       "attention_flops": 1 / (old["decode_attention_tflops"] * 1e12)},
-            "prefill": {"weight_flops": 1 / (old["matmul_tflops"] * 1e12),
-                        "attention_flops": 1 / (old["prefill_attention_tflops"] * 1e12)},
+    return {"decode": {"weight_bytes": _cost(old["weight_gbps"], 1e9),
+                       "weight_flops": _cost(old.get("decode_matmul_tflops", old["matmul_tflops"]), 1e12),
+                       "attention_flops": _cost(old["decode_attention_tflops"], 1e12)},
+            "prefill": {"weight_flops": _cost(old["matmul_tflops"], 1e12),
+                        "attention_flops": _cost(old["prefill_attention_tflops"], 1e12)},
             "matvec_max_batch": 0}
 
 

@@ -10,6 +10,7 @@ import difflib
 import json
 import os
 import platform
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,6 +70,11 @@ TFLOPS_DTYPES = ("fp32", "fp16", "bf16", "int8")
 # `class`, its CPU side's `cpu.class` (derived from `cpu.arch` where a classed profile leaves it out).
 DEVICE_CLASSES = ("arm-cpu", "apple-cpu", "x86-cpu", "jetson-gpu", "nvidia-gpu", "apple-gpu", "amd-gpu", "other-gpu")
 _ARCH_CLASSES = {"aarch64": "arm-cpu", "arm64": "arm-cpu", "x86_64": "x86-cpu"}
+# `isa`: the instruction sets llama.cpp's kernels dispatch on, so the fit can group devices by kernel path:
+# `isa.cpu` lists CPU features (ggml's NEON dot-product / i8mm and AVX2 / AVX-VNNI / AVX-512 kernels),
+# `isa.gpu` names the GPU's target (CUDA `sm_XY` from its compute capability, AMD `gfxNNNN`, Metal `appleN`).
+CPU_ISA_FEATURES = ("neon", "dotprod", "i8mm", "sve", "sve2", "avx2", "avx_vnni", "avx512", "avx512_vnni")
+_GPU_ISA = re.compile(r"^(sm_\d{2,3}|gfx[0-9a-f]{3,4}|apple\d+)$")
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ def validate_profile(data: dict, path: Path | str) -> None:
     for field, value in (("class", data.get("class")), ("cpu.class", (data.get("cpu") or {}).get("class"))):
         if value is not None and value not in DEVICE_CLASSES:
             raise _fail(path, f"field '{field}' must be one of {', '.join(DEVICE_CLASSES)}, got {value!r}")
+    _check_isa(data, path)
     aliases = data.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
         raise _fail(path, "field 'aliases' must be a list of names (other names the device is published under)")
@@ -171,6 +178,19 @@ def validate_profile(data: dict, path: Path | str) -> None:
         if not isinstance(overlay, dict):
             raise _fail(path, f"field 'modes.{mode}' must be a mapping")
         _check_figures(overlay, path, f"modes.{mode}.")
+
+
+def _check_isa(data: dict, path) -> None:
+    isa = _mapping(path, data, "isa", "isa")
+    if not isa:
+        return
+    features = isa.get("cpu", [])
+    if not isinstance(features, list) or any(f not in CPU_ISA_FEATURES for f in features):
+        raise _fail(path, f"field 'isa.cpu' must list features among {', '.join(CPU_ISA_FEATURES)}, got {features!r}")
+    if "gpu" in isa and not (isinstance(isa["gpu"], str) and _GPU_ISA.match(isa["gpu"])):
+        raise _fail(path, f"field 'isa.gpu' must be a CUDA sm_XY, an AMD gfxNNNN or a Metal appleN, got {isa['gpu']!r}")
+    if not isinstance(isa.get("source"), str) or not isa["source"].strip():
+        raise _fail(path, "field 'isa.source' is required: where the instruction sets are stated")
 
 
 def _check_figures(data: dict, path, prefix: str) -> None:
