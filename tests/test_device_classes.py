@@ -192,7 +192,7 @@ def test_calibrate_prints_an_unfittable_rate_as_such(monkeypatch):
     fittable, never "inf TFLOP/s"; the calibration itself is replaced by a fixed result (no measuring here)."""
     from typer.testing import CliRunner
 
-    import edgeprof.hardware.calibrate as calibrate_module
+    import edgeprof.analysis.calibration as calibrate_module
     import edgeprof.hardware.devices as devices_module
     from edgeprof.cli import app
 
