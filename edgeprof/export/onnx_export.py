@@ -29,6 +29,7 @@ from edgeprof.export.artifacts import (KV_CACHE_METADATA, Artifact, artifact_pat
 from edgeprof.models.source import ModelSource
 from edgeprof.quant.onnx import OnnxQuant, onnx_quant  # noqa: F401 - onnx_quant: callers' old path
 from edgeprof.export.gguf_export import source_key
+from edgeprof.export.onnx_gptq import inc_gptq_replaced
 from edgeprof.texts import read_fidelity_text
 
 Progress = Callable[[str, int, int], None]
@@ -61,7 +62,8 @@ def export_onnx(source: ModelSource, quant_name: str, progress: Progress | None 
     calibration = None
     if quant.algorithm == "gptq":
         calibration = read_fidelity_text(calibration_text)
-    key = source_key(source, folder) + (f":{calibration.sha256}" if calibration else "")  # one file per text
+    # one file per calibration text and GPTQ implementation (files of the vendored GPTQ are not reused)
+    key = source_key(source, folder) + (f":{calibration.sha256}:{GPTQ_METHOD}" if calibration else "")
     final = artifact_path(key, source.name, "onnx", quant.name, file_name=MODEL_FILE)
     cached = Artifact.read_sidecar(final)
     if cached:
@@ -337,14 +339,18 @@ def _quantize(parent: Path, work: Path, quant: OnnxQuant, calibration_text: str 
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
         except ImportError as exc:
             raise BackendUnavailableError(f"int4 needs onnx-ir ({exc}): {EXPORT_INSTALL_HINT}") from None
-        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=quant.block_size, is_symmetric=True,
-                                         accuracy_level=4,
+        # GPTQ: edgeprof's own (export/onnx_gptq: the vendored one feeds no error back), asymmetric so that
+        # ORT's repacking of its result keeps each group's grid
+        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=quant.block_size,
+                                         is_symmetric=quant.algorithm != "gptq", accuracy_level=4,
                                          algo_config=_int4_config(quant, parent, model, calibration_text))
-        quantizer.process()
+        with inc_gptq_replaced() if quant.algorithm == "gptq" else contextlib.nullcontext():
+            quantizer.process()
         model = quantizer.model.model
     _save(model, dst)
 
 
+GPTQ_METHOD = "edgeprof-gptq-1"  # export/onnx_gptq.gptq, asymmetric
 GPTQ_CHUNK_TOKENS = 128  # tokens per calibration sample: GPTQ's Hessian needs rows, not long context
 GPTQ_SAMPLES = 16
 
