@@ -3,6 +3,7 @@ compare joins runs by config id; results come out in every format, llama-bench J
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,20 +60,32 @@ def _start(sweep_file: Path, out: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _wait_for_records(out: Path, lines: int, timeout: float = 300) -> Path:
+def _signal_midway(child: subprocess.Popen, out: Path, sig: int, total: int, timeout: float = 300) -> Path:
+    """Send `sig` to the sweep once its first configuration is recorded and while another is still to come.
+    Checking and then signalling leaves a gap in which a loaded machine can run the rest of a small sweep, so
+    the sweep is frozen (SIGSTOP) for every check and the signal sent while it is frozen: it lands on a sweep
+    that provably has work left. The sweep runs only between checks (20 ms apart)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for records in out.glob("*/records.jsonl"):
-            if len(records.read_text().splitlines()) >= lines:
-                return records.parent
+        os.killpg(child.pid, signal.SIGSTOP)
+        try:
+            found = [r for r in out.glob("*/records.jsonl") if len(r.read_text().splitlines()) >= 2]
+            if found and len(found[0].read_text().splitlines()) < total:
+                os.killpg(child.pid, sig)
+                return found[0].parent
+            if found:
+                pytest.fail("the sweep finished between two checks; it needs more configurations")
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # after SIGKILL the group may be gone
+                os.killpg(child.pid, signal.SIGCONT)
         time.sleep(0.02)
     raise AssertionError("the sweep produced no records in time")
 
 
 def test_killed_sweep_resumes_to_the_same_records(sweep_file, uninterrupted, tmp_path):
     child = _start(sweep_file, tmp_path)
-    run_dir = _wait_for_records(tmp_path, 2)  # the first configuration is done
-    os.killpg(child.pid, signal.SIGKILL)  # as a crash or the OOM killer would
+    # once the first configuration is done, as a crash or the OOM killer would
+    run_dir = _signal_midway(child, tmp_path, signal.SIGKILL, len(_identity(uninterrupted)))
     child.wait()
     assert len(_identity(run_dir)) < len(_identity(uninterrupted))
     resumed = edgeprof("sweep", "--resume", str(run_dir))
@@ -83,8 +96,7 @@ def test_killed_sweep_resumes_to_the_same_records(sweep_file, uninterrupted, tmp
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(sweep_file, uninterrupted, tmp_path):
     child = _start(sweep_file, tmp_path)
-    run_dir = _wait_for_records(tmp_path, 2)
-    os.killpg(child.pid, signal.SIGINT)
+    run_dir = _signal_midway(child, tmp_path, signal.SIGINT, len(_identity(uninterrupted)))
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
     assert "continue with: edgeprof sweep --resume" in stderr and "Traceback" not in stderr
