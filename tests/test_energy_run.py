@@ -119,3 +119,31 @@ def test_sample_history_stays_bounded_and_every_sample_reaches_samples_csv(tmp_p
         rows = list(csv.DictReader(f))
     assert len(rows) == session.sampler.samples_taken >= 5 * 0.15 * 200 * 0.5
     assert [float(r["t_s"]) for r in rows] == sorted(float(r["t_s"]) for r in rows)
+
+
+def test_a_sample_taken_while_samples_are_flushed_still_reaches_samples_csv(tmp_path):
+    """The sampler thread appends whenever it likes; here it appends right after every snapshot the flush
+    takes (the worst moment), deterministically, with no thread: each sample must still be written once."""
+    sensor = ConstantPowerSensor(watts=5.0)
+    path = tmp_path / "samples.csv"
+    session = SensorSession([sensor], [SensorState("constant", Availability(True), sensor.metrics())], hz=200,
+                            idle_s=0, samples_path=path)
+    sampler = session.sampler
+    plain_snapshot = sampler.snapshot
+
+    def snapshot_then_sample(start_index: int = 0):
+        taken = plain_snapshot(start_index)
+        sampler._read_all()  # what the thread may do between two lines of the flush
+        return taken
+
+    for _ in range(3):
+        sampler._read_all()
+    sampler.snapshot = snapshot_then_sample
+    for index in range(4):
+        session.flush_samples(f"config-{index}")
+    sampler.snapshot = plain_snapshot
+    session.close()
+    with open(path) as f:
+        rows = list(csv.reader(f))  # never started, so no header line: every line is a sample
+    assert len(rows) == sampler.samples_taken
+    assert len({tuple(r) for r in rows}) == len(rows)  # none written twice (the energy counter column differs)

@@ -132,8 +132,12 @@ class SensorSession:
         """Append rows sampled since the last flush, each labelled with the phase it fell in; then forget
         them (all but the last few), so a long sweep holds only the current configuration's samples in
         memory instead of tens of MB per hour rescanned at every repetition."""
+        # one snapshot for both what is written and what counts as written: the sampler thread may append
+        # between two snapshots, and a sample counted but not written would never reach samples.csv
+        all_times, all_rows = self.sampler.snapshot()
+        held = len(all_times)
         if self.samples_path is not None:
-            times, rows = self.sampler.snapshot(self._written)
+            times, rows = all_times[self._written:], all_rows[self._written:]
             names = [m.name for m in self.metrics]
             with open(self.samples_path, "a", newline="") as f:
                 writer = csv.writer(f)
@@ -143,7 +147,6 @@ class SensorSession:
                         if t0 <= t <= t1:
                             key, phase = phase_key or run_key, name
                     writer.writerow([f"{t - self.run_start:.4f}", key, phase, *(_fmt(row.get(n)) for n in names)])
-        held = len(self.sampler.snapshot()[0])
         drop = max(held - KEEP_AFTER_FLUSH, 0)
         self.sampler.trim(drop)
         self._written = held - drop
