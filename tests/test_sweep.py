@@ -56,8 +56,13 @@ def uninterrupted(sweep_file, tmp_path_factory) -> Path:
 
 
 def _start(sweep_file: Path, out: Path) -> subprocess.Popen:
+    """The sweep as a user starts it from a terminal. A test run started in the background by a
+    non-interactive shell (`.ci/run &`) inherits SIGINT ignored, and an ignored signal stays ignored across
+    exec: the sweep would never see Ctrl-C. So the child gets SIGINT's default back, as a shell's
+    foreground job has it."""
     return subprocess.Popen([sys.executable, "-m", "edgeprof", "sweep", str(sweep_file), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _signal_midway(child: subprocess.Popen, out: Path, sig: int, total: int, timeout: float = 300) -> Path:
