@@ -258,22 +258,16 @@ def sweep(
 ) -> None:
     """Run a sweep file (models x quants x backends x hyperparameters) here or on a fleet, or resume an
     interrupted run (a fleet sweep's folder resumes on its devices)."""
-    from edgeprof.bench.sweep import SweepSpec, load_sweep_file
+    from edgeprof.bench.sweep import load_sweep_file, resumed_spec
     from edgeprof.fleet import FLEET_FILE
-    from edgeprof.results.rundir import read_manifest
 
+    if resume is not None and file is not None:
+        raise ConfigError("give either a sweep file or --resume RUN_DIR, not both")
     if resume is not None and (resume / FLEET_FILE).exists():
-        if file is not None:
-            raise ConfigError("give either a sweep file or --resume FLEET_DIR, not both")
         _execute_fleet(None, fleet, [], credentials, resume.parent, resume_dir=resume)
         return
     if resume is not None:
-        if file is not None:
-            raise ConfigError("give either a sweep file or --resume RUN_DIR, not both")
-        manifest = read_manifest(resume)
-        if "sweep" not in manifest:
-            raise ConfigError(f"{resume}: this run predates resumable runs (no sweep spec in its manifest)")
-        _execute(SweepSpec.from_dict(manifest["sweep"]), resume.parent, resume_dir=resume, live=live)
+        _execute(resumed_spec(resume), resume.parent, resume_dir=resume, live=live)
         return
     if file is None:
         raise ConfigError("give a sweep file (e.g. scripts/sweeps/batch.yaml) or --resume RUN_DIR")
@@ -461,15 +455,10 @@ def _execute(spec, out: Path, resume_dir: Path | None = None, live: bool = False
 def _execute_fleet(spec, address: str, devices: list[str], credentials: Path | None, out: Path,
                    resume_dir: Path | None = None) -> None:
     """Run a sweep on a fleet with one progress bar per device, then print each device's summary."""
-    import json
-
     from edgeprof.fleet.credentials import FleetCredentials, default_credentials_dir
-    from edgeprof.fleet import FLEET_FILE
     from edgeprof.fleet.sweep import run_fleet
     from edgeprof.results.tables import summary_table
 
-    if resume_dir is not None and not address:
-        address = json.loads((resume_dir / FLEET_FILE).read_text())["address"]
     creds = FleetCredentials(credentials or default_credentials_dir())
     with _progress() as progress:
         bars: dict[str, int] = {}

@@ -17,6 +17,7 @@ from pathlib import Path
 from edgeprof.backends.registry import option_names
 from edgeprof.errors import ConfigError
 from edgeprof.results.records import read_records
+from edgeprof.results.rundir import read_manifest
 
 TERMINAL = ("failed", "oom", "timeout", "skipped")
 # Friendly YAML names for Hyperparameters fields.
@@ -128,3 +129,11 @@ def prune_unfinished(records_path: Path, repetitions: int) -> tuple[set[str], in
             os.fsync(f.fileno())
         tmp.replace(records_path)
     return finished, len(records) - len(kept)
+
+
+def resumed_spec(run_dir: Path) -> SweepSpec:
+    """The sweep a run directory was made from, to continue it (`sweep --resume`); one line where it cannot be."""
+    manifest = read_manifest(run_dir)
+    if "sweep" not in manifest:
+        raise ConfigError(f"{run_dir}: this run predates resumable runs (no sweep spec in its manifest)")
+    return SweepSpec.from_dict(manifest["sweep"])

@@ -67,7 +67,10 @@ class DeviceRun:
 def run_fleet(spec: SweepSpec | None, address: str, credentials: FleetCredentials, devices: list[str], out: Path,
               resume_dir: Path | None = None, on_event: Events = ignore_events) -> FleetResult:
     """Run `spec` on `devices` of the fleet at `address` (all joined devices when empty), or continue the
-    fleet sweep in `resume_dir` (its own spec and devices; `spec` and `devices` are then not read)."""
+    fleet sweep in `resume_dir` (its own spec and devices; `spec` and `devices` are then not read; `address`
+    empty: the head it ran on)."""
+    if resume_dir is not None and not address:
+        address = json.loads((resume_dir / FLEET_FILE).read_text())["address"]
     client = connect(address, credentials)
     with _quiet_engine():  # the engine's own reconnect errors and tracebacks: the sweep says it in one line
         try:
