@@ -199,8 +199,10 @@ class FleetDevice:
 
 
 def list_devices(client) -> list[FleetDevice]:
-    """The devices joined now (workers advertising an edgeprof device resource)."""
-    info = client.scheduler_info(n_workers=-1)
+    """The devices joined now (workers advertising an edgeprof device resource). Asked of the scheduler
+    itself: `Client.scheduler_info` returns the client's cached copy when the call fails (an OSError on a
+    loaded host), whose periodic refresh holds few or no workers, and devices that never left looked gone."""
+    info = client.sync(client.scheduler.identity, n_workers=-1)
     processing = client.processing()
     executing = client.sync(getattr(client.scheduler, RUNNING_OP))
     now = time.time()
