@@ -57,26 +57,30 @@ def batched_bench(tool: Path, gguf: Path, args: list[str]) -> dict[int, float]:
     return {int(r["pl"]): float(r["speed_tg"]) for r in rows}
 
 
-def edgeprof_run(gguf: Path, common: list[str], batch: int, prompt: int, gen: int, reps: int,
-                 extra: list[str]) -> dict:
-    """Median decode t/s, prefill t/s and TTFT ms over the repetitions of one `edgeprof run`, and the
-    greedy path the records say ran."""
+def edgeprof_run(gguf: Path, common: list[str], batches: list[int], prompt: int, gen: int, reps: int,
+                 extra: list[str]) -> dict[int, dict]:
+    """By batch: median decode t/s, prefill t/s and TTFT ms over the repetitions of one `edgeprof run`
+    (all batches in one invocation, a worker child per configuration, as a user's `-b 1,16,128` runs), and
+    the greedy path the records say ran."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "edgeprof", "run", "-m", str(gguf), "-b", str(batch), "-p", str(prompt),
-               "-n", str(gen), "-r", str(reps), "-o", tmp, "--energy-window", "0", "--idle-s", "0",
-               "--no-fidelity", *common, *extra]
+        cmd = [sys.executable, "-m", "edgeprof", "run", "-m", str(gguf), "-b", ",".join(map(str, batches)),
+               "-p", str(prompt), "-n", str(gen), "-r", str(reps), "-o", tmp, "--energy-window", "0",
+               "--idle-s", "0", "--no-fidelity", *common, *extra]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"edgeprof run failed ({done.returncode}): {done.stderr[-2000:]}")
         (run_dir,) = [p for p in Path(tmp).iterdir() if p.is_dir()]
         records = [r for r in read_records(run_dir / "records.jsonl") if r.get("status") == "ok"]
-        if not records:
-            raise RuntimeError(f"edgeprof run recorded nothing ok: {done.stdout[-2000:]}")
-        metrics = [r["metrics"] for r in records]
-        return {"decode_tps": statistics.median(m["decode_tps"] for m in metrics),
-                "prefill_tps": statistics.median(m["prefill_tps"] for m in metrics),
-                "ttft_ms": statistics.median(m["ttft_ms"] for m in metrics),
-                "sampling": metrics[0].get("sampling")}
+        by_batch: dict[int, dict] = {}
+        for batch in batches:
+            metrics = [r["metrics"] for r in records if r["hyperparameters"]["batch"] == batch]
+            if not metrics:
+                raise RuntimeError(f"edgeprof run recorded nothing ok at batch {batch}: {done.stdout[-2000:]}")
+            by_batch[batch] = {"decode_tps": statistics.median(m["decode_tps"] for m in metrics),
+                               "prefill_tps": statistics.median(m["prefill_tps"] for m in metrics),
+                               "ttft_ms": statistics.median(m["ttft_ms"] for m in metrics),
+                               "sampling": metrics[0].get("sampling")}
+        return by_batch
 
 
 def summarise(values: list[float]) -> dict:
@@ -122,16 +126,15 @@ def main() -> None:
             "-p", "0", "-n", str(args.gen), "-d", str(p), "-r", "3"])))
         for side in sides:
             steps.append((f"{key}|{side}", lambda p=prompt, s=side: edgeprof_run(
-                gguf, common, 1, p, args.gen, args.reps, extras[s])))
+                gguf, common, [1], p, args.gen, args.reps, extras[s])[1]))
     batches = [int(b) for b in args.batches.split(",") if b]
     if batches:
         steps.append(("batched|native", lambda: batched_bench(batched, gguf, native_common + [
             "-c", str(max(batches) * (args.batched_prompt + args.gen)), "-b", "2048", "-ub", "512",
             "-npp", str(args.batched_prompt), "-ntg", str(args.gen), "-npl", ",".join(map(str, batches))])))
-        for b in batches:
-            for side in sides:
-                steps.append((f"batched_b{b}|{side}", lambda b=b, s=side: edgeprof_run(
-                    gguf, common, b, args.batched_prompt, args.gen, 2, extras[s])))
+        for side in sides:
+            steps.append((f"batched|{side}", lambda s=side: edgeprof_run(
+                gguf, common, batches, args.batched_prompt, args.gen, 2, extras[s])))
 
     samples: dict[str, list] = {name: [] for name, _ in steps}
     for round_index in range(args.rounds + 1):  # round 0 warms caches and clocks and is discarded
@@ -162,7 +165,7 @@ def main() -> None:
     for b in batches:
         native = [s[b] for s in samples["batched|native"]]
         for side in sides:
-            got = samples[f"batched_b{b}|{side}"]
+            got = [by_batch[b] for by_batch in samples[f"batched|{side}"]]
             rows.append({
                 "compare": "llama-batched-bench", "batch": b, "prompt": args.batched_prompt, "gen": args.gen,
                 "side": side, "sampling": got[0]["sampling"], "native_tg_tps": summarise(native),
