@@ -107,3 +107,21 @@ Extension modules: numpy._core._multiarray_umath, numpy.linalg._umath_linalg (to
                                   'File "/x/edgeprof/backends/llamacpp/imatrix.py", line 125 in _read')
     assert crash_detail("a\nValueError: bad text\n") == "a | ValueError: bad text"
     assert crash_detail("") == "no detail"
+
+
+def test_the_child_loads_llama_cpp_before_numpy(tmp_path):
+    """A CUDA build's model load crashed (SIGSEGV) when numpy's bundled libraries were loaded before
+    llama.cpp's (the H200 machine, `imatrix` started as the child): the child's imports must run in that
+    order. `-X importtime` lists each module as its import completes; the child stops at the missing text
+    file, after both imports."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("llama_cpp")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "edgeprof.backends.llamacpp.imatrix_child",
+                           "model.gguf", str(tmp_path / "missing.txt"), str(tmp_path / "out.gguf"), "32", "1", "t"],
+                          capture_output=True, text=True, timeout=120)
+    modules = [line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert done.returncode != 0 and "missing.txt" in done.stderr  # it got as far as reading the text
+    assert "numpy" in modules and "llama_cpp.llama_cpp" in modules
+    assert modules.index("llama_cpp.llama_cpp") < min(i for i, m in enumerate(modules) if m.startswith("numpy"))

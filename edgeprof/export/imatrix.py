@@ -46,7 +46,7 @@ def ensure_imatrix(parent_gguf: Path, parent_sha256: str, calibration_text: str 
     final = folder / f"{parent_sha256[:16]}-{text.sha256[:16]}-c{CHUNK_TOKENS}.imatrix.gguf"
     if not final.exists():
         tmp = partial_path(final)
-        command = [sys.executable, "-X", "faulthandler", "-m", "edgeprof.backends.llamacpp.imatrix", str(parent_gguf), text.path,
+        command = [sys.executable, "-X", "faulthandler", "-m", "edgeprof.backends.llamacpp.imatrix_child", str(parent_gguf), text.path,
                    str(tmp), str(CHUNK_TOKENS), str(threads or 0), Path(text.path).name]
         try:
             result = subprocess.run(command, capture_output=True, text=True, env=child_env())

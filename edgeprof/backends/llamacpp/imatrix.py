@@ -13,8 +13,8 @@ Its file is the GGUF imatrix `llama-imatrix` writes (tensors `<weight>.in_sum2` 
 `<weight>.counts` [n_mat], general.type = "imatrix", imatrix.datasets / chunk_count / chunk_size), which
 `llama-quantize --imatrix` and this llama.cpp's `common_imatrix_load` read (sums / counts = the mean).
 
-Run as a child (`python -m edgeprof.backends.llamacpp.imatrix MODEL TEXT OUT CTX THREADS`), so a native
-crash ends one export, not edgeprof.
+Run as a child (`imatrix_child`, which loads llama.cpp before this module's numpy), so a native crash
+ends one export, not edgeprof.
 """
 
 from __future__ import annotations
@@ -235,19 +235,3 @@ def imatrix_means(path: str) -> dict[str, np.ndarray]:
         values[seen] = sums[seen] / counts[seen, None].astype(np.float32)
         means[name] = values.reshape(-1).astype(np.float32)
     return means
-
-
-def main(argv: list[str]) -> int:
-    from edgeprof.lifetime import die_with_parent
-
-    die_with_parent()
-    model, text_path, out, chunk_tokens, threads, dataset = argv
-    with open(text_path, encoding="utf-8") as f:
-        text = f.read()
-    result = collect(model, text, int(chunk_tokens), int(threads))
-    write_imatrix_gguf(out, result, dataset)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
