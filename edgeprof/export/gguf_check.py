@@ -13,7 +13,7 @@ from edgeprof.errors import ArtifactError
 
 def check_gguf(path: Path) -> dict:
     """Validate magic and size; return the GGUF's key/value metadata as plain Python values."""
-    import gguf
+    from edgeprof.models.gguf_header import GgufHeaderError, SkippedStrings, read_gguf_header
 
     try:
         with open(path, "rb") as f:
@@ -23,19 +23,17 @@ def check_gguf(path: Path) -> dict:
     if magic != b"GGUF":
         raise ArtifactError(f"{path}: not a GGUF file (bad magic {magic!r})")
     try:
-        reader = gguf.GGUFReader(path, "r")
-    except Exception as exc:  # the reader raises assorted errors on truncated headers
+        header = read_gguf_header(path)
+    except (GgufHeaderError, OSError, KeyError, ValueError) as exc:  # a tensor type gguf does not know: ValueError
         raise ArtifactError(f"{path}: corrupt or truncated GGUF ({type(exc).__name__}: {exc})") from None
     size = path.stat().st_size
-    needed = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    try:
+        needed = max((t.data_offset + t.n_bytes for t in header.tensors), default=0)
+    except (KeyError, ValueError) as exc:
+        raise ArtifactError(f"{path}: a tensor of a type this gguf package does not know ({exc})") from None
     if needed > size:
         raise ArtifactError(f"{path}: truncated GGUF (tensor data needs {needed} bytes, file has {size})")
-    metadata = {}
-    for key, field in reader.fields.items():
-        if key.startswith("tokenizer.ggml.") and key not in ("tokenizer.ggml.model",):
-            continue  # vocabularies are large and not needed here
-        try:
-            metadata[key] = field.contents()
-        except Exception:  # noqa: BLE001 - exotic field types are skipped, not fatal
-            continue
-    return metadata
+    # vocabularies are large and not needed here
+    return {key: value for key, value in header.fields.items()
+            if not isinstance(value, SkippedStrings)
+            and not (key.startswith("tokenizer.ggml.") and key != "tokenizer.ggml.model")}

@@ -1,5 +1,5 @@
-"""What a GGUF file says about its model, from its metadata and tensor table (the `gguf` package's reader
-and key names), for any family llama.cpp writes.
+"""What a GGUF file says about its model, from its metadata and tensor table (`gguf_header`, with the
+`gguf` package's key names), for any family llama.cpp writes.
 
 Users bring GGUFs of families edgeprof has no preset for. Their shape (layers, heads, KV heads, head
 sizes, experts, sliding window, context) is enough for `models show` and for the KV-cache part of the
@@ -106,19 +106,16 @@ def read_gguf_facts(path: Path) -> GgufFacts:
     """Read `path`'s metadata and tensor table; a file that is not a readable GGUF is a ModelSpecError."""
     import gguf
 
+    from edgeprof.models.gguf_header import GgufHeaderError, SkippedStrings, read_gguf_header
+
     try:
-        reader = gguf.GGUFReader(path, "r")
-    except Exception as exc:  # noqa: BLE001 - the reader raises assorted errors on bad headers
+        header = read_gguf_header(path)
+    except (GgufHeaderError, OSError) as exc:
         raise ModelSpecError(f"{path}: not a readable GGUF ({type(exc).__name__}: {exc})") from None
 
     def field(key: str):
-        found = reader.fields.get(key)
-        if found is None:
-            return None
-        try:
-            return found.contents()
-        except Exception:  # noqa: BLE001 - an exotic field type reads as absent
-            return None
+        found = header.fields.get(key)
+        return None if isinstance(found, SkippedStrings) else found
 
     family = field(gguf.Keys.General.ARCHITECTURE)
     if not family:
@@ -130,7 +127,7 @@ def read_gguf_facts(path: Path) -> GgufFacts:
             value = max(value) if value else None
         return default if value is None else value
 
-    shapes = {t.name: [int(d) for d in t.shape] for t in reader.tensors}
+    shapes = {t.name: list(t.shape) for t in header.tensors}
     heads = int(arch(gguf.Keys.Attention.HEAD_COUNT, 0))
     hidden = int(arch(gguf.Keys.LLM.EMBEDDING_LENGTH, 0))
     embedding = shapes.get("token_embd.weight", [hidden, 0])
