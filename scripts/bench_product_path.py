@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--batched-prompt", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-warmup-round", dest="warmup_round", action="store_false",
+                        help="skip the discarded first round (each tool still warms up on its own)")
     parser.add_argument("--sides", default="default,none", help="edgeprof sides: default (greedy, the path "
                                                                 "edgeprof chooses), none (--sampler none)")
     parser.add_argument("--bin", type=Path, help="folder with llama-bench and llama-batched-bench (default: "
@@ -137,14 +139,22 @@ def main() -> None:
                 gguf, common, batches, args.batched_prompt, args.gen, 2, extras[s])))
 
     samples: dict[str, list] = {name: [] for name, _ in steps}
-    for round_index in range(args.rounds + 1):  # round 0 warms caches and clocks and is discarded
+    first = 0 if args.warmup_round else 1
+    for round_index in range(first, args.rounds + 1):  # round 0 warms caches and clocks and is discarded
         shift = round_index % len(steps)
         for name, step in steps[shift:] + steps[:shift]:
+            started = time.monotonic()
             value = step()
+            print(f"round {round_index} {name}: {time.monotonic() - started:.1f} s", flush=True)
             if round_index:
                 samples[name].append(value)
-        print(f"round {round_index} done {time.strftime('%X')}", flush=True)
+        if round_index:  # what is measured so far survives a call that ends early
+            write_result(args, gguf, sides, batches, samples)
 
+
+def write_result(args: argparse.Namespace, gguf: Path, sides: list[str], batches: list[int],
+                 samples: dict[str, list]) -> None:
+    """Summarise the rounds so far into rows, print the table and write the JSON."""
     rows = []
     for prompt in [int(p) for p in args.prompts.split(",") if p]:
         key = f"b1_p{prompt}"
@@ -159,8 +169,8 @@ def main() -> None:
                 "decode_tps": summarise([g["decode_tps"] for g in got]),
                 "prefill_tps": summarise([g["prefill_tps"] for g in got]),
                 "ttft_ms": summarise([g["ttft_ms"] for g in got]),
-                "decode_ratio": statistics.median(g["decode_tps"] / n for g, n in zip(got, samples[f"{key}|native_tg"])),
-                "prefill_ratio": statistics.median(g["prefill_tps"] / n for g, n in zip(got, samples[f"{key}|native_pp"])),
+                "decode_ratio_rounds": [g["decode_tps"] / n for g, n in zip(got, samples[f"{key}|native_tg"])],
+                "prefill_ratio_rounds": [g["prefill_tps"] / n for g, n in zip(got, samples[f"{key}|native_pp"])],
             })
     for b in batches:
         native = [s[b] for s in samples["batched|native"]]
@@ -170,8 +180,12 @@ def main() -> None:
                 "compare": "llama-batched-bench", "batch": b, "prompt": args.batched_prompt, "gen": args.gen,
                 "side": side, "sampling": got[0]["sampling"], "native_tg_tps": summarise(native),
                 "decode_tps": summarise([g["decode_tps"] for g in got]),
-                "decode_ratio": statistics.median(g["decode_tps"] / n for g, n in zip(got, native)),
+                "decode_ratio_rounds": [g["decode_tps"] / n for g, n in zip(got, native)],
             })
+    for r in rows:  # each round's ratio pairs sides measured minutes apart at most; the median is over rounds
+        r["decode_ratio"] = statistics.median(r["decode_ratio_rounds"])
+        if "prefill_ratio_rounds" in r:
+            r["prefill_ratio"] = statistics.median(r["prefill_ratio_rounds"])
 
     print("\n| vs | batch | prompt | side (path) | native decode t/s | edgeprof decode t/s | decode ratio "
           "| native prefill t/s | edgeprof prefill t/s | prefill ratio | TTFT ms |")
@@ -183,7 +197,9 @@ def main() -> None:
               f"{r['native_tg_tps']['median']:,.1f} | {r['decode_tps']['median']:,.1f} "
               f"({r['decode_tps']['min']:,.0f}–{r['decode_tps']['max']:,.0f}) | {r['decode_ratio']:.3f} | {pre} |")
     result = {"command": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "libraries": library_versions(),
-              "gguf": str(gguf), "threads": args.threads or "edgeprof default / llama-bench default", "rounds": args.rounds, "reps": args.reps, "rows": rows}
+              "gguf": str(gguf), "threads": args.threads or "edgeprof default / llama-bench default",
+              "rounds": len(samples[next(iter(samples))]), "warmup_round": args.warmup_round, "reps": args.reps,
+              "rows": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
