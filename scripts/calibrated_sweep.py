@@ -77,10 +77,11 @@ def decode_speeds(artifacts: dict[tuple[str, str], str], gpu_layers: int = 0) ->
     return {key: values[1:] for key, values in speeds.items()}
 
 
-def _options(backend: str) -> tuple[str, ...]:
-    from edgeprof.backends.base import BACKEND_OPTIONS
+def _options(backend: str):
+    """The backend's options dataclass (what `Hyperparameters.for_backend` fills in)."""
+    from edgeprof.backends.registry import get
 
-    return BACKEND_OPTIONS[backend]
+    return get(backend).options
 
 
 def main(out: Path, gpu: bool = False) -> None:
