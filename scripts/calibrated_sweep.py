@@ -28,7 +28,11 @@ import sysconfig
 import time
 from pathlib import Path
 
-import numpy as np
+from edgeprof.backends.llamacpp.lib import load_llama_cpp
+
+load_llama_cpp()  # before numpy: a CUDA build's model load crashed with numpy's libraries loaded first
+
+import numpy as np  # noqa: E402
 
 GGUF_QUANTS = ["f16", "q4_k_m", "q4_k_m-imat", "q3_k_m", "q3_k_m-imat", "q2_k", "q2_k-imat", "iq3_xxs", "iq2_xs",
                "iq2_xxs"]
@@ -124,8 +128,9 @@ def main(out: Path, gpu: bool = False) -> None:
         "rows": rows,
     }
     (out / "sweep.json").write_text(json.dumps(result, indent=1, default=str))
-    fig = pareto_figure(points_from_rows(rows), "trained:stdlib-llama: KL vs size and decode speed (CPU host, shared)")
-    fig.savefig(out / "pareto.png")
+    if not gpu:  # on the GPU machine importing matplotlib after llama.cpp's CUDA build crashed (SIGSEGV)
+        fig = pareto_figure(points_from_rows(rows), "trained:stdlib-llama: KL vs size and decode speed (CPU host, shared)")
+        fig.savefig(out / "pareto.png")
     for row in rows:
         print(f"{row['backend']:12} {row['quant']:12} KL {row.get('fidelity_kl_mean')}  "
               f"PPL {row.get('fidelity_ppl')}  {row.get('bytes')} B  median {row['decode_tps_mean']:.0f} "
