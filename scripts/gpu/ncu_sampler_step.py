@@ -10,6 +10,7 @@ scripts/bench_product_path.py; this gives the kernels only.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from edgeprof.backends.llamacpp.lib import load_llama_cpp
@@ -22,7 +23,7 @@ from edgeprof.backends.llamacpp.options import LlamaCppOptions  # noqa: E402
 from edgeprof.backends.llamacpp.session import LlamaCppSession  # noqa: E402
 from edgeprof.config import Hyperparameters  # noqa: E402
 
-PROMPT, STEPS = int(__import__("os").environ.get("PROMPT", 512)), 8
+PROMPT, STEPS = int(os.environ.get("PROMPT", 512)), 8  # PROMPT: a shorter prompt for a quick try
 
 
 def main(path: str, sampler: str) -> None:
